@@ -1,0 +1,227 @@
+"""Render conversations with the model's own chat template and mark the tokens that carry loss.
+
+Every assistant turn (its text, its tool calls and its end-of-turn token) is trained, unless it has
+`weight: 0`; system, user and tool-result tokens never are. The trained character ranges are found by
+rendering the conversation up to each assistant turn with and without it: the text the template adds
+after the generation prompt is exactly what the model emits at inference.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+PROBE_TOOL = "synthia_probe_lookup"
+PROBE_DESCRIPTION = "probe-description-5d1e"
+PROBE_ARGUMENT = "probe-argument-7f3a"
+PROBE_RESULT = "probe-result-91c2"
+
+
+class TemplateError(ValueError):
+    """The chat template cannot render a conversation the way training needs."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str
+    trained: bool
+
+
+@dataclass
+class Encoded:
+    """One conversation as token ids, with the token ranges [start, end) that carry loss."""
+
+    tokens: list
+    spans: list  # trained token ranges, one per trained assistant turn, in order
+    trained_turns: int = 0
+    untrained_turns: int = 0  # assistant turns with weight 0
+    dropped_turns: int = 0  # assistant turns cut because the example exceeded max_seq_length
+    full_length: int = 0  # token count before any cut
+    misaligned: int = 0  # span edges that fall inside a token (should be 0)
+    untrained_spans: list = field(default_factory=list)  # weight-0 turns, for reporting
+
+    @property
+    def trained_tokens(self):
+        return sum(end - start for start, end in self.spans)
+
+    @property
+    def untrained_assistant_tokens(self):
+        return sum(end - start for start, end in self.untrained_spans)
+
+
+def template_messages(messages):
+    """Copy of `messages` as chat templates want them.
+
+    Qwen2.5's template tojson()s `arguments`, so an OpenAI JSON string would be double-encoded:
+    hand it the parsed object instead. `weight` is ours, not the template's.
+    """
+    converted = []
+    for message in messages:
+        message = {k: v for k, v in message.items() if k != "weight"}
+        if message.get("tool_calls"):
+            message["tool_calls"] = [_call_with_object_arguments(c) for c in message["tool_calls"]]
+        converted.append(message)
+    return converted
+
+
+def _call_with_object_arguments(call):
+    fn = dict(call["function"])
+    if isinstance(fn.get("arguments"), str):
+        fn["arguments"] = json.loads(fn["arguments"])
+    return {**call, "function": fn}
+
+
+def render(tokenizer, messages, tools, add_generation_prompt=False):
+    return tokenizer.apply_chat_template(
+        template_messages(messages), tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+
+
+def end_of_turn_marker(tokenizer):
+    """The text of the token that ends an assistant turn (Qwen: <|im_end|>)."""
+    return tokenizer.eos_token
+
+
+def assistant_char_ranges(tokenizer, messages, tools):
+    """Render the conversation; return (text, [(start, end, weight)]) for every assistant turn.
+
+    A range covers what the model generates for that turn, up to and including the end-of-turn marker.
+    """
+    full = render(tokenizer, messages, tools)
+    marker = end_of_turn_marker(tokenizer)
+    ranges = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt = render(tokenizer, messages[:i], tools, add_generation_prompt=True) if i else ""
+        upto = render(tokenizer, messages[: i + 1], tools)
+        if not (upto.startswith(prompt) and full.startswith(upto)):
+            raise TemplateError(
+                f"the chat template does not render messages[{i}] as a continuation of the conversation before it "
+                "(it rewrites earlier turns), so assistant turns cannot be located; pass a template that does with "
+                "--chat-template FILE"
+            )
+        turn = upto[len(prompt):]
+        end = turn.find(marker) + len(marker) if marker and marker in turn else len(turn.rstrip("\n"))
+        ranges.append((len(prompt), len(prompt) + end, message.get("weight", 1)))
+    return full, ranges
+
+
+def segments(text, ranges):
+    """Split `text` into alternating untrained/trained segments (weight-0 turns are untrained)."""
+    out, position = [], 0
+    for start, end, weight in ranges:
+        if not weight:
+            continue
+        if start > position:
+            out.append(Segment(text[position:start], False))
+        out.append(Segment(text[start:end], True))
+        position = end
+    if position < len(text):
+        out.append(Segment(text[position:], False))
+    return out
+
+
+def tokenize_with_offsets(tokenizer, text):
+    hf = getattr(tokenizer, "_tokenizer", tokenizer)
+    encoding = hf(text, add_special_tokens=False, return_offsets_mapping=True)
+    return encoding["input_ids"], encoding["offset_mapping"]
+
+
+def char_range_to_tokens(offsets, start, end):
+    """Token range [first, last) of the tokens that start inside [start, end), and whether both edges align."""
+    first = next((k for k, (s, _) in enumerate(offsets) if s >= start), len(offsets))
+    last = next((k for k, (s, _) in enumerate(offsets) if s >= end), len(offsets))
+    aligned = offsets[first][0] == start if first < len(offsets) else False
+    aligned = aligned and (last == len(offsets) or offsets[last][0] == end) and offsets[last - 1][1] == end
+    return first, last, aligned
+
+
+def encode(tokenizer, messages, tools):
+    """Tokens of the rendered conversation and the token spans that carry loss."""
+    text, ranges = assistant_char_ranges(tokenizer, messages, tools)
+    tokens, offsets = tokenize_with_offsets(tokenizer, text)
+    encoded = Encoded(tokens=list(tokens), spans=[], full_length=len(tokens))
+    for start, end, weight in ranges:
+        first, last, aligned = char_range_to_tokens(offsets, start, end)
+        encoded.misaligned += not aligned
+        if weight:
+            encoded.spans.append((first, last))
+            encoded.trained_turns += 1
+        else:
+            encoded.untrained_spans.append((first, last))
+            encoded.untrained_turns += 1
+    return encoded
+
+
+def fit_to_length(encoded, max_seq_length):
+    """Drop whole turns from the end until the example fits; None when no trained turn fits.
+
+    A cut always lands right after a trained assistant turn, so every trained turn that stays is complete.
+    """
+    if len(encoded.tokens) <= max_seq_length:
+        return encoded
+    kept = [span for span in encoded.spans if span[1] <= max_seq_length]
+    if not kept:
+        return None
+    cut = kept[-1][1]
+    encoded.dropped_turns = len(encoded.spans) - len(kept)
+    encoded.trained_turns = len(kept)
+    encoded.untrained_spans = [s for s in encoded.untrained_spans if s[1] <= cut]
+    encoded.untrained_turns = len(encoded.untrained_spans)
+    encoded.spans, encoded.tokens = kept, encoded.tokens[:cut]
+    return encoded
+
+
+def loss_mask(encoded):
+    """0/1 per token: 1 where the token is a training target."""
+    mask = [0] * len(encoded.tokens)
+    for start, end in encoded.spans:
+        mask[start:end] = [1] * (end - start)
+    return mask
+
+
+def probe_conversation():
+    """A conversation whose tool definition, call, arguments and result are easy to find in rendered text."""
+    tool = {
+        "type": "function",
+        "function": {
+            "name": PROBE_TOOL,
+            "description": PROBE_DESCRIPTION,
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+        },
+    }
+    call = {"id": "call_probe", "type": "function",
+            "function": {"name": PROBE_TOOL, "arguments": json.dumps({"query": PROBE_ARGUMENT})}}
+    messages = [
+        {"role": "user", "content": "Look it up."},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_probe", "content": PROBE_RESULT},
+        {"role": "assistant", "content": "Found it."},
+    ]
+    return messages, [tool]
+
+
+def template_problems(tokenizer):
+    """What the chat template loses when rendering tools; empty when it keeps everything training needs."""
+    messages, tools = probe_conversation()
+    try:
+        text, ranges = assistant_char_ranges(tokenizer, messages, tools)
+    except TemplateError as e:
+        return [str(e)]
+    except Exception as e:  # a template that cannot render tools at all raises from inside Jinja
+        return [f"the chat template failed to render a tool-calling conversation: {e}"]
+    problems = []
+    expected = {
+        "tool definitions": PROBE_DESCRIPTION,
+        "tool-call names": f"{PROBE_TOOL}",
+        "tool-call arguments": PROBE_ARGUMENT,
+        "tool results": PROBE_RESULT,
+    }
+    for what, needle in expected.items():
+        if needle not in text:
+            problems.append(f"the chat template drops {what}")
+    if '\\"query\\"' in text:
+        problems.append("the chat template renders tool-call arguments as a quoted JSON string")
+    first_turn = text[ranges[0][0]:ranges[0][1]] if ranges else ""
+    if PROBE_ARGUMENT not in first_turn:
+        problems.append("the assistant's tool call is not inside its own turn")
+    return problems

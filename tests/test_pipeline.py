@@ -1,0 +1,238 @@
+"""train_mlx.py end to end on the tiny model: config, CLI, dry run, the three chained stages, failures."""
+
+import json
+import math
+import sys
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx_lm.utils import load, load_tokenizer
+
+import train_mlx
+from synthia import render, worker
+from synthia.validate import load_default_tools
+from tests.sample_data import write_dataset
+
+TEST_CONFIG = """\
+train_bits: null        # the tiny model trains as it is
+grad_checkpoint: false
+num_layers: -1
+steps_per_report: 1
+steps_per_eval: 2
+lora_parameters: {rank: 4, scale: 10.0, dropout: 0.0}
+"""
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    (root / "test.yaml").write_text(TEST_CONFIG)
+    write_dataset(root / "data.jsonl")
+    return root
+
+
+def cli(workspace, tiny_model_dir, *extra, output="models"):
+    return ["--base-model", str(tiny_model_dir), "--dataset", str(workspace / "data.jsonl"),
+            "--config", str(workspace / "test.yaml"), "--output-dir", str(workspace / output), *extra]
+
+
+@pytest.fixture(scope="module")
+def full_run(workspace, tiny_model_dir):
+    """One real `--stage all --iters 3 --test` run, shared by the tests that inspect its outputs."""
+    code = train_mlx.main(cli(workspace, tiny_model_dir, "--stage", "all", "--iters", "3", "--test"))
+    assert code == 0
+    return workspace / "models"
+
+
+def run_record(models, number):
+    return json.loads((models / f"stage{number}" / "run.json").read_text())
+
+
+# --- configuration ---------------------------------------------------------------------------------------
+def test_config_file_overrides_defaults_and_flags_override_both(tmp_path):
+    (tmp_path / "c.yaml").write_text("batch_size: 4\nstages:\n  2: {iters: 7, learning_rate: 3.0e-5}\n")
+    file_config = train_mlx.load_yaml_config(tmp_path / "c.yaml")
+    config, notes = train_mlx.resolve_stage_config(2, file_config, {"iters": 5})
+    assert (config["batch_size"], config["iters"], config["learning_rate"]) == (4, 5, 3.0e-5)
+    assert config["categories"] == train_mlx.STAGES[2]["categories"]
+    assert any("command line sets iters=5 (was 7 from config file stages.2)" in n for n in notes)
+    assert any("config file sets batch_size=4 (was 2 from defaults)" in n for n in notes)
+    assert train_mlx.resolve_stage_config(1, file_config, {})[0]["iters"] == train_mlx.STAGES[1]["iters"]
+
+
+def test_unknown_config_keys_are_errors_listing_the_known_ones(tmp_path):
+    (tmp_path / "c.yaml").write_text("batch_sise: 4\n")
+    with pytest.raises(train_mlx.PipelineError, match=r"unknown key\(s\) batch_sise; known: .*batch_size"):
+        train_mlx.load_yaml_config(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("stages:\n  4: {iters: 1}\n")
+    with pytest.raises(train_mlx.PipelineError, match="no such stage"):
+        train_mlx.load_yaml_config(tmp_path / "d.yaml")
+
+
+def test_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        train_mlx.main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--stage", "--base-model", "--dataset", "--output-dir", "--iters", "--test", "--dry-run",
+                 "--force", "--chat-template", "--preview", "--strict", "--config"):
+        assert flag in text
+
+
+# --- dry run, preview, bad input ---------------------------------------------------------------------------
+def test_dry_run_prints_the_plan_and_trains_nothing(workspace, tiny_model_dir, capsys):
+    code = train_mlx.main(cli(workspace, tiny_model_dir, "--dry-run", output="dry"))
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "would run train:" in out and "synthia.worker train" in out and "mlx_lm fuse" in out
+    assert "[stage 3] data: train" in out and "dry run: nothing was trained" in out
+    models = workspace / "dry"
+    assert not list(models.rglob("*.safetensors")) and not list(models.glob("synthia-stage*"))
+    assert (models / "stage1" / "data" / "train.tokens.jsonl").exists()
+
+
+def test_preview_json_round_trips_to_the_rendered_conversation(workspace, tiny_model_dir, capsys):
+    assert train_mlx.main(cli(workspace, tiny_model_dir, "--preview", "3", "--json")) == 0
+    shown = json.loads(capsys.readouterr().out)
+    record = json.loads((workspace / "data.jsonl").read_text().splitlines()[2])
+    tokenizer = load_tokenizer(tiny_model_dir)
+    assert "".join(s["text"] for s in shown["segments"]) == render.render(tokenizer, record["messages"],
+                                                                          load_default_tools())
+    encoded = render.encode(tokenizer, record["messages"], load_default_tools())
+    assert (shown["tokens"], shown["trained_tokens"]) == (len(encoded.tokens), encoded.trained_tokens)
+    assert [s["text"] for s in shown["segments"] if s["trained"]][-1].endswith("<|im_end|>")
+
+
+def test_preview_marks_trained_text_with_brackets_off_a_terminal(workspace, tiny_model_dir, capsys):
+    assert train_mlx.main(cli(workspace, tiny_model_dir, "--preview", "1")) == 0
+    out = capsys.readouterr().out
+    assert '[[<tool_call>\n{"name": "read"' in out and "trained" in out
+
+
+def test_invalid_dataset_stops_before_training_with_file_and_line(workspace, tiny_model_dir, capsys):
+    bad = workspace / "bad.jsonl"
+    lines = (workspace / "data.jsonl").read_text().splitlines()
+    lines[4] = lines[4].replace('"role": "tool"', '"role": "robot"', 1)
+    bad.write_text("\n".join(lines) + "\n")
+    args = cli(workspace, tiny_model_dir, output="bad") + ["--dataset", str(bad)]
+    assert train_mlx.main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:5: messages[3]: unknown role 'robot'" in err and "Traceback" not in err
+    assert not (workspace / "bad").exists()
+
+
+def test_a_template_that_drops_tools_stops_with_the_fix(workspace, tiny_model_dir, capsys):
+    template = workspace / "plain.jinja"
+    template.write_text("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}")
+    assert train_mlx.main(cli(workspace, tiny_model_dir, "--dry-run", "--chat-template", str(template))) == 2
+    err = capsys.readouterr().err
+    assert "drops tool definitions" in err and "--chat-template" in err
+
+
+def test_unreachable_hub_model_fails_with_a_clear_message(workspace, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = ["--base-model", "nobody/not-a-model", "--dataset", str(workspace / "data.jsonl"),
+            "--output-dir", str(workspace / "offline"), "--dry-run"]
+    assert train_mlx.main(args) == 1
+    err = capsys.readouterr().err
+    assert "cannot get the model 'nobody/not-a-model'" in err and "--base-model PATH" in err
+
+
+def test_stage_two_alone_needs_stage_one(workspace, tiny_model_dir, capsys):
+    assert train_mlx.main(cli(workspace, tiny_model_dir, "--stage", "2", output="empty")) == 1
+    err = capsys.readouterr().err
+    assert "synthia-stage1, which does not exist" in err and "--stage 1" in err
+
+
+# --- the worker's batches and loss -----------------------------------------------------------------------
+def test_batches_carry_exactly_the_render_mask(tmp_path, tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    records = [json.loads(line) for line in write_dataset(tmp_path / "d.jsonl", 2).read_text().splitlines()]
+    encoded = [render.encode(tokenizer, r["messages"], load_default_tools()) for r in records[:3]]
+    path = tmp_path / "t.tokens.jsonl"
+    path.write_text("".join(json.dumps({"tokens": e.tokens, "spans": e.spans}) + "\n" for e in encoded))
+    dataset = worker.load_token_file(path)
+    batches = list(worker.iterate_masked_batches(dataset, 2, 4096))
+    assert len(batches) == 2  # the short last batch is evaluated too
+    from_batches = []
+    for tokens, mask in batches:
+        for row in range(tokens.shape[0]):
+            trained = np.array(tokens[row])[np.array(mask[row]) > 0].tolist()
+            from_batches += [trained] if trained else []
+    from_render = [[t for t, m in zip(e.tokens, render.loss_mask(e)) if m] for e in encoded]
+    assert sorted(from_batches) == sorted(from_render)
+
+
+def test_masked_loss_is_cross_entropy_over_trained_targets_only(tiny_model_dir):
+    model, _ = load(str(tiny_model_dir))
+    tokens = mx.array([[5, 9, 13, 17, 21, 25]])
+    mask = mx.array([[0, 0, 1, 1, 0, 1]], dtype=mx.float32)
+    loss, ntoks = worker.masked_loss(model, tokens, mask)
+    logits = model(tokens[:, :-1])
+    log_probs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    picked = [-log_probs[0, j - 1, tokens[0, j].item()].item() for j in (2, 3, 5)]
+    assert ntoks.item() == 3
+    assert loss.item() == pytest.approx(sum(picked) / 3, rel=1e-5)
+
+
+def test_a_failed_step_names_stage_command_tail_and_fix(tmp_path):
+    command = [sys.executable, "-c", "print('loading'); raise MemoryError('failed to allocate')"]
+    with pytest.raises(train_mlx.PipelineError) as failure:
+        train_mlx.run_step(2, "train", command, None, tmp_path / "log")
+    text = str(failure.value)
+    assert "stage 2: step 'train' failed" in text and "MemoryError" in text and "loading" in text
+    assert "batch_size" in text and "grad_checkpoint" in text and "max_seq_length" in text
+
+
+# --- the real three-stage run ----------------------------------------------------------------------------
+def test_full_run_produces_every_output(full_run):
+    for number in (1, 2, 3):
+        stage = full_run / f"stage{number}"
+        for name in ("adapters.safetensors", "adapter_config.json", "run.json"):
+            assert (stage / name).exists(), f"stage{number}/{name}"
+        fused = full_run / f"synthia-stage{number}"
+        assert (fused / "config.json").exists() and list(fused.glob("*.safetensors"))
+        assert not (full_run / f"synthia-stage{number}.partial").exists()
+
+
+def test_each_stage_starts_from_the_previous_fused_model(full_run, tiny_model_dir):
+    assert run_record(full_run, 1)["base_model"] == str(tiny_model_dir)
+    assert run_record(full_run, 2)["base_model"] == str(full_run / "synthia-stage1")
+    assert run_record(full_run, 3)["base_model"] == str(full_run / "synthia-stage2")
+
+
+def test_run_json_records_config_data_commands_and_losses(full_run):
+    record = run_record(full_run, 2)
+    assert record["config"]["iters"] == 3 and record["config"]["categories"] == train_mlx.STAGES[2]["categories"]
+    assert set(record["data"]["train"]["categories"]) == {"tool_use", "tdd", "debugging", "planning"}
+    assert record["data"]["train"]["trained_tokens"] > 0
+    assert any("synthia.worker train" in c for c in record["commands"])
+    assert any("mlx_lm fuse" in c for c in record["commands"])
+    assert set(record["timings"]) == {"train", "fuse", "evaluate"}
+    assert math.isfinite(record["train"]["final_train_loss"]) and math.isfinite(record["train"]["final_valid_loss"])
+    assert record["test"]["perplexity"] == pytest.approx(math.exp(record["test"]["loss"]))
+
+
+def test_splits_are_stable_across_stages(full_run):
+    def lines(number, split):
+        path = full_run / f"stage{number}" / "data" / f"{split}.tokens.jsonl"
+        return {json.loads(line)["line"] for line in path.read_text().splitlines()}
+
+    for split in ("train", "valid", "test"):
+        assert lines(1, split) <= lines(2, split) <= lines(3, split)
+    assert not lines(3, "train") & lines(3, "test")
+
+
+def test_fused_model_keeps_what_training_gained(full_run):
+    for number in (1, 2, 3):
+        check = run_record(full_run, number)["fuse_check"]
+        assert check["relative_difference"] < 0.01, check
+
+
+def test_rerun_skips_finished_stages_and_changed_inputs_need_force(full_run, workspace, tiny_model_dir, capsys):
+    assert train_mlx.main(cli(workspace, tiny_model_dir, "--stage", "all", "--iters", "3", "--test")) == 0
+    assert capsys.readouterr().out.count("skipping (--force redoes it)") == 3
+    before = (full_run / "synthia-stage1" / "model.safetensors").stat().st_mtime_ns
+    assert train_mlx.main(cli(workspace, tiny_model_dir, "--stage", "1", "--iters", "4")) == 1
+    assert "Re-run with --force" in capsys.readouterr().err
+    assert (full_run / "synthia-stage1" / "model.safetensors").stat().st_mtime_ns == before

@@ -1,0 +1,201 @@
+"""The validator: every error kind is caught with the right line; soft problems are counted warnings."""
+
+import json
+
+import pytest
+
+from synthia import validate
+
+
+def call(name="read", arguments='{"file_path": "src/main.rs"}', call_id="call_1"):
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def good_messages():
+    return [
+        {"role": "system", "content": "You are Synthia."},
+        {"role": "user", "content": "What is in src/main.rs?"},
+        {"role": "assistant", "content": None, "tool_calls": [call()]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "1\tfn main() {}"},
+        {"role": "assistant", "content": "An empty main function."},
+    ]
+
+
+def lines_with(bad_record, before=2):
+    """`before` good lines, then the bad one: the bad one is on line before + 1."""
+    good = [json.dumps({"category": "tool_use", "messages": good_messages(), "id": i}) for i in range(before)]
+    return good + [bad_record if isinstance(bad_record, str) else json.dumps(bad_record)]
+
+
+def errors_for(bad_record):
+    report = validate.validate_lines(lines_with(bad_record), "data.jsonl")
+    return report.errors
+
+
+def with_message(index, **changes):
+    messages = good_messages()
+    messages[index] = {**messages[index], **changes}
+    return {"messages": messages}
+
+
+def assert_one_error_on_line_3(bad_record, fragment):
+    errors = errors_for(bad_record)
+    assert errors, "expected an error"
+    assert all(e.line == 3 for e in errors), [str(e) for e in errors]
+    assert any(fragment in e.message for e in errors), [str(e) for e in errors]
+    assert str(errors[0]).startswith("data.jsonl:3: ")
+
+
+def test_good_dataset_has_no_errors_or_warnings():
+    report = validate.validate_lines(lines_with({"messages": good_messages()}), "data.jsonl")
+    assert report.errors == [] and report.warnings == []
+    assert len(report.examples) == 3
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "must be a JSON object"),
+    ({"messages": []}, "non-empty list"),
+    ({"nothing": 1}, "non-empty list"),
+    ({"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}, "unknown role"),
+    ({"messages": good_messages(), "category": "poetry"}, "unknown category"),
+])
+def test_record_level_errors_name_the_line(bad, fragment):
+    assert_one_error_on_line_3(bad, fragment)
+
+
+def test_second_system_message_is_rejected():
+    messages = good_messages()
+    messages.insert(2, {"role": "system", "content": "again"})
+    assert_one_error_on_line_3({"messages": messages}, "system message may only come first")
+
+
+def test_non_string_content_is_rejected():
+    assert_one_error_on_line_3(with_message(1, content=["a", "b"]), "content must be a string")
+
+
+def test_null_content_is_only_allowed_on_assistant_with_tool_calls():
+    assert_one_error_on_line_3(with_message(4, content=None), "content must be a string")
+
+
+@pytest.mark.parametrize("bad_call, fragment", [
+    ({**call(), "id": ""}, "has no id"),
+    ({**call(), "type": "code"}, 'type must be "function"'),
+    ({"id": "call_1", "type": "function", "function": {"arguments": "{}"}}, "function.name is missing"),
+    (call(arguments="{oops"), "not valid JSON"),
+    (call(arguments='["a"]'), "must be a JSON object"),
+    (call(name="delete_everything"), "unknown tool 'delete_everything'"),
+])
+def test_bad_tool_calls_are_rejected(bad_call, fragment):
+    assert_one_error_on_line_3(with_message(2, tool_calls=[bad_call]), fragment)
+
+
+def test_tool_message_must_answer_a_call_of_the_previous_assistant_turn():
+    assert_one_error_on_line_3(with_message(3, tool_call_id="call_9"), "answers no open call")
+
+
+def test_tool_message_before_any_call_is_rejected():
+    messages = [{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "x", "content": "r"},
+                {"role": "assistant", "content": "ok"}]
+    assert_one_error_on_line_3({"messages": messages}, "before any assistant tool call")
+
+
+def test_unanswered_call_before_next_assistant_turn_is_rejected():
+    messages = good_messages()
+    messages[2]["tool_calls"].append(call(call_id="call_2"))
+    assert_one_error_on_line_3({"messages": messages}, "are not answered before the next assistant turn")
+
+
+def test_final_assistant_turn_may_end_with_unanswered_calls():
+    messages = good_messages()[:3]
+    report = validate.validate_lines(lines_with({"messages": messages}), "data.jsonl")
+    assert report.errors == []
+
+
+def test_conversation_must_end_with_assistant():
+    assert_one_error_on_line_3({"messages": good_messages()[:4]}, "must end with an assistant turn")
+
+
+def test_duplicate_call_ids_within_a_turn_are_rejected_but_reuse_across_turns_is_fine():
+    messages = good_messages()
+    messages[2]["tool_calls"].append(call(call_id="call_1"))
+    assert_one_error_on_line_3({"messages": messages}, "used twice in this assistant turn")
+    reused = good_messages()
+    reused[4:4] = [{"role": "assistant", "content": None, "tool_calls": [call()]},
+                   {"role": "tool", "tool_call_id": "call_1", "content": "again"}]
+    assert validate.validate_lines(lines_with({"messages": reused}), "d").errors == []
+
+
+def test_tools_must_be_function_schemas():
+    bad_tools = [{"type": "function", "function": {"name": "read", "parameters": {"type": "object",
+                                                                                   "properties": 5}}}]
+    assert_one_error_on_line_3({"messages": good_messages(), "tools": bad_tools}, "not a valid JSON Schema")
+    assert_one_error_on_line_3({"messages": good_messages(), "tools": [{"name": "read"}]}, '"type": "function"')
+
+
+def test_tool_names_are_checked_against_the_examples_own_tools():
+    tools = [{"type": "function", "function": {"name": "open_file", "parameters": {"type": "object"}}}]
+    assert_one_error_on_line_3({"messages": good_messages(), "tools": tools}, "unknown tool 'read'")
+
+
+@pytest.mark.parametrize("weight", [2, -1, "0", 0.5, True])
+def test_bad_weight_is_rejected(weight):
+    assert_one_error_on_line_3(with_message(4, weight=weight), "weight must be 0 or 1")
+
+
+def test_weight_on_a_non_assistant_message_is_rejected():
+    assert_one_error_on_line_3(with_message(1, weight=0), "only allowed on assistant messages")
+
+
+def test_all_assistant_turns_weight_zero_is_rejected():
+    messages = good_messages()
+    messages[2]["weight"] = 0
+    messages[4]["weight"] = 0
+    assert_one_error_on_line_3({"messages": messages}, "nothing to learn")
+
+
+def test_all_errors_are_reported_at_once_and_capped_in_the_summary():
+    lines = ["{bad"] * 40 + [json.dumps({"messages": good_messages()})]
+    report = validate.validate_lines(lines, "data.jsonl")
+    assert [e.line for e in report.errors] == list(range(1, 41))
+    text = validate.format_report(report)
+    assert "40 error(s)" in text and f"and {40 - validate.MAX_ERRORS_SHOWN} more" in text
+
+
+def test_schema_mismatch_is_a_warning_and_strict_makes_it_an_error():
+    record = with_message(2, tool_calls=[call(arguments='{"file_path": 7}')])
+    report = validate.validate_lines(lines_with(record), "d.jsonl")
+    assert report.errors == []
+    assert report.warning_counts() == {validate.SCHEMA_MISMATCH: 1}
+    assert report.warnings[0].line == 3
+    assert validate.is_ok(report) and not validate.is_ok(report, strict=True)
+
+
+def test_object_arguments_are_normalised_to_a_json_string_with_a_warning():
+    record = with_message(2, tool_calls=[call(arguments={"file_path": "a.py"})])
+    report = validate.validate_lines(lines_with(record), "d.jsonl")
+    assert report.warning_counts() == {validate.ARGUMENTS_AS_OBJECT: 1}
+    normalised = report.examples[-1].messages[2]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(normalised) == {"file_path": "a.py"} and isinstance(normalised, str)
+
+
+def test_duplicates_bom_and_blank_lines_are_warnings():
+    line = json.dumps({"messages": good_messages()})
+    report = validate.validate_lines(["\ufeff" + line, "", line], "d.jsonl")
+    assert report.errors == []
+    assert report.warning_counts() == {validate.BOM: 1, validate.BLANK_LINE: 1, validate.DUPLICATE: 1}
+    assert [w.line for w in report.warnings] == [1, 2, 3]
+    assert len(report.examples) == 1
+
+
+def test_missing_file_is_an_error_not_a_traceback(tmp_path):
+    report = validate.validate_file(tmp_path / "nope.jsonl")
+    assert "file not found" in validate.format_report(report)
+
+
+def test_cli_exit_codes(tmp_path):
+    good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    good.write_text(json.dumps({"messages": good_messages()}) + "\n")
+    bad.write_text("{bad\n")
+    assert validate.main([str(good)]) == 0
+    assert validate.main([str(bad)]) == 2
