@@ -44,11 +44,17 @@ DEFAULTS = {
     "steps_per_eval": 100,  # iterations between validation-loss evaluations
     "val_batches": -1,  # validation batches per evaluation; -1 = the whole valid split
     "save_every": 100,  # iterations between adapter checkpoints
-    "fine_tune_type": "lora",  # lora or dora
+    "warmup": None,  # linear warm-up iterations; None = 5% of the stage's iters
+    "lr_min": None,  # the cosine decays to this by the last iteration; None = a tenth of learning_rate
+    "keep": "best",  # adapters to fuse: "best" (lowest valid loss) or "last"
+    "early_stop_patience": None,  # stop a stage after this many evaluations without a better valid loss
+    "fine_tune_type": "lora",  # lora or dora (DoRA: a little better, ~20% slower)
     "optimizer": "adam",  # adam or adamw
-    "keep": "last",  # which adapters get fused: last
-    "report_to": None,  # "wandb" to log there (pip install wandb)
+    "grad_accumulation_steps": 1,  # with batch_size 1, keeps the effective batch at half the memory
+    "report_to": None,  # "wandb" to log there as well (pip install wandb)
 }
+CHOICES = {"fine_tune_type": ("lora", "dora"), "optimizer": ("adam", "adamw"), "keep": ("best", "last"),
+           "report_to": (None, "wandb")}
 
 STAGES = {
     1: {"name": "tool-use", "focus": "tool-use reinforcement: accuracy, parallel calls, error recovery",
@@ -60,7 +66,7 @@ STAGES = {
 }
 
 STAGE_KEYS = ("name", "focus", "categories", "iters", "learning_rate")
-DEMO_SETTINGS = {"train_bits": None, "grad_checkpoint": False, "num_layers": -1, "steps_per_eval": 10,
+DEMO_SETTINGS = {"train_bits": None, "learning_rate": 1e-3, "grad_checkpoint": False, "num_layers": -1, "steps_per_eval": 10,
                  "save_every": 50, "steps_per_report": 5, "lora_parameters": {"rank": 8, "scale": 20.0, "dropout": 0.0}}
 DEMO_ITERS = 30
 EXIT_INVALID, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
@@ -88,7 +94,7 @@ def load_yaml_config(path):
     except (OSError, yaml.YAMLError) as e:
         raise PipelineError(f"{path}: cannot read the config: {e}", EXIT_INVALID)
     stages = raw.pop("stages", {}) or {}
-    check_keys(raw, set(DEFAULTS), f"{path}")
+    check_keys(raw, set(DEFAULTS) | {"iters", "learning_rate"}, f"{path}")  # these two then apply to every stage
     for number, overrides in stages.items():
         if int(number) not in STAGES:
             raise PipelineError(f"{path}: stages.{number}: no such stage (known: 1, 2, 3)", EXIT_INVALID)
@@ -101,6 +107,36 @@ def check_keys(mapping, known, where):
     if unknown:
         raise PipelineError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
                             EXIT_INVALID)
+
+
+def check_choices(config, number):
+    for key, allowed in CHOICES.items():
+        if config[key] not in allowed:
+            raise PipelineError(f"stage {number}: {key}={config[key]!r}; choose one of {allowed}", EXIT_INVALID)
+    if config["report_to"] == "wandb":
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise PipelineError("report_to: wandb needs the wandb package: pip install wandb", EXIT_INVALID)
+
+
+def lr_schedule(iters, learning_rate, warmup=None, lr_min=None):
+    """mlx_lm's lr_schedule config: linear warm-up from 0, then a cosine reaching lr_min at the last step."""
+    warmup = round(0.05 * iters) if warmup is None else warmup
+    lr_min = learning_rate / 10 if lr_min is None else lr_min
+    # mlx_lm joins the cosine one step after the warm-up ends; the last update uses step iters - 1.
+    decay_steps = max(iters - 1 - (warmup + 1 if warmup else 0), 1)
+    return {"name": "cosine_decay", "arguments": [learning_rate, decay_steps, lr_min], "warmup": warmup,
+            "warmup_init": 0.0}
+
+
+def stage_schedule(config):
+    return lr_schedule(config["iters"], config["learning_rate"], config["warmup"], config["lr_min"])
+
+
+def describe_schedule(schedule, iters):
+    peak, _, lr_min = schedule["arguments"]
+    return f"learning rate: warm-up {schedule['warmup']} iters 0 -> {peak:g}, cosine to {lr_min:g} at iter {iters}"
 
 
 def resolve_stage_config(number, file_config, cli_overrides):
@@ -261,16 +297,19 @@ def fuse_command(model_dir, adapter_dir, save_path, dequantize):
 def train_job(config, base_dir, files, paths):
     keys = ("batch_size", "iters", "learning_rate", "max_seq_length", "num_layers", "lora_parameters",
             "grad_checkpoint", "seed", "steps_per_report", "steps_per_eval", "val_batches", "save_every",
-            "fine_tune_type", "optimizer", "keep", "report_to")
-    return {**{k: config[k] for k in keys}, "model": str(base_dir), "adapter_dir": str(paths.stage_dir),
+            "fine_tune_type", "optimizer", "grad_accumulation_steps", "keep", "early_stop_patience", "report_to")
+    return {**{k: config[k] for k in keys}, "lr_schedule": stage_schedule(config), "model": str(base_dir),
+            "adapter_dir": str(paths.stage_dir),
             "train": files["train"], "valid": files["valid"], "project_name": "synthia",
             "result": str(paths.stage_dir / "train_result.json")}
 
 
-def evaluate_job(config, train_base_dir, files, paths, with_test):
+def evaluate_job(config, base_dir, train_base_dir, files, paths, with_test):
+    """Valid loss of the stage's base, of the trained model (base + adapters) and of the fused model."""
     fused_splits = {"valid": files["valid"], **({"test": files["test"]} if with_test else {})}
     return {"batch_size": config["batch_size"], "max_seq_length": config["max_seq_length"],
-            "runs": [{"label": "adapters", "model": str(train_base_dir), "adapter_dir": str(paths.stage_dir),
+            "runs": [{"label": "base", "model": str(base_dir), "splits": {"valid": files["valid"]}},
+                     {"label": "adapters", "model": str(train_base_dir), "adapter_dir": str(paths.stage_dir),
                       "splits": {"valid": files["valid"]}},
                      {"label": "fused", "model": str(fused_tmp(paths)), "splits": fused_splits}],
             "result": str(paths.stage_dir / "eval_result.json")}
@@ -289,7 +328,7 @@ def stage_plan(number, config, base_dir, files, paths, with_test):
     # full-precision base (dequantized if the user's base was quantized), so the chain keeps every update.
     steps.append(("fuse", fuse_command(base_dir, paths.stage_dir, fused_tmp(paths), is_quantized(base_dir)), None))
     steps.append(("evaluate", worker_command("evaluate", paths.stage_dir / "eval_job.json"),
-                  evaluate_job(config, train_base, files, paths, with_test)))
+                  evaluate_job(config, base_dir, train_base, files, paths, with_test)))
     return steps
 
 
@@ -321,7 +360,7 @@ def run_step(number, name, command, env, log_file):
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                    bufsize=1)
         for line in process.stdout:
-            print(f"  {line}", end="", flush=True)
+            print(f"[stage {number}] {line}", end="", flush=True)
             logf.write(line)
             tail.append(line.rstrip("\n"))
         returncode = process.wait()
@@ -357,7 +396,7 @@ def run_stage(number, config, base_model, examples, encoded, args, env, blas_not
     paths.stage_dir.mkdir(parents=True)
     base_dir = resolve_model_dir(base_model)
     files, stats = prepare_stage_data(number, config, examples, encoded, paths, args.dataset, args.strict)
-    log_counts(number, stats)
+    log_stage_summary(number, config, stats)
     record = {"stage": number, "status": "running", "config": config, "base_model": base_model,
               "base_model_dir": str(base_dir), "fingerprint": stage_fingerprint(
                   config, base_model, data.dataset_fingerprint(examples), args.chat_template),
@@ -392,30 +431,48 @@ def finish_fused_model(paths, chat_template_file):
 def collect_results(paths):
     trained = json.loads((paths.stage_dir / "train_result.json").read_text())
     evaluated = json.loads((paths.stage_dir / "eval_result.json").read_text())
-    adapters_valid = evaluated["adapters"]["valid"]["loss"]
-    fused_valid = evaluated["fused"]["valid"]["loss"]
     return {
         "train": {k: v for k, v in trained.items() if k not in ("train_reports", "val_reports")},
         "curves": {"train": trained["train_reports"], "valid": trained["val_reports"]},
-        "fuse_check": {"adapters_valid_loss": adapters_valid, "fused_valid_loss": fused_valid,
-                       "relative_difference": abs(fused_valid - adapters_valid) / adapters_valid},
+        "fuse_check": fuse_check(*(evaluated[k]["valid"]["loss"] for k in ("base", "adapters", "fused"))),
         "test": evaluated["fused"].get("test"),
     }
 
 
-def log_counts(number, stats):
+def fuse_check(base_loss, adapters_loss, fused_loss):
+    """How closely the fused model matches base + adapters, and how much of the stage's gain it keeps."""
+    gain = base_loss - adapters_loss
+    return {"base_valid_loss": base_loss, "adapters_valid_loss": adapters_loss, "fused_valid_loss": fused_loss,
+            "relative_difference": abs(fused_loss - adapters_loss) / adapters_loss,
+            "gain_retained": (base_loss - fused_loss) / gain if gain > 0 else None}
+
+
+def log_stage_summary(number, config, stats):
     counts = ", ".join(f"{s} {stats[s]['examples']}" for s in data.SPLITS)
     log(f"data: {counts}; trained tokens (train) {stats['train']['trained_tokens']} of "
         f"{stats['train']['tokens']}", number)
+    log(describe_schedule(stage_schedule(config), config["iters"]), number)
 
 
 def report_stage(number, record):
     train, check = record["train"], record["fuse_check"]
+    kept = train["kept"]
+    log(f"fused the {kept['which']} adapters" + (f" (iteration {kept['iteration']}, valid loss "
+        f"{kept['val_loss']:.4f})" if "iteration" in kept else ""), number)
+    if train.get("early_stopped"):
+        log(f"stopped early at iteration {train['early_stopped']['iteration']}: {train['early_stopped']['reason']}",
+            number)
     log(f"done: final train loss {train['final_train_loss']:.4f}, valid loss {train['final_valid_loss']:.4f}; "
         f"fused valid loss {check['fused_valid_loss']:.4f} ({100 * check['relative_difference']:.2f}% from "
         f"base+adapters)", number)
+    if check["gain_retained"] is not None:
+        log(f"valid loss {check['base_valid_loss']:.4f} before the stage; the fused model keeps "
+            f"{100 * check['gain_retained']:.0f}% of the gain", number)
     if check["relative_difference"] > 0.01:
-        log("WARNING: the fused model differs from base+adapters by more than 1%", number)
+        quantized = record["config"]["train_bits"]
+        log(f"WARNING: the fused model differs from base+adapters by more than 1%"
+            + (f" (it is full precision, trained on a {quantized}-bit copy: the difference is that copy's "
+               "quantization error)" if quantized else ""), number)
     if record.get("test"):
         log(f"test loss {record['test']['loss']:.4f}, perplexity {record['test']['perplexity']:.3f}", number)
 
@@ -473,7 +530,7 @@ def print_plan(number, config, base_model, examples, encoded, args):
     log(f"{config['name']}: {config['focus']}", number)
     log(f"base model: {base_model}; iters {config['iters']}, learning_rate {config['learning_rate']}, "
         f"batch_size {config['batch_size']}, max_seq_length {config['max_seq_length']}", number)
-    log_counts(number, stats)
+    log_stage_summary(number, config, stats)
     exists = base_dir.exists()
     for name, command, job in stage_plan(number, config, base_dir, files, paths, args.test) if exists else []:
         log(f"would run {name}: {shlex.join(command)}", number)
@@ -487,11 +544,11 @@ def run_pipeline(args):
     numbers = selected_stages(args.stage)
     file_config = load_yaml_config(args.config) if args.config else {"shared": {}, "stages": {}}
     overrides = cli_overrides(args)
-    configs = {}
+    configs, notes = {}, {}
     for number in numbers:
-        configs[number], notes = resolve_stage_config(number, file_config, overrides)
-        for note in dict.fromkeys(notes):
-            log(note, number)
+        configs[number], notes[number] = resolve_stage_config(number, file_config, overrides)
+        check_choices(configs[number], number)
+    log_overrides(notes)
     base_model = configs[numbers[0]]["base_model"]
     if args.demo:
         base_model = build_demo_model(args.output_dir)
@@ -503,6 +560,9 @@ def run_pipeline(args):
     dataset_fp = data.dataset_fingerprint(examples)
     env, blas_note = blas.child_environment(args.blas)
     log(blas_note)
+    warning = blas.missing_blas_warning(args.blas)
+    if warning:
+        log(warning)
     redo = False
     for number in numbers:
         base = stage_base(number, args.output_dir, base_model)
@@ -513,6 +573,16 @@ def run_pipeline(args):
             redo = True  # every stage after a (re)trained one must be redone too
     if args.dry_run:
         log("dry run: nothing was trained")
+
+
+def log_overrides(notes_by_stage):
+    """Say what overrode a default: once when every stage shares the note, else per stage."""
+    shared = set.intersection(*(set(n) for n in notes_by_stage.values()))
+    for note in dict.fromkeys(n for notes in notes_by_stage.values() for n in notes if n in shared):
+        log(note)
+    for number, notes in notes_by_stage.items():
+        for note in dict.fromkeys(n for n in notes if n not in shared):
+            log(note, number)
 
 
 def build_demo_model(output_dir):

@@ -21,6 +21,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten
 from mlx_lm.tuner.callbacks import TrainingCallback, get_reporting_callbacks
+from mlx_lm.tuner import trainer
 from mlx_lm.tuner.trainer import TrainingArgs, evaluate, train
 from mlx_lm.tuner.utils import build_schedule, linear_to_lora_layers, load_adapters
 from mlx_lm.utils import load
@@ -116,17 +117,31 @@ def save_adapters(model, path):
     mx.save_safetensors(str(path), dict(tree_flatten(model.trainable_parameters())))
 
 
+class EarlyStop(Exception):
+    def __init__(self, iteration, reason):
+        super().__init__(reason)
+        self.iteration, self.reason = iteration, reason
+
+
+class QuietTrainUI(trainer.TrainUI):
+    """mlx_lm's progress display with its printing off: EvalTracker prints one plain line per event."""
+
+    def __init__(self, total_iters, rank=0):
+        super().__init__(total_iters, rank=1)
+
+
 class EvalTracker(TrainingCallback):
     """Records every loss report and keeps the adapters with the lowest validation loss."""
 
-    def __init__(self, model, best_path, wrapped=None):
-        self.model, self.best_path, self.wrapped = model, best_path, wrapped
+    def __init__(self, model, best_path, iters, patience=None, wrapped=None):
+        self.model, self.best_path, self.iters, self.wrapped = model, best_path, iters, wrapped
+        self.patience = patience
         self.train_reports, self.val_reports = [], []
         self.best = None  # {"iteration", "val_loss"}
 
     def on_train_loss_report(self, info):
         self.train_reports.append(info)
-        print(f"iter {info['iteration']}  train {info['train_loss']:.4f}  lr {info['learning_rate']:.3g}  "
+        print(f"iter {info['iteration']}/{self.iters}  train {info['train_loss']:.4f}  lr {info['learning_rate']:.3g}  "
               f"{info['tokens_per_second']:.0f} tok/s  peak {info['peak_memory']:.2f} GB", flush=True)
         if self.wrapped:
             self.wrapped.on_train_loss_report(info)
@@ -134,12 +149,19 @@ class EvalTracker(TrainingCallback):
     def on_val_loss_report(self, info):
         # The trainer evaluates before step `it`, so these weights are those after `iteration` updates.
         self.val_reports.append(info)
-        print(f"iter {info['iteration']}  valid {info['val_loss']:.4f}", flush=True)
+        print(f"iter {info['iteration']}/{self.iters}  valid {info['val_loss']:.4f}", flush=True)
         if self.best is None or info["val_loss"] < self.best["val_loss"]:
             self.best = {"iteration": info["iteration"], "val_loss": info["val_loss"]}
             save_adapters(self.model, self.best_path)
         if self.wrapped:
             self.wrapped.on_val_loss_report(info)
+        stopping = self.patience is not None and self.evaluations_since_best() >= self.patience
+        if stopping and info["iteration"] < self.iters:
+            raise EarlyStop(info["iteration"], f"{self.patience} evaluations without a lower valid loss "
+                                               f"(best {self.best['val_loss']:.4f} at iteration {self.best['iteration']})")
+
+    def evaluations_since_best(self):
+        return sum(1 for r in self.val_reports if r["iteration"] > self.best["iteration"])
 
 
 def full_evaluation(model, dataset, job):
@@ -150,11 +172,11 @@ def full_evaluation(model, dataset, job):
                     max_seq_length=job["max_seq_length"], loss=masked_loss, iterate_batches=iterate_masked_batches)
 
 
-def keep_adapters(adapter_dir, keep, best):
-    """Copy the adapters to fuse (the last, or the best by validation loss) to adapters.safetensors."""
-    source = adapter_dir / ("best_adapters.safetensors" if keep == "best" and best else "last_adapters.safetensors")
-    shutil.copyfile(source, adapter_dir / "adapters.safetensors")
-    return {"which": keep if source.name.startswith(keep) else "last", **(best if keep == "best" and best else {})}
+def keep_adapters(adapter_dir, keep, best, last):
+    """Copy the adapters to fuse (the best by validation loss, or the last) to adapters.safetensors."""
+    which, chosen = ("best", best) if keep == "best" else ("last", last)
+    shutil.copyfile(adapter_dir / f"{which}_adapters.safetensors", adapter_dir / "adapters.safetensors")
+    return {"which": which, **chosen}
 
 
 def training_args(job, adapter_file):
@@ -181,22 +203,34 @@ def train_job(job):
     train_set, valid_set = load_token_file(job["train"]), load_token_file(job["valid"])
     reporter = get_reporting_callbacks(job.get("report_to"), project_name=job.get("project_name"),
                                        log_dir=str(adapter_dir), config=job)
-    tracker = EvalTracker(model, adapter_dir / "best_adapters.safetensors", reporter)
-    started = time.perf_counter()
-    train(model=model, optimizer=make_optimizer(job), train_dataset=train_set, val_dataset=valid_set,
-          args=training_args(job, adapter_dir / "last_adapters.safetensors"), loss=masked_loss,
-          iterate_batches=iterate_masked_batches, training_callback=tracker)
+    tracker = EvalTracker(model, adapter_dir / "best_adapters.safetensors", job["iters"],
+                          job.get("early_stop_patience"), reporter)
+    trainer.TrainUI = QuietTrainUI
+    last_file = adapter_dir / "last_adapters.safetensors"
+    started, early_stopped = time.perf_counter(), None
+    try:
+        train(model=model, optimizer=make_optimizer(job), train_dataset=train_set, val_dataset=valid_set,
+              args=training_args(job, last_file), loss=masked_loss, iterate_batches=iterate_masked_batches,
+              training_callback=tracker)
+        # The trainer's last evaluation comes before the last update: evaluate the final weights too.
+        tracker.on_val_loss_report({"iteration": job["iters"], "val_loss": full_evaluation(model, valid_set, job)})
+    except EarlyStop as stop:
+        early_stopped = {"iteration": stop.iteration, "reason": stop.reason}
+        print(f"stopping early at iteration {stop.iteration}: {stop.reason}", flush=True)
+        save_adapters(model, last_file)
     seconds = time.perf_counter() - started
-    final_val = full_evaluation(model, valid_set, job)
-    kept = keep_adapters(adapter_dir, job.get("keep", "last"), tracker.best)
+    last = tracker.val_reports[-1]
+    kept = keep_adapters(adapter_dir, job.get("keep", "last"), tracker.best,
+                         {"iteration": last["iteration"], "val_loss": last["val_loss"]})
     return {
         "train_seconds": round(seconds, 2),
         "final_train_loss": tracker.train_reports[-1]["train_loss"] if tracker.train_reports else None,
-        "final_valid_loss": final_val,
+        "final_valid_loss": last["val_loss"],
         "train_reports": tracker.train_reports,
         "val_reports": tracker.val_reports,
         "best": tracker.best,
         "kept": kept,
+        "early_stopped": early_stopped,
         "peak_memory_gb": mx.get_peak_memory() / 1e9,
     }
 
