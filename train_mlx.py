@@ -558,9 +558,10 @@ def run_pipeline(args):
     tokenizer = load_tokenizer(resolve_model_dir(first_base), args.chat_template)
     encoded = encode_examples(tokenizer, examples, validate.load_default_tools())
     dataset_fp = data.dataset_fingerprint(examples)
-    env, blas_note = blas.child_environment(args.blas)
+    blas_choice = blas.choose_blas(args.blas)
+    env, blas_note = blas.child_environment(choice=blas_choice)
     log(blas_note)
-    warning = blas.missing_blas_warning(args.blas)
+    warning = blas.missing_blas_warning(choice=blas_choice)
     if warning:
         log(warning)
     redo = False

@@ -26,6 +26,8 @@ from mlx_lm.tuner.trainer import TrainingArgs, evaluate, train
 from mlx_lm.tuner.utils import build_schedule, linear_to_lora_layers, load_adapters
 from mlx_lm.utils import load
 
+from synthia import blas
+
 PAD_TO = 32  # pad batches to a multiple of this, as mlx_lm does, so compiled shapes repeat
 
 
@@ -232,6 +234,7 @@ def train_job(job):
         "kept": kept,
         "early_stopped": early_stopped,
         "peak_memory_gb": mx.get_peak_memory() / 1e9,
+        "blas_libraries": blas.loaded_blas_libraries() if Path("/proc/self/maps").exists() else None,
     }
 
 

@@ -10,7 +10,7 @@ import pytest
 from mlx_lm.utils import load, load_tokenizer
 
 import train_mlx
-from synthia import render, worker
+from synthia import blas, render, worker
 from synthia.validate import load_default_tools
 from tests.sample_data import write_dataset
 
@@ -236,3 +236,18 @@ def test_rerun_skips_finished_stages_and_changed_inputs_need_force(full_run, wor
     assert train_mlx.main(cli(workspace, tiny_model_dir, "--stage", "1", "--iters", "4")) == 1
     assert "Re-run with --force" in capsys.readouterr().err
     assert (full_run / "synthia-stage1" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_training_child_runs_on_the_system_blas_unless_opted_out(full_run, workspace, tiny_model_dir):
+    """What the training child had mapped (its own /proc/<pid>/maps), recorded in run.json."""
+    system = blas.find_system_blas()
+    if system is None or blas.mlx_backend(blas.inspect_mlx_install()) != "cpu":
+        pytest.skip("no system OpenBLAS on this Linux CPU (apt-get install libopenblas0-pthread)")
+    system = str(system.resolve())
+    mapped = run_record(full_run, 1)["train"]["blas_libraries"]
+    assert system in mapped
+    assert train_mlx.main(cli(workspace, tiny_model_dir, "--stage", "1", "--iters", "1", "--blas", "bundled",
+                              output="bundled")) == 0
+    mapped = run_record(workspace / "bundled", 1)["train"]["blas_libraries"]
+    assert system not in mapped
+    assert any("mlx_cpu.libs/libblas" in path for path in mapped)
