@@ -43,7 +43,7 @@ DEFAULTS = {
     "steps_per_report": 10,  # iterations between train-loss lines
     "steps_per_eval": 100,  # iterations between validation-loss evaluations
     "val_batches": -1,  # validation batches per evaluation; -1 = the whole valid split
-    "save_every": 100,  # iterations between adapter checkpoints
+    "save_every": 100,  # iterations between resumable checkpoints (a multiple of steps_per_report)
     "warmup": None,  # linear warm-up iterations; None = 5% of the stage's iters
     "lr_min": None,  # the cosine decays to this by the last iteration; None = a tenth of learning_rate
     "keep": "best",  # adapters to fuse: "best" (lowest valid loss) or "last"
@@ -113,6 +113,10 @@ def check_choices(config, number):
     for key, allowed in CHOICES.items():
         if config[key] not in allowed:
             raise PipelineError(f"stage {number}: {key}={config[key]!r}; choose one of {allowed}", EXIT_INVALID)
+    if config["save_every"] % config["steps_per_report"]:
+        raise PipelineError(f"stage {number}: save_every={config['save_every']} must be a multiple of "
+                            f"steps_per_report={config['steps_per_report']} (checkpoints are written at reports)",
+                            EXIT_INVALID)
     if config["report_to"] == "wandb":
         try:
             import wandb  # noqa: F401
@@ -316,24 +320,26 @@ def evaluate_job(config, base_dir, train_base_dir, files, paths, with_test):
 
 
 def stage_plan(number, config, base_dir, files, paths, with_test):
-    """The steps of one stage: (name, command, job or None)."""
+    """The steps of one stage: (name, command, job or None, the path it produces or None)."""
     train_base = base_dir
     steps = []
     if config["train_bits"] and not is_quantized(base_dir):
         train_base = paths.stage_dir / f"train-base-q{config['train_bits']}"
-        steps.append(("quantize", quantize_command(base_dir, train_base, config["train_bits"]), None))
+        steps.append(("quantize", quantize_command(base_dir, partial_path(train_base), config["train_bits"]),
+                      None, train_base))
     steps.append(("train", worker_command("train", paths.stage_dir / "train_job.json"),
-                  train_job(config, train_base, files, paths)))
+                  train_job(config, train_base, files, paths), None))
     # Fusing into a quantized base would re-quantize it and round small updates away: fuse into the
     # full-precision base (dequantized if the user's base was quantized), so the chain keeps every update.
-    steps.append(("fuse", fuse_command(base_dir, paths.stage_dir, fused_tmp(paths), is_quantized(base_dir)), None))
+    steps.append(("fuse", fuse_command(base_dir, paths.stage_dir, fused_tmp(paths), is_quantized(base_dir)),
+                  None, None))
     steps.append(("evaluate", worker_command("evaluate", paths.stage_dir / "eval_job.json"),
-                  evaluate_job(config, base_dir, train_base, files, paths, with_test)))
+                  evaluate_job(config, base_dir, train_base, files, paths, with_test), None))
     return steps
 
 
 def fused_tmp(paths):
-    return paths.fused_dir.with_name(paths.fused_dir.name + ".partial")
+    return partial_path(paths.fused_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -390,28 +396,48 @@ def finished_stage(paths):
 def run_stage(number, config, base_model, examples, encoded, args, env, blas_note):
     """Validate-prepare-train-fuse-evaluate one stage; returns its run.json record."""
     paths = stage_paths(args.output_dir, number)
-    if paths.stage_dir.exists():
-        shutil.rmtree(paths.stage_dir)  # an unfinished attempt (finished ones were skipped or --force was given)
-    shutil.rmtree(fused_tmp(paths), ignore_errors=True)
-    paths.stage_dir.mkdir(parents=True)
+    fingerprint = stage_fingerprint(config, base_model, data.dataset_fingerprint(examples), args.chat_template)
+    prepare_stage_dir(number, paths, fingerprint, args.force)
     base_dir = resolve_model_dir(base_model)
     files, stats = prepare_stage_data(number, config, examples, encoded, paths, args.dataset, args.strict)
     log_stage_summary(number, config, stats)
     record = {"stage": number, "status": "running", "config": config, "base_model": base_model,
-              "base_model_dir": str(base_dir), "fingerprint": stage_fingerprint(
-                  config, base_model, data.dataset_fingerprint(examples), args.chat_template),
-              "data": stats, "blas": blas_note, "commands": [], "timings": {}}
-    for name, command, job in stage_plan(number, config, base_dir, files, paths, args.test):
+              "base_model_dir": str(base_dir), "fingerprint": fingerprint, "data": stats, "blas": blas_note,
+              "commands": [], "timings": {}}
+    for name, command, job, produces in stage_plan(number, config, base_dir, files, paths, args.test):
+        if produces is not None and produces.exists():
+            log(f"{name}: {produces} is already there", number)
+            continue
         if job is not None:
             Path(command[-1]).write_text(json.dumps(job, indent=2))
         record["commands"].append(shlex.join(command))
         record["timings"][name] = run_step(number, name, command, env, paths.stage_dir / "stage.log")
+        if produces is not None:
+            partial_path(produces).rename(produces)
     finish_fused_model(paths, args.chat_template)
     record.update(collect_results(paths))
     record["status"] = "done"
     write_json(paths.run_json, record)
     report_stage(number, record)
     return record
+
+
+def prepare_stage_dir(number, paths, fingerprint, force):
+    """Keep an interrupted attempt with the same inputs (training resumes from its last checkpoint); clear
+    anything else. Finished stages never get here without --force."""
+    marker = paths.stage_dir / "fingerprint.json"
+    same = marker.exists() and json.loads(marker.read_text()) == json.loads(json.dumps(fingerprint, default=str))
+    if same and not force:
+        log(f"continuing the interrupted attempt in {paths.stage_dir}", number)
+    elif paths.stage_dir.exists():
+        shutil.rmtree(paths.stage_dir)
+    shutil.rmtree(fused_tmp(paths), ignore_errors=True)
+    paths.stage_dir.mkdir(parents=True, exist_ok=True)
+    write_json(marker, fingerprint)
+
+
+def partial_path(path):
+    return path.with_name(path.name + ".partial")
 
 
 def finish_fused_model(paths, chat_template_file):
@@ -532,7 +558,7 @@ def print_plan(number, config, base_model, examples, encoded, args):
         f"batch_size {config['batch_size']}, max_seq_length {config['max_seq_length']}", number)
     log_stage_summary(number, config, stats)
     exists = base_dir.exists()
-    for name, command, job in stage_plan(number, config, base_dir, files, paths, args.test) if exists else []:
+    for name, command, job, _ in stage_plan(number, config, base_dir, files, paths, args.test) if exists else []:
         log(f"would run {name}: {shlex.join(command)}", number)
         if job is not None:
             log(f"  with {command[-1]}: {json.dumps(job)}", number)

@@ -13,13 +13,14 @@ import math
 import shutil
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_flatten
+from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm.tuner.callbacks import TrainingCallback, get_reporting_callbacks
 from mlx_lm.tuner import trainer
 from mlx_lm.tuner.trainer import TrainingArgs, evaluate, train
@@ -63,11 +64,12 @@ def pack_batch(examples, rows, max_seq_length):
     return mx.array(tokens), mx.array(mask)
 
 
-def iterate_masked_batches(dataset, batch_size, max_seq_length, loop=False, seed=None, comm_group=None):
+def iterate_masked_batches(dataset, batch_size, max_seq_length, loop=False, seed=None, comm_group=None, skip=0):
     """mlx_lm's batching (length-sorted batches, shuffled order, split across workers) with loss masks.
 
     Training loops forever over full batches; evaluation (loop=False) also sees the remainder, so the
-    whole split counts.
+    whole split counts. `skip` passes over the first training batches, so a resumed run sees the same
+    order as an uninterrupted one.
     """
     rank, world = (comm_group.rank(), comm_group.size()) if comm_group is not None else (0, 1)
     if batch_size % world:
@@ -80,6 +82,9 @@ def iterate_masked_batches(dataset, batch_size, max_seq_length, loop=False, seed
     rows = batch_size // world
     while True:
         for g in np.random.permutation(len(groups)) if loop else range(len(groups)):
+            if skip:
+                skip -= 1
+                continue
             mine = [dataset[i] for i in groups[g][rank::world]] or [dataset[groups[g][0]]]
             tokens, mask = pack_batch(mine, rows, max_seq_length)
             if not groups[g][rank::world]:
@@ -133,28 +138,36 @@ class QuietTrainUI(trainer.TrainUI):
 
 
 class EvalTracker(TrainingCallback):
-    """Records every loss report and keeps the adapters with the lowest validation loss."""
+    """Records every loss report, keeps the adapters with the lowest validation loss, and writes resumable
+    checkpoints (adapters, optimizer state, this record) every `save_every` iterations."""
 
-    def __init__(self, model, best_path, iters, patience=None, wrapped=None):
-        self.model, self.best_path, self.iters, self.wrapped = model, best_path, iters, wrapped
-        self.patience = patience
+    def __init__(self, model, optimizer, adapter_dir, job, wrapped=None):
+        self.model, self.optimizer, self.adapter_dir, self.wrapped = model, optimizer, adapter_dir, wrapped
+        self.iters, self.patience, self.save_every = job["iters"], job.get("early_stop_patience"), job["save_every"]
+        self.start = 0  # iterations done before this process started (a resumed run)
         self.train_reports, self.val_reports = [], []
         self.best = None  # {"iteration", "val_loss"}
 
     def on_train_loss_report(self, info):
+        info = {**info, "iteration": info["iteration"] + self.start}
         self.train_reports.append(info)
         print(f"iter {info['iteration']}/{self.iters}  train {info['train_loss']:.4f}  lr {info['learning_rate']:.3g}  "
               f"{info['tokens_per_second']:.0f} tok/s  peak {info['peak_memory']:.2f} GB", flush=True)
         if self.wrapped:
             self.wrapped.on_train_loss_report(info)
+        if info["iteration"] % self.save_every == 0 and info["iteration"] < self.iters:
+            self.save_checkpoint(info["iteration"])
 
     def on_val_loss_report(self, info):
         # The trainer evaluates before step `it`, so these weights are those after `iteration` updates.
+        info = {**info, "iteration": info["iteration"] + self.start}
+        if any(r["iteration"] == info["iteration"] for r in self.val_reports):
+            return  # a resumed run evaluates its starting point again
         self.val_reports.append(info)
         print(f"iter {info['iteration']}/{self.iters}  valid {info['val_loss']:.4f}", flush=True)
         if self.best is None or info["val_loss"] < self.best["val_loss"]:
             self.best = {"iteration": info["iteration"], "val_loss": info["val_loss"]}
-            save_adapters(self.model, self.best_path)
+            save_adapters(self.model, self.adapter_dir / "best_adapters.safetensors")
         if self.wrapped:
             self.wrapped.on_val_loss_report(info)
         stopping = self.patience is not None and self.evaluations_since_best() >= self.patience
@@ -164,6 +177,32 @@ class EvalTracker(TrainingCallback):
 
     def evaluations_since_best(self):
         return sum(1 for r in self.val_reports if r["iteration"] > self.best["iteration"])
+
+    def save_checkpoint(self, iteration):
+        """mlx_lm's adapter checkpoint plus what resuming needs; the state file is written last."""
+        stem = self.adapter_dir / f"{iteration:07d}"
+        save_adapters(self.model, f"{stem}_adapters.safetensors")
+        mx.save_safetensors(f"{stem}_optimizer.safetensors", dict(tree_flatten(self.optimizer.state)))
+        record = {"iteration": iteration, "best": self.best, "train_reports": self.train_reports,
+                  "val_reports": self.val_reports}
+        Path(f"{stem}_state.json.tmp").write_text(json.dumps(record))
+        Path(f"{stem}_state.json.tmp").replace(f"{stem}_state.json")
+        print(f"iter {iteration}/{self.iters}  checkpoint {stem.name}_adapters.safetensors", flush=True)
+
+    def resume(self, adapter_dir):
+        """Load the latest complete checkpoint into the model, optimizer and this record; its iteration, or 0."""
+        states = sorted(adapter_dir.glob("*_state.json"))
+        if not states:
+            return 0
+        record = json.loads(states[-1].read_text())
+        stem = adapter_dir / f"{record['iteration']:07d}"
+        self.model.load_weights(f"{stem}_adapters.safetensors", strict=False)
+        self.optimizer.init(self.model.trainable_parameters())
+        self.optimizer.state = tree_unflatten(list(mx.load(f"{stem}_optimizer.safetensors").items()))
+        self.start, self.best = record["iteration"], record["best"]
+        self.train_reports, self.val_reports = record["train_reports"], record["val_reports"]
+        print(f"resuming from iteration {self.start} ({stem.name}_adapters.safetensors)", flush=True)
+        return self.start
 
 
 def full_evaluation(model, dataset, job):
@@ -181,11 +220,12 @@ def keep_adapters(adapter_dir, keep, best, last):
     return {"which": which, **chosen}
 
 
-def training_args(job, adapter_file):
+def training_args(job, adapter_file, iters):
+    # Checkpoints come from EvalTracker (mlx_lm's hold no optimizer state and count from 1 after a resume).
     return TrainingArgs(
-        batch_size=job["batch_size"], iters=job["iters"], val_batches=job.get("val_batches", -1),
+        batch_size=job["batch_size"], iters=iters, val_batches=job.get("val_batches", -1),
         steps_per_report=job["steps_per_report"], steps_per_eval=job["steps_per_eval"],
-        steps_per_save=job["save_every"], max_seq_length=job["max_seq_length"], adapter_file=adapter_file,
+        steps_per_save=iters + 1, max_seq_length=job["max_seq_length"], adapter_file=adapter_file,
         grad_checkpoint=job["grad_checkpoint"], grad_accumulation_steps=job.get("grad_accumulation_steps", 1),
     )
 
@@ -205,21 +245,24 @@ def train_job(job):
     train_set, valid_set = load_token_file(job["train"]), load_token_file(job["valid"])
     reporter = get_reporting_callbacks(job.get("report_to"), project_name=job.get("project_name"),
                                        log_dir=str(adapter_dir), config=job)
-    tracker = EvalTracker(model, adapter_dir / "best_adapters.safetensors", job["iters"],
-                          job.get("early_stop_patience"), reporter)
+    optimizer = make_optimizer(job)
+    tracker = EvalTracker(model, optimizer, adapter_dir, job, reporter)
+    done = tracker.resume(adapter_dir)
     trainer.TrainUI = QuietTrainUI
     last_file = adapter_dir / "last_adapters.safetensors"
     started, early_stopped = time.perf_counter(), None
     try:
-        train(model=model, optimizer=make_optimizer(job), train_dataset=train_set, val_dataset=valid_set,
-              args=training_args(job, last_file), loss=masked_loss, iterate_batches=iterate_masked_batches,
-              training_callback=tracker)
+        if done < job["iters"]:
+            train(model=model, optimizer=optimizer, train_dataset=train_set, val_dataset=valid_set,
+                  args=training_args(job, last_file, job["iters"] - done), loss=masked_loss,
+                  iterate_batches=partial(iterate_masked_batches, skip=done), training_callback=tracker)
         # The trainer's last evaluation comes before the last update: evaluate the final weights too.
+        tracker.start = 0
         tracker.on_val_loss_report({"iteration": job["iters"], "val_loss": full_evaluation(model, valid_set, job)})
     except EarlyStop as stop:
         early_stopped = {"iteration": stop.iteration, "reason": stop.reason}
         print(f"stopping early at iteration {stop.iteration}: {stop.reason}", flush=True)
-        save_adapters(model, last_file)
+    save_adapters(model, last_file)
     seconds = time.perf_counter() - started
     last = tracker.val_reports[-1]
     kept = keep_adapters(adapter_dir, job.get("keep", "last"), tracker.best,
