@@ -10,6 +10,7 @@ Edit DEFAULTS and STAGES below (or pass --config FILE.yaml) when memory runs sho
 """
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -218,7 +219,11 @@ def load_tokenizer(model_dir, chat_template_file=None):
 
 
 def is_quantized(model_dir):
-    config = json.loads((Path(model_dir) / "config.json").read_text())
+    """False for a model that does not exist yet: the stages' fused models are full precision."""
+    config_file = Path(model_dir) / "config.json"
+    if not config_file.exists():
+        return False
+    config = json.loads(config_file.read_text())
     return "quantization" in config or "quantization_config" in config
 
 
@@ -382,7 +387,17 @@ def run_step(number, name, command, env, log_file):
 # A stage
 # ---------------------------------------------------------------------------------------------------------
 def stage_fingerprint(config, base_model, dataset_fp, chat_template):
-    return {"config": config, "base_model": base_model, "dataset": dataset_fp, "chat_template": chat_template}
+    return {"config": config, "base_model": base_model, "base_files": model_identity(base_model),
+            "dataset": dataset_fp, "chat_template": chat_template}
+
+
+def model_identity(name_or_path):
+    """Changes when a local model's files do (a redone earlier stage); a Hub name stands for itself."""
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return name_or_path
+    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file())
+    return hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
 
 
 def finished_stage(paths):
@@ -539,11 +554,14 @@ def decide_skip(number, config, base_model, dataset_fp, args):
     """True when the stage already finished with the same inputs; an error when its inputs changed."""
     paths = stage_paths(args.output_dir, number)
     done = finished_stage(paths)
-    if done is None or args.force:
+    if done is None:
         return False
     if done["fingerprint"] == stage_fingerprint(config, base_model, dataset_fp, args.chat_template):
-        log(f"already done with the same inputs ({paths.fused_dir}); skipping (--force redoes it)", number)
+        log(f"already done with the same inputs ({paths.fused_dir}); skipping", number)
         return True
+    if args.force:
+        log(f"inputs changed since {paths.fused_dir} was made; --force: redoing it", number)
+        return False
     raise PipelineError(
         f"stage {number} finished earlier with different inputs (dataset, config or base model changed): "
         f"{paths.fused_dir} was kept.\n  Re-run with --force to redo stage {number} and every stage after it.")
@@ -557,13 +575,10 @@ def print_plan(number, config, base_model, examples, encoded, args):
     log(f"base model: {base_model}; iters {config['iters']}, learning_rate {config['learning_rate']}, "
         f"batch_size {config['batch_size']}, max_seq_length {config['max_seq_length']}", number)
     log_stage_summary(number, config, stats)
-    exists = base_dir.exists()
-    for name, command, job, _ in stage_plan(number, config, base_dir, files, paths, args.test) if exists else []:
+    for name, command, job, _ in stage_plan(number, config, base_dir, files, paths, args.test):
         log(f"would run {name}: {shlex.join(command)}", number)
         if job is not None:
             log(f"  with {command[-1]}: {json.dumps(job)}", number)
-    if not exists:
-        log(f"(commands follow once {base_dir} exists)", number)
 
 
 def run_pipeline(args):
@@ -578,10 +593,13 @@ def run_pipeline(args):
     base_model = configs[numbers[0]]["base_model"]
     if args.demo:
         base_model = build_demo_model(args.output_dir)
-    check_stage_inputs(numbers, args.output_dir, base_model) if not args.dry_run else None
+    if not args.dry_run:
+        check_stage_inputs(numbers, args.output_dir, base_model)
     examples = validate_dataset(args.dataset, args.strict)
     first_base = stage_base(numbers[0], args.output_dir, base_model)
-    tokenizer = load_tokenizer(resolve_model_dir(first_base), args.chat_template)
+    # Fused models carry their base's tokenizer; a dry run may plan stage 2 before stage 1 exists.
+    tokenizer_source = first_base if Path(first_base).exists() else base_model
+    tokenizer = load_tokenizer(resolve_model_dir(tokenizer_source), args.chat_template)
     encoded = encode_examples(tokenizer, examples, validate.load_default_tools())
     dataset_fp = data.dataset_fingerprint(examples)
     blas_choice = blas.choose_blas(args.blas)
@@ -678,7 +696,8 @@ def build_parser():
     knobs.add_argument("--max-seq-length", type=int, help="longest example in tokens")
     knobs.add_argument("--learning-rate", type=float, help="peak learning rate")
     safety = p.add_argument_group("safety")
-    safety.add_argument("--force", action="store_true", help="redo stages that already finished")
+    safety.add_argument("--force", action="store_true",
+                        help="redo a finished stage whose inputs changed (and every stage after it)")
     safety.add_argument("--strict", action="store_true", help="treat dataset warnings as errors")
     safety.add_argument("--blas", choices=["auto", "bundled"], default=None,
                         help="Linux CPU: 'auto' preloads the system OpenBLAS into child processes (default; "
@@ -697,7 +716,8 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("\ninterrupted: finished stages are kept; re-run the same command to continue", file=sys.stderr)
+        print("\ninterrupted: finished stages are kept; re-run the same command to resume from the last checkpoint",
+              file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
 

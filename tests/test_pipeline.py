@@ -86,6 +86,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(workspace, tiny_model_dir, c
     assert code == 0
     assert "would run train:" in out and "synthia.worker train" in out and "mlx_lm fuse" in out
     assert "[stage 3] data: train" in out and "dry run: nothing was trained" in out
+    assert f"--model {workspace / 'dry' / 'synthia-stage2'} --adapter-path {workspace / 'dry' / 'stage3'}" in out
     models = workspace / "dry"
     assert not list(models.rglob("*.safetensors")) and not list(models.glob("synthia-stage*"))
     assert (models / "stage1" / "data" / "train.tokens.jsonl").exists()
@@ -231,7 +232,7 @@ def test_fused_model_keeps_what_training_gained(full_run):
 
 def test_rerun_skips_finished_stages_and_changed_inputs_need_force(full_run, workspace, tiny_model_dir, capsys):
     assert train_mlx.main(cli(workspace, tiny_model_dir, "--stage", "all", "--iters", "3", "--test")) == 0
-    assert capsys.readouterr().out.count("skipping (--force redoes it)") == 3
+    assert capsys.readouterr().out.count("with the same inputs") == 3
     before = (full_run / "synthia-stage1" / "model.safetensors").stat().st_mtime_ns
     assert train_mlx.main(cli(workspace, tiny_model_dir, "--stage", "1", "--iters", "4")) == 1
     assert "Re-run with --force" in capsys.readouterr().err
@@ -251,3 +252,12 @@ def test_training_child_runs_on_the_system_blas_unless_opted_out(full_run, works
     mapped = run_record(workspace / "bundled", 1)["train"]["blas_libraries"]
     assert system not in mapped
     assert any("mlx_cpu.libs/libblas" in path for path in mapped)
+
+
+def test_force_redoes_a_changed_stage_and_the_next_stage_sees_its_new_base(full_run, workspace, tiny_model_dir,
+                                                                            capsys):
+    assert train_mlx.main(cli(workspace, tiny_model_dir, "--stage", "1", "--iters", "4", "--force")) == 0
+    assert "--force: redoing it" in capsys.readouterr().out
+    assert run_record(full_run, 1)["config"]["iters"] == 4
+    assert train_mlx.main(cli(workspace, tiny_model_dir, "--stage", "2", "--iters", "3")) == 1
+    assert "stage 2 finished earlier with different inputs" in capsys.readouterr().err
