@@ -149,7 +149,9 @@ def test_stage_two_alone_needs_stage_one(workspace, tiny_model_dir, capsys):
 def test_batches_carry_exactly_the_render_mask(tmp_path, tiny_model_dir):
     tokenizer = load_tokenizer(tiny_model_dir)
     records = [json.loads(line) for line in write_dataset(tmp_path / "d.jsonl", 2).read_text().splitlines()]
+    records[0]["messages"][5]["weight"] = 0  # in context, not trained
     encoded = [render.encode(tokenizer, r["messages"], load_default_tools()) for r in records[:3]]
+    assert encoded[0].untrained_turns == 1
     path = tmp_path / "t.tokens.jsonl"
     path.write_text("".join(json.dumps({"tokens": e.tokens, "spans": e.spans}) + "\n" for e in encoded))
     dataset = worker.load_token_file(path)
@@ -162,6 +164,11 @@ def test_batches_carry_exactly_the_render_mask(tmp_path, tiny_model_dir):
             from_batches += [trained] if trained else []
     from_render = [[t for t, m in zip(e.tokens, render.loss_mask(e)) if m] for e in encoded]
     assert sorted(from_batches) == sorted(from_render)
+    (start, end), = encoded[0].untrained_spans
+    first = encoded[0].tokens
+    rows = [(np.array(t[r]), np.array(m[r])) for t, m in batches for r in range(t.shape[0])]
+    tokens, mask = next((t, m) for t, m in rows if t[: len(first)].tolist() == first)
+    assert mask[start:end].sum() == 0 and mask.sum() == encoded[0].trained_tokens  # the weight-0 turn: no loss
 
 
 def test_masked_loss_is_cross_entropy_over_trained_targets_only(tiny_model_dir):
