@@ -67,8 +67,10 @@ STAGES = {
 }
 
 STAGE_KEYS = ("name", "focus", "categories", "iters", "learning_rate")
-DEMO_SETTINGS = {"train_bits": None, "learning_rate": 1e-3, "grad_checkpoint": False, "num_layers": -1, "steps_per_eval": 10,
-                 "save_every": 50, "steps_per_report": 5, "lora_parameters": {"rank": 8, "scale": 20.0, "dropout": 0.0}}
+# --demo: a tiny random-weight model learns fast and is fast in float32 on a CPU.
+DEMO_SETTINGS = {"train_bits": None, "learning_rate": 1e-3, "grad_checkpoint": False, "num_layers": -1,
+                 "steps_per_eval": 10, "save_every": 10, "steps_per_report": 5,
+                 "lora_parameters": {"rank": 8, "scale": 20.0, "dropout": 0.0}}
 DEMO_ITERS = 30
 EXIT_INVALID, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
@@ -97,7 +99,7 @@ def load_yaml_config(path):
     stages = raw.pop("stages", {}) or {}
     check_keys(raw, set(DEFAULTS) | {"iters", "learning_rate"}, f"{path}")  # these two then apply to every stage
     for number, overrides in stages.items():
-        if int(number) not in STAGES:
+        if str(number) not in map(str, STAGES):
             raise PipelineError(f"{path}: stages.{number}: no such stage (known: 1, 2, 3)", EXIT_INVALID)
         check_keys(overrides, set(DEFAULTS) | set(STAGE_KEYS), f"{path}: stages.{number}")
     return {"shared": raw, "stages": {int(n): v for n, v in stages.items()}}
@@ -110,7 +112,25 @@ def check_keys(mapping, known, where):
                             EXIT_INVALID)
 
 
+def check_types(config, number):
+    """Each value must have its default's type (an int where a float is expected is fine; None only for keys
+    whose default is None or that name a number that may be left to its automatic value)."""
+    for key, default in DEFAULTS.items():
+        value, expected = config[key], type(default)
+        if default is None or value is None and key == "train_bits":
+            continue
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise PipelineError(f"stage {number}: {key}={value!r} should be of type {expected.__name__} "
+                                f"(default {default!r})", EXIT_INVALID)
+    for key in ("iters", "learning_rate"):
+        if not isinstance(config[key], (int, float)) or isinstance(config[key], bool) or config[key] <= 0:
+            raise PipelineError(f"stage {number}: {key}={config[key]!r} should be a positive number", EXIT_INVALID)
+
+
 def check_choices(config, number):
+    check_types(config, number)
     for key, allowed in CHOICES.items():
         if config[key] not in allowed:
             raise PipelineError(f"stage {number}: {key}={config[key]!r}; choose one of {allowed}", EXIT_INVALID)

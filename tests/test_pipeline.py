@@ -70,6 +70,18 @@ def test_unknown_config_keys_are_errors_listing_the_known_ones(tmp_path):
         train_mlx.load_yaml_config(tmp_path / "d.yaml")
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("batch_size", "two", "batch_size='two' should be of type int"),
+    ("grad_checkpoint", "yes", "grad_checkpoint='yes' should be of type bool"),
+    ("iters", 0, "iters=0 should be a positive number"),
+    ("save_every", 15, "save_every=15 must be a multiple of steps_per_report=10"),
+])
+def test_badly_typed_config_values_are_errors(key, value, message):
+    config, _ = train_mlx.resolve_stage_config(1, {"shared": {key: value}}, {})
+    with pytest.raises(train_mlx.PipelineError, match=message):
+        train_mlx.check_choices(config, 1)
+
+
 def test_help_explains_every_flag(capsys):
     with pytest.raises(SystemExit):
         train_mlx.main(["--help"])
