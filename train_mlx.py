@@ -72,6 +72,7 @@ DEMO_SETTINGS = {"train_bits": None, "learning_rate": 1e-3, "grad_checkpoint": F
                  "steps_per_eval": 10, "save_every": 10, "steps_per_report": 5,
                  "lora_parameters": {"rank": 8, "scale": 20.0, "dropout": 0.0}}
 DEMO_ITERS = 30
+DEMO_CORPUS_CHARS = 600_000
 EXIT_INVALID, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
 
@@ -603,41 +604,53 @@ def print_plan(number, config, base_model, examples, encoded, args):
 
 def run_pipeline(args):
     numbers = selected_stages(args.stage)
-    file_config = load_yaml_config(args.config) if args.config else {"shared": {}, "stages": {}}
-    overrides = cli_overrides(args)
-    configs, notes = {}, {}
-    for number in numbers:
-        configs[number], notes[number] = resolve_stage_config(number, file_config, overrides)
-        check_choices(configs[number], number)
-    log_overrides(notes)
-    base_model = configs[numbers[0]]["base_model"]
-    if args.demo:
-        base_model = build_demo_model(args.output_dir)
+    configs = resolve_configs(args, numbers)
+    examples = validate_dataset(args.dataset, args.strict)
+    base_model = build_demo_model(args.output_dir, args.dataset) if args.demo else configs[numbers[0]]["base_model"]
     if not args.dry_run:
         check_stage_inputs(numbers, args.output_dir, base_model)
-    examples = validate_dataset(args.dataset, args.strict)
-    first_base = stage_base(numbers[0], args.output_dir, base_model)
-    # Fused models carry their base's tokenizer; a dry run may plan stage 2 before stage 1 exists.
-    tokenizer_source = first_base if Path(first_base).exists() else base_model
-    tokenizer = load_tokenizer(resolve_model_dir(tokenizer_source), args.chat_template)
+    tokenizer = load_tokenizer(resolve_model_dir(tokenizer_source(numbers[0], args.output_dir, base_model)),
+                               args.chat_template)
     encoded = encode_examples(tokenizer, examples, validate.load_default_tools())
-    dataset_fp = data.dataset_fingerprint(examples)
-    blas_choice = blas.choose_blas(args.blas)
-    env, blas_note = blas.child_environment(choice=blas_choice)
-    log(blas_note)
-    warning = blas.missing_blas_warning(choice=blas_choice)
-    if warning:
-        log(warning)
+    env, blas_note = child_process_blas(args.blas)
     redo = False
     for number in numbers:
         base = stage_base(number, args.output_dir, base_model)
         if args.dry_run:
             print_plan(number, configs[number], base, examples, encoded, args)
-        elif redo or not decide_skip(number, configs[number], base, dataset_fp, args):
+        elif redo or not decide_skip(number, configs[number], base, data.dataset_fingerprint(examples), args):
             run_stage(number, configs[number], base, examples, encoded, args, env, blas_note)
             redo = True  # every stage after a (re)trained one must be redone too
     if args.dry_run:
         log("dry run: nothing was trained")
+
+
+def resolve_configs(args, numbers):
+    """{stage: resolved config}, checked, with every override said once."""
+    file_config = load_yaml_config(args.config) if args.config else {"shared": {}, "stages": {}}
+    configs, notes = {}, {}
+    for number in numbers:
+        configs[number], notes[number] = resolve_stage_config(number, file_config, cli_overrides(args))
+        check_choices(configs[number], number)
+    log_overrides(notes)
+    return configs
+
+
+def tokenizer_source(first_stage, output_dir, base_model):
+    """Fused models carry their base's tokenizer; a dry run may plan stage 2 before stage 1 exists."""
+    first_base = stage_base(first_stage, output_dir, base_model)
+    return first_base if Path(first_base).exists() else base_model
+
+
+def child_process_blas(mode):
+    """The environment for MLX child processes, with the BLAS log line (and a warning when one is missing)."""
+    choice = blas.choose_blas(mode)
+    env, note = blas.child_environment(choice=choice)
+    log(note)
+    warning = blas.missing_blas_warning(choice=choice)
+    if warning:
+        log(warning)
+    return env, note
 
 
 def log_overrides(notes_by_stage):
@@ -650,13 +663,15 @@ def log_overrides(notes_by_stage):
             log(note, number)
 
 
-def build_demo_model(output_dir):
-    from synthia.tiny_model import build_tiny_model
+def build_demo_model(output_dir, dataset_path):
+    """A tiny random-weight Qwen2 whose tokenizer also learned the dataset's text, so examples stay short."""
+    from synthia.tiny_model import build_tiny_model, default_corpus_texts
 
     path = Path(output_dir) / "demo-base"
     if not (path / "config.json").exists():
         log(f"demo: building a tiny random-weight Qwen2 model in {path}")
-        build_tiny_model(path)
+        dataset_text = Path(dataset_path).read_text(encoding="utf-8", errors="replace")[:DEMO_CORPUS_CHARS]
+        build_tiny_model(path, vocab_size=4096, corpus_texts=default_corpus_texts() + [dataset_text])
     return str(path)
 
 
@@ -670,7 +685,7 @@ def preview(args):
     if example is None:
         raise PipelineError(f"{args.dataset}:{args.preview}: no example on that line", EXIT_INVALID)
     config, _ = resolve_stage_config(1, load_yaml_config(args.config) if args.config else {}, cli_overrides(args))
-    model = build_demo_model(args.output_dir) if args.demo else config["base_model"]
+    model = build_demo_model(args.output_dir, args.dataset) if args.demo else config["base_model"]
     tokenizer = load_tokenizer(resolve_model_dir(model), args.chat_template)
     tools = example.record.get("tools", validate.load_default_tools())
     text, ranges = render.assistant_char_ranges(tokenizer, example.messages, tools)

@@ -46,7 +46,7 @@ def test_schedule_honours_lr_min_and_appears_in_the_plan():
 
 @pytest.mark.parametrize("key, value", [("keep", "worst"), ("optimizer", "sgd"), ("fine_tune_type", "full")])
 def test_unsupported_choices_are_errors(key, value):
-    config = {**train_mlx.DEFAULTS, key: value}
+    config, _ = train_mlx.resolve_stage_config(1, {"shared": {key: value}}, {})
     with pytest.raises(train_mlx.PipelineError, match=f"{key}="):
         train_mlx.check_choices(config, 1)
 
