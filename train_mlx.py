@@ -275,15 +275,17 @@ def encode_examples(tokenizer, examples, default_tools):
     return encoded
 
 
-def prepare_stage_data(number, config, examples, encoded, paths, dataset_path, strict):
-    """Write models/stageN/data/*.jsonl; return the per-split token files and the statistics."""
+def prepare_stage_data(number, config, examples, encoded, paths, dataset_path, strict, write=True):
+    """Write models/stageN/data/*.jsonl (unless write is False); return the per-split token files and the
+    statistics."""
     assignment = data.split_of_examples(examples, config["seed"], config["valid_fraction"], config["test_fraction"])
     splits = data.stage_examples(examples, assignment, config["categories"])
     files, stats = {}, {}
     for split in data.SPLITS:
         pairs, lengths = data.fit_split(encoded, splits[split], config["max_seq_length"])
         report_lengths(number, split, lengths, config["max_seq_length"], dataset_path, strict)
-        files[split] = str(data.write_split(paths.stage_dir / "data", split, pairs))
+        directory = paths.stage_dir / "data"
+        files[split] = str(data.write_split(directory, split, pairs) if write else data.token_file(directory, split))
         stats[split] = data.split_stats(pairs)
     if stats["train"]["examples"] < config["batch_size"]:
         raise PipelineError(f"stage {number}: {stats['train']['examples']} training examples, fewer than "
@@ -591,7 +593,9 @@ def decide_skip(number, config, base_model, dataset_fp, args):
 def print_plan(number, config, base_model, examples, encoded, args):
     paths = stage_paths(args.output_dir, number)
     base_dir = Path(base_model) if number > 1 else resolve_model_dir(base_model)
-    files, stats = prepare_stage_data(number, config, examples, encoded, paths, args.dataset, args.strict)
+    # A finished stage's data stays as it was trained on; an unfinished one gets its data to look at.
+    files, stats = prepare_stage_data(number, config, examples, encoded, paths, args.dataset, args.strict,
+                                      write=finished_stage(paths) is None)
     log(f"{config['name']}: {config['focus']}", number)
     log(f"base model: {base_model}; iters {config['iters']}, learning_rate {config['learning_rate']}, "
         f"batch_size {config['batch_size']}, max_seq_length {config['max_seq_length']}", number)

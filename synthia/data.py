@@ -95,15 +95,19 @@ def split_stats(pairs):
     }
 
 
+def token_file(directory, split):
+    return Path(directory) / f"{split}.tokens.jsonl"
+
+
 def write_split(directory, split, pairs):
     """The split as OpenAI records (for people and other tools) and as token files (for the worker)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / f"{split}.jsonl", "w") as records, open(directory / f"{split}.tokens.jsonl", "w") as toks:
+    with open(directory / f"{split}.jsonl", "w") as records, open(token_file(directory, split), "w") as toks:
         for ex, enc in pairs:
             records.write(json.dumps(ex.record, ensure_ascii=False) + "\n")
             toks.write(json.dumps({"line": ex.line, "tokens": enc.tokens, "spans": enc.spans}) + "\n")
-    return directory / f"{split}.tokens.jsonl"
+    return token_file(directory, split)
 
 
 def dataset_fingerprint(examples):

@@ -249,6 +249,15 @@ def test_fused_model_keeps_what_training_gained(full_run):
         assert check["relative_difference"] < 0.01, check
 
 
+def test_dry_run_leaves_a_finished_stage_untouched(full_run, workspace, tiny_model_dir, tmp_path):
+    changed = tmp_path / "changed.jsonl"
+    changed.write_text("".join(workspace.joinpath("data.jsonl").read_text().splitlines(True)[1:]))  # a tool_use line less
+    data_dir = full_run / "stage1" / "data"
+    before = {f.name: f.read_bytes() for f in data_dir.iterdir()}
+    assert train_mlx.main(cli(workspace, tiny_model_dir, "--dry-run") + ["--dataset", str(changed)]) == 0
+    assert {f.name: f.read_bytes() for f in data_dir.iterdir()} == before
+
+
 def test_rerun_skips_finished_stages_and_changed_inputs_need_force(full_run, workspace, tiny_model_dir, capsys):
     assert train_mlx.main(cli(workspace, tiny_model_dir, "--stage", "all", "--iters", "3", "--test")) == 0
     assert capsys.readouterr().out.count("with the same inputs") == 3
