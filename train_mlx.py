@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -617,16 +618,52 @@ def run_pipeline(args):
                                args.chat_template)
     encoded = encode_examples(tokenizer, examples, validate.load_default_tools())
     env, blas_note = child_process_blas(args.blas)
-    redo = False
-    for number in numbers:
-        base = stage_base(number, args.output_dir, base_model)
-        if args.dry_run:
-            print_plan(number, configs[number], base, examples, encoded, args)
-        elif redo or not decide_skip(number, configs[number], base, data.dataset_fingerprint(examples), args):
-            run_stage(number, configs[number], base, examples, encoded, args, env, blas_note)
-            redo = True  # every stage after a (re)trained one must be redone too
     if args.dry_run:
+        for number in numbers:
+            print_plan(number, configs[number], stage_base(number, args.output_dir, base_model), examples, encoded,
+                       args)
         log("dry run: nothing was trained")
+        return
+    with output_lock(Path(args.output_dir)):
+        redo = False
+        for number in numbers:
+            base = stage_base(number, args.output_dir, base_model)
+            if redo or not decide_skip(number, configs[number], base, data.dataset_fingerprint(examples), args):
+                run_stage(number, configs[number], base, examples, encoded, args, env, blas_note)
+                redo = True  # every stage after a (re)trained one must be redone too
+
+
+@contextmanager
+def output_lock(output_dir):
+    """One run per output directory; a lock left by a dead process is taken over."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    lock = output_dir / ".synthia.lock"
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        holder = int(lock.read_text().strip() or 0)
+        if holder and process_alive(holder):
+            raise PipelineError(f"another run (pid {holder}) is using {output_dir}; wait for it to finish, or use "
+                                f"another --output-dir")
+        log(f"taking over the lock of a run that is gone (pid {holder})")
+        lock.unlink()
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by someone else
+    return True
 
 
 def resolve_configs(args, numbers):

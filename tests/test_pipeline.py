@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+import subprocess
 import sys
 
 import mlx.core as mx
@@ -149,6 +151,19 @@ def test_unreachable_hub_model_fails_with_a_clear_message(workspace, monkeypatch
     assert train_mlx.main(args) == 1
     err = capsys.readouterr().err
     assert "cannot get the model 'nobody/not-a-model'" in err and "--base-model PATH" in err
+
+
+def test_a_second_run_on_the_same_output_is_refused_and_a_stale_lock_taken_over(tmp_path):
+    lock = tmp_path / ".synthia.lock"
+    lock.write_text(str(os.getppid()))  # a live process that is not us
+    with pytest.raises(train_mlx.PipelineError, match=f"another run \\(pid {os.getppid()}\\)"):
+        with train_mlx.output_lock(tmp_path):
+            pass
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(dead.stdout.strip())
+    with train_mlx.output_lock(tmp_path):
+        assert lock.read_text() == str(os.getpid())
+    assert not lock.exists()
 
 
 def test_stage_two_alone_needs_stage_one(workspace, tiny_model_dir, capsys):
