@@ -10,7 +10,6 @@ Edit DEFAULTS and STAGES below (or pass --config FILE.yaml) when memory runs sho
 """
 
 import argparse
-import hashlib
 import json
 import os
 import shlex
@@ -19,13 +18,12 @@ import subprocess
 import sys
 import time
 from collections import deque
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from synthia import blas, data, render, validate
+from synthia import blas, data, render, runstate, validate
 
 # ---------------------------------------------------------------------------------------------------------
 # Configuration: the one place for every default. A YAML file (--config) overrides it (shared keys at the top
@@ -411,17 +409,8 @@ def run_step(number, name, command, env, log_file):
 # A stage
 # ---------------------------------------------------------------------------------------------------------
 def stage_fingerprint(config, base_model, dataset_fp, chat_template):
-    return {"config": config, "base_model": base_model, "base_files": model_identity(base_model),
+    return {"config": config, "base_model": base_model, "base_files": runstate.model_identity(base_model),
             "dataset": dataset_fp, "chat_template": chat_template}
-
-
-def model_identity(name_or_path):
-    """Changes when a local model's files do (a redone earlier stage); a Hub name stands for itself."""
-    path = Path(name_or_path)
-    if not path.is_dir():
-        return name_or_path
-    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file())
-    return hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
 
 
 def finished_stage(paths):
@@ -456,7 +445,7 @@ def run_stage(number, config, base_model, examples, encoded, args, env, blas_not
     finish_fused_model(paths, args.chat_template)
     record.update(collect_results(paths))
     record["status"] = "done"
-    write_json(paths.run_json, record)
+    runstate.write_json(paths.run_json, record)
     report_stage(number, record)
     return record
 
@@ -472,7 +461,7 @@ def prepare_stage_dir(number, paths, fingerprint, force):
         shutil.rmtree(paths.stage_dir)
     shutil.rmtree(fused_tmp(paths), ignore_errors=True)
     paths.stage_dir.mkdir(parents=True, exist_ok=True)
-    write_json(marker, fingerprint)
+    runstate.write_json(marker, fingerprint)
 
 
 def partial_path(path):
@@ -486,7 +475,7 @@ def finish_fused_model(paths, chat_template_file):
         config_file = tmp / "tokenizer_config.json"
         tokenizer_config = json.loads(config_file.read_text())
         tokenizer_config["chat_template"] = Path(chat_template_file).read_text()
-        write_json(config_file, tokenizer_config)
+        runstate.write_json(config_file, tokenizer_config)
         (tmp / "chat_template.jinja").unlink(missing_ok=True)
     if paths.fused_dir.exists():
         shutil.rmtree(paths.fused_dir)
@@ -540,13 +529,6 @@ def report_stage(number, record):
                "quantization error)" if quantized else ""), number)
     if record.get("test"):
         log(f"test loss {record['test']['loss']:.4f}, perplexity {record['test']['perplexity']:.3f}", number)
-
-
-def write_json(path, value):
-    """Write to a temporary name and rename, so a crash never leaves half a file."""
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str))
-    tmp.replace(path)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -624,46 +606,13 @@ def run_pipeline(args):
                        args)
         log("dry run: nothing was trained")
         return
-    with output_lock(Path(args.output_dir)):
+    with runstate.output_lock(Path(args.output_dir)):
         redo = False
         for number in numbers:
             base = stage_base(number, args.output_dir, base_model)
             if redo or not decide_skip(number, configs[number], base, data.dataset_fingerprint(examples), args):
                 run_stage(number, configs[number], base, examples, encoded, args, env, blas_note)
                 redo = True  # every stage after a (re)trained one must be redone too
-
-
-@contextmanager
-def output_lock(output_dir):
-    """One run per output directory; a lock left by a dead process is taken over."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    lock = output_dir / ".synthia.lock"
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        holder = int(lock.read_text().strip() or 0)
-        if holder and process_alive(holder):
-            raise PipelineError(f"another run (pid {holder}) is using {output_dir}; wait for it to finish, or use "
-                                f"another --output-dir")
-        log(f"taking over the lock of a run that is gone (pid {holder})")
-        lock.unlink()
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-
-
-def process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, owned by someone else
-    return True
 
 
 def resolve_configs(args, numbers):
@@ -788,9 +737,9 @@ def main(argv=None):
             preview(args)
         else:
             run_pipeline(args)
-    except PipelineError as e:
+    except (PipelineError, runstate.RunLocked) as e:
         print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return getattr(e, "exit_code", EXIT_FAILED)
     except KeyboardInterrupt:
         print("\ninterrupted: finished stages are kept; re-run the same command to resume from the last checkpoint",
               file=sys.stderr)

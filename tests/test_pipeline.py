@@ -12,7 +12,7 @@ import pytest
 from mlx_lm.utils import load, load_tokenizer
 
 import train_mlx
-from synthia import blas, render, worker
+from synthia import blas, render, runstate, worker
 from synthia.validate import load_default_tools
 from tests.sample_data import write_dataset
 
@@ -156,12 +156,12 @@ def test_unreachable_hub_model_fails_with_a_clear_message(workspace, monkeypatch
 def test_a_second_run_on_the_same_output_is_refused_and_a_stale_lock_taken_over(tmp_path):
     lock = tmp_path / ".synthia.lock"
     lock.write_text(str(os.getppid()))  # a live process that is not us
-    with pytest.raises(train_mlx.PipelineError, match=f"another run \\(pid {os.getppid()}\\)"):
-        with train_mlx.output_lock(tmp_path):
+    with pytest.raises(runstate.RunLocked, match=f"another run \\(pid {os.getppid()}\\)"):
+        with runstate.output_lock(tmp_path):
             pass
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     lock.write_text(dead.stdout.strip())
-    with train_mlx.output_lock(tmp_path):
+    with runstate.output_lock(tmp_path):
         assert lock.read_text() == str(os.getpid())
     assert not lock.exists()
 
