@@ -124,6 +124,10 @@ def check_types(config, number):
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise PipelineError(f"stage {number}: {key}={value!r} should be of type {expected.__name__} "
                                 f"(default {default!r})", EXIT_INVALID)
+    categories = config["categories"]
+    if categories is not None and (not isinstance(categories, list) or set(categories) - set(validate.CATEGORIES)):
+        raise PipelineError(f"stage {number}: categories={categories!r} should be null (every category) or a list "
+                            f"of: {', '.join(validate.CATEGORIES)}", EXIT_INVALID)
     for key in ("iters", "learning_rate"):
         if not isinstance(config[key], (int, float)) or isinstance(config[key], bool) or config[key] <= 0:
             raise PipelineError(f"stage {number}: {key}={config[key]!r} should be a positive number", EXIT_INVALID)
@@ -226,7 +230,10 @@ def load_tokenizer(model_dir, chat_template_file=None):
 
     tokenizer = mlx_load_tokenizer(Path(model_dir))
     if chat_template_file:
-        tokenizer._tokenizer.chat_template = Path(chat_template_file).read_text()
+        try:
+            tokenizer._tokenizer.chat_template = Path(chat_template_file).read_text()
+        except OSError as e:
+            raise PipelineError(f"--chat-template {chat_template_file}: cannot read it ({e.strerror})", EXIT_INVALID)
     if not getattr(tokenizer._tokenizer, "chat_template", None):
         raise PipelineError(f"{model_dir} has no chat template; pass one with --chat-template FILE", EXIT_INVALID)
     problems = render.template_problems(tokenizer)

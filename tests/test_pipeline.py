@@ -77,11 +77,18 @@ def test_unknown_config_keys_are_errors_listing_the_known_ones(tmp_path):
     ("grad_checkpoint", "yes", "grad_checkpoint='yes' should be of type bool"),
     ("iters", 0, "iters=0 should be a positive number"),
     ("save_every", 15, "save_every=15 must be a multiple of steps_per_report=10"),
+    ("categories", ["tool_use", "poetry"], "categories=.* should be null .* or a list of: tool_use"),
 ])
 def test_badly_typed_config_values_are_errors(key, value, message):
     config, _ = train_mlx.resolve_stage_config(1, {"shared": {key: value}}, {})
     with pytest.raises(train_mlx.PipelineError, match=message):
         train_mlx.check_choices(config, 1)
+
+
+def test_a_missing_chat_template_file_is_a_clear_error(workspace, tiny_model_dir, capsys):
+    args = cli(workspace, tiny_model_dir, "--dry-run", "--chat-template", str(workspace / "nope.jinja"))
+    assert train_mlx.main(args) == 2
+    assert "nope.jinja: cannot read it (No such file or directory)" in capsys.readouterr().err
 
 
 def test_help_explains_every_flag(capsys):
