@@ -1,0 +1,2 @@
+from .lru import LRUCache
+from .memo import memoize
