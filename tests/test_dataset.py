@@ -20,7 +20,7 @@ SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
 CATEGORIES = ("tool_use", "tdd", "debugging", "planning", "refactoring", "code_review", "collaboration")
 ERROR_RE = re.compile(r"^(Error: |exit code [1-9]\d*\n)")  # how the generator's tools report a failure
 MAX_TOKENS = 2048  # exact Qwen2.5 tokens of the rendered conversation (README, "The dataset")
-MAX_ESTIMATED_TOKENS = 2350  # bytes/3.5, which overstates these conversations' Qwen token counts by ~10%
+MAX_ESTIMATED_TOKENS = 2350  # a sanity bound on bytes/3.5, which runs ~10% above the exact count here
 
 
 def load(path=DATASET):

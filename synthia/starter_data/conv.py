@@ -1,6 +1,7 @@
 """Build one conversation by executing the assistant's tool calls in a Workspace."""
 
 import json
+import random
 import re
 import string
 
@@ -15,18 +16,18 @@ class ScenarioError(RuntimeError):
 
 
 def mask_timings(text, rng):
-    """Replace wall-clock durations with seeded values of the same shape, so output is reproducible."""
+    """Replace wall-clock durations with seeded values of the same format.
+
+    The replacement ignores the measured value (a run can take 0.00s or 0.16s depending on load), so the
+    output depends only on the seed and on how many durations the output contains."""
 
     def repl(m):
         whole, frac, unit = m.groups()
-        if int(whole) == 0 and int(frac) == 0:
-            return m.group(0)
-        if unit == "ms":
-            value = rng.uniform(0.1, 40.0) if int(whole) < 100 else rng.uniform(100, 900)
-        else:
-            value = rng.uniform(0.01, 0.9) if int(whole) == 0 else rng.uniform(1.0, 4.0)
-        return f"{value:.{len(frac)}f}{unit}"
+        if unit == "ms":  # node prints a variable number of decimals: use six, minus trailing zeros
+            return f"{rng.uniform(0.1, 40.0):.6f}".rstrip("0").rstrip(".") + unit
+        return f"{rng.uniform(0.0, 0.95):.{len(frac)}f}{unit}"
 
+    text = re.sub(r"duration_ms \d+(\.\d+)?", lambda m: f"duration_ms {rng.uniform(40, 120):.6f}", text)
     return TIME_RE.sub(repl, text)
 
 
@@ -35,6 +36,7 @@ class Conversation:
         self.ws, self.rng, self.category = ws, rng, category
         self.messages = [{"role": "system", "content": system}] if system else []
         self._ids = set()
+        self._timing_rng = random.Random(rng.random())  # separate, so timings never shift other choices
 
     # -- turns -----------------------------------------------------------------------------------
     def user(self, text):
@@ -61,7 +63,7 @@ class Conversation:
                                "function": {"name": name, "arguments": json.dumps(args, ensure_ascii=False)}})
             result = self.ws.run(name, args)
             if name == "bash":
-                result = mask_timings(result, self.rng)
+                result = mask_timings(result, self._timing_rng)
             if want == "ok" and is_error(result) or want == "error" and not is_error(result):
                 raise ScenarioError(f"{self.ws.repo}: expected {want} from {name} {args}, got:\n{result}")
             results.append((call_id, result))

@@ -255,6 +255,8 @@ class Workspace:
         """Hide the scratch directory and the clock (timings are masked later, per conversation)."""
         for root in sorted({str(self.root.resolve()), str(self.root)}, key=len, reverse=True):
             text = text.replace(root, f"{DISPLAY_ROOT}/{self.repo}")
+        for parent in sorted({str(self.root.parent.resolve()), str(self.root.parent)}, key=len, reverse=True):
+            text = text.replace(parent, DISPLAY_ROOT)
         for cache in sorted({str(self.cache.resolve()), str(self.cache)}, key=len, reverse=True):
             text = text.replace(cache + "/home", "/home/dev").replace(cache, "/home/dev/.cache")
         for prefix in sorted({sys.base_prefix, sys.prefix}, key=len, reverse=True):
@@ -262,6 +264,8 @@ class Workspace:
         text = text.replace(str(Path.home()), "/home/dev")
         text = re.sub(r"/tmp/pytest-of-[^/\s]+/pytest-\d+/", "/tmp/pytest-of-dev/pytest-0/", text)
         text = re.sub(r"(thread '[^']*') \(\d+\)", lambda m: f"{m.group(1)} ({_stable_id(m.group(1))})", text)
+        text = re.sub(r"<([\w.]+) object at 0x[0-9a-f]+>",  # Python reprs carry memory addresses
+                      lambda m: f"<{m.group(1)} object at 0x7f{_stable_id(m.group(1)) * 99991:010x}>", text)
         return re.sub(r"\d{4}-\d\d-\d\dT\d\d_\d\d_\d\d_\d{3}Z", "2025-03-21T10_14_07_512Z", text)
 
     def _walk(self, base):

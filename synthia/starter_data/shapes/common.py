@@ -108,10 +108,6 @@ def passed(output, rng):
     return describe_run(output, rng)
 
 
-def test_file_of(repo, path):
-    """The test file that covers a source file, from the spec's `tests_for` map or by convention."""
-    return repo.get("tests_for", {}).get(path)
-
 
 def rx(text):
     """Escape regex metacharacters only (re.escape also escapes spaces, which reads badly in a grep)."""

@@ -1,15 +1,14 @@
 """tdd, debugging and refactoring: real test runs before and after every change."""
 
-import posixpath
 import re
 
 from ..langs import failing_tests
-from ..text import RUN_TESTS_NOTE, lower_first, maybe, pick
-from .common import (append_call, edit_call, edit_calls, lang_of, passed, read_around, red_command, run_tests, smart_read,
+from ..text import RUN_TESTS_NOTE, lower_first, pick
+from .common import (append_call, edit_call, edit_calls, passed, read_around, red_command, run_tests, smart_read,
                      test_command, look, sources_for, why_failed)
 
 
-def _test_calls(c, repo, item):
+def test_edit_calls(c, repo, item):
     if "test_edits" in item:
         calls = edit_calls(item["test_edits"])
         if "test" in item:
@@ -123,7 +122,7 @@ def tdd_cycle(c, repo, item):
     else:
         look(c, repo, sources, item["test_file"], text=text)
     if not separate:
-        c.act(*_test_calls(c, repo, item), expect="ok",
+        c.act(*test_edit_calls(c, repo, item), expect="ok",
               text=pick(rng, ["Writing the failing test first.", "First the test that describes the new behaviour.",
                               "Red step: adding the test."]))
     red = run_tests(c, repo, expect="error", cmd=red_command(repo, rng),

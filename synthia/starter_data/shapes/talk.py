@@ -4,9 +4,8 @@ import re
 
 from ..langs import failing_tests
 from ..text import pick
-from .engineering import _test_calls
-from .common import (rx, append_call, edit_calls, passed, read_around, run_tests, smart_read, test_command,
-                     why_failed)
+from .common import edit_calls, passed, read_around, run_tests, rx, smart_read, test_command, why_failed
+from .engineering import test_edit_calls
 
 # -- planning -------------------------------------------------------------------------------------------
 
@@ -201,7 +200,7 @@ def clarify_implement(c, repo, item):
         c.act(("read", {"file_path": item["test_file"]}), expect="ok",
               text=pick(rng, ["Thanks. Let me look at the existing tests first.", "Got it. Checking the tests "
                               "I'll extend."]))
-    calls = _test_calls(c, repo, item)
+    calls = test_edit_calls(c, repo, item)
     c.act(*calls, *edit_calls(item["impl"]), expect="ok",
           text=pick(rng, ["Adding a test and the implementation.", "Writing the test and the change."]))
     out = run_tests(c, repo)

@@ -295,7 +295,7 @@ def user_wrong_file(c, repo, item):
                   text=pick(rng, [f"There's no `{wrong}`. Let me look for a `{base}` elsewhere.",
                                   f"That path doesn't exist; searching for `{base}`."]), expect="ok")
     real = found.splitlines()[0]
-    body = c.act(smart_read(c.ws, real))
+    c.act(smart_read(c.ws, real))
     names = definitions(c.ws.text(real), repo["lang"])
     c.say(f"The file is `{real}` (there is no `{wrong}`). It holds {repo['files'][real]}."
           + (f" Defined there: {join_names(names[:6])}." if names else ""))

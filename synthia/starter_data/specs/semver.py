@@ -10,7 +10,6 @@ REPO = {
     "name": "semver",
     "lang": "rust",
     "about": "`semver-lite`, a dependency-free Rust crate that parses and orders `MAJOR.MINOR.PATCH` versions",
-    "tests_for": {"src/lib.rs": "tests/parse.rs"},
     "files": {
         "src/lib.rs": "the `Version` struct with `parse` (accepts a leading `v`), `bump_minor`, and a manual "
                       "`Ord` that compares `(major, minor, patch)` numerically",
