@@ -114,6 +114,8 @@ class Workspace:
         shutil.copytree(REPOS_DIR / repo, self.root)
         self.cache = Path(scratch).parent / "cache"
         self.env = tool_env(self.cache)
+        # a CARGO_HOME per worker: concurrent cargo runs sharing one would print "Blocking waiting for file lock"
+        self.env["CARGO_HOME"] = str(Path(scratch) / "cargo-home")
         self._init_git(history, date)
 
     # -- setup helpers (not tools) -------------------------------------------------------------
@@ -245,7 +247,7 @@ class Workspace:
             code, output = proc.returncode, proc.stdout.decode("utf-8", "replace")
         except subprocess.TimeoutExpired as e:
             code, output = 124, (e.stdout or b"").decode("utf-8", "replace") + f"\n(timed out after {timeout}s)"
-        output = self._mask(output).rstrip()
+        output = re.sub(r"(?m)^\s*Blocking waiting for file lock.*\n", "", self._mask(output)).rstrip()
         if len(output) > MAX_BASH_CHARS:
             head, tail = output[: MAX_BASH_CHARS // 3], output[-MAX_BASH_CHARS * 2 // 3:]
             output = f"{head}\n... (output truncated) ...\n{tail}"
