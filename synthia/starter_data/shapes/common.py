@@ -123,6 +123,19 @@ def red_command(repo, rng):
     return test_command(repo, rng, quiet=True)
 
 
+def source_calls(ws, sources):
+    """(first-turn calls, second-turn calls) for (path, pattern or None) sources: a grep now and a read
+    around the match next, or the whole file read now."""
+    first, second = [], []
+    for path, pattern in sources:
+        if pattern:
+            first.append(("grep", {"pattern": pattern, "path": path}))
+            second.append(read_around(ws, path, pattern))
+        else:
+            first.append(smart_read(ws, path))
+    return first, second
+
+
 def look(c, repo, sources=(), test_file=None, text=None):
     """Show the assistant the code it is about to change, token-cheaply and consistently.
 
@@ -131,13 +144,7 @@ def look(c, repo, sources=(), test_file=None, text=None):
     its test definitions and then read from the last test on, so an append can anchor on text the
     assistant has seen. Returns the first turn's results."""
     lang = lang_of(repo)
-    first, second = [], []
-    for path, pattern in sources:
-        if pattern:
-            first.append(("grep", {"pattern": pattern, "path": path}))
-            second.append(read_around(c.ws, path, pattern))
-        else:
-            first.append(smart_read(c.ws, path))
+    first, second = source_calls(c.ws, sources)
     if test_file:
         if line_count(c.ws, test_file) <= 18 or c.rng.random() < 0.25:
             first.append(("read", {"file_path": test_file}))

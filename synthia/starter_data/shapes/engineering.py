@@ -4,8 +4,8 @@ import re
 
 from ..langs import failing_tests
 from ..text import RUN_TESTS_NOTE, lower_first, pick
-from .common import (append_call, edit_call, edit_calls, passed, read_around, red_command, run_tests, smart_read,
-                     test_command, look, sources_for, why_failed)
+from .common import (append_call, edit_call, edit_calls, look, passed, red_command, run_tests, smart_read,
+                     source_calls, sources_for, test_command, why_failed)
 
 
 def test_edit_calls(c, repo, item):
@@ -78,13 +78,7 @@ def _new_test_path(item, lang):
 def _look_with(c, sources, extra, text):
     """Turn 1: the source files (or greps for the spot to change) plus `extra`, in parallel; turn 2 reads
     around the grep matches."""
-    first, second = [], []
-    for path, pattern in sources:
-        if pattern:
-            first.append(("grep", {"pattern": pattern, "path": path}))
-            second.append(read_around(c.ws, path, pattern))
-        else:
-            first.append(smart_read(c.ws, path))
+    first, second = source_calls(c.ws, sources)
     c.act(*first, *([extra] if extra else []), expect="ok", text=text)
     if second:
         c.act(*second, expect="ok", text=pick(c.rng, ["Now the function itself.", "Reading around the match.", None]))
