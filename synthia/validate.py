@@ -2,17 +2,46 @@
 
     python -m synthia.validate dataset.jsonl [--strict]
 
-Hard problems are errors (the pipeline stops with exit code 2); soft ones are warnings with counts
-(`--strict` turns them into errors). Every message names the file and the 1-based line.
+Hard problems are errors (exit code 2); soft ones are warnings, counted by kind (`--strict` makes them
+errors). Every problem names the file, the 1-based line (0: the file as a whole), the field
+(`messages[3].tool_calls[0].id`), what is wrong and the fix. One broken line never hides the others.
+
+The file:
+- is read as bytes and decoded line by line, so a line that is not UTF-8 is an error on that line only;
+- may use LF or CRLF line endings; a UTF-8 byte-order mark on line 1 and blank lines are accepted with a
+  warning;
+- is streamed: a line longer than MAX_LINE_BYTES is refused without being held in memory.
+
+A line holds standard JSON only. Python's json also reads NaN, Infinity and -Infinity, numbers that overflow
+a double and unpaired surrogate escapes; here each is an error naming its field (a model learns to write
+what it is shown, and other parsers reject those). So is nesting deeper than MAX_NESTING. The same holds
+inside a tool call's `arguments` string.
+
+A conversation (the rules, stated once; tests/test_dataset.py relies on them):
+- roles are system (first message only), user, assistant, tool; content is a string, or null on an
+  assistant turn that has tool_calls; `weight` (0 or 1) only on assistant turns, and at least one of them 1;
+- a tool call has an id unique in the whole conversation (a reused id makes the pairing ambiguous), calls a
+  tool of the record's `tools` (default: synthia/default_tools.json) with a JSON-object `arguments` string;
+  arguments that break the tool's JSON Schema are a warning;
+- the tool results follow their assistant turn directly, one per call (no user message in between), and
+  every call is answered before the next assistant turn; the last assistant turn may leave calls open;
+- the conversation ends with an assistant turn.
 """
 
 import argparse
 import hashlib
+import itertools
 import json
+import math
+import os
+import re
+import stat
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import jsonschema
 
@@ -20,6 +49,10 @@ DEFAULT_TOOLS_FILE = Path(__file__).with_name("default_tools.json")
 CATEGORIES = ("tool_use", "tdd", "debugging", "planning", "refactoring", "code_review", "collaboration")
 ROLES = ("system", "user", "assistant", "tool")
 MAX_ERRORS_SHOWN = 30
+MAX_LINE_BYTES = 8 * 2**20  # ~2M tokens, 1000x a 2048-token context: a longer line is a broken export
+MAX_NESTING = 100  # arrays/objects; a record needs ~10 levels, and deep values overflow recursive code later
+MAX_PROBLEMS_PER_LINE = 20  # errors (and warnings) kept per line; the rest are counted, memory stays bounded
+READ_CHUNK = 2**20  # bytes read at a time while skipping the rest of an over-long line
 
 # Warning kinds, each counted separately in the report.
 SCHEMA_MISMATCH = "arguments break the tool's JSON Schema"
@@ -29,16 +62,41 @@ BLANK_LINE = "blank line"
 ARGUMENTS_AS_OBJECT = "arguments given as an object instead of a JSON string (normalised)"
 TOO_LONG = "longer than max_seq_length"
 
+# Fixes shared by several problems.
+FIX_LINE_JSON = "write each example as one complete JSON object on one line (json.dumps(record))"
+FIX_ARGUMENTS = 'encode the arguments object as a JSON string: "arguments": json.dumps({"param": value})'
+FIX_NON_FINITE = "write null, a finite number or a string instead (json.dumps(..., allow_nan=False) catches it)"
+FIX_DEEP = f"flatten the value: at most {MAX_NESTING} levels of nested arrays/objects"
+FIX_SURROGATE = "write the character itself, or a complete surrogate pair (json.dumps does this)"
+FIX_CALL = 'give each call as {"id": "call_1", "type": "function", "function": {"name": ..., "arguments": "{...}"}}'
+FIX_CALL_ID = "give each tool call its own non-empty string id, unique in the conversation (call_1, call_2, ...)"
+FIX_TOOL_RESULT = "answer each call once, with a tool message right after the assistant turn that made it"
+FIX_TOOLS = ('give "tools" as a non-empty list of {"type": "function", "function": {"name", "parameters"}}, '
+             f"or leave it out to use {DEFAULT_TOOLS_FILE.name}")
+FIX_ROLE = f"use one of: {', '.join(ROLES)}"
+
+
+class Finding(NamedTuple):
+    """One problem of one line, before it is tied to a file and line number."""
+    field: str  # where in the record ("messages[3].tool_calls[0].id"); "" for the line as a whole
+    message: str  # what is wrong, without a final period
+    fix: str  # what to do about it
+    kind: str = ""  # "" for an error, else the warning kind
+
 
 @dataclass(frozen=True)
 class Problem:
     path: str
-    line: int
+    line: int  # 1-based; 0 for the file as a whole
     message: str
     kind: str = ""
+    field: str = ""
+    fix: str = ""
 
     def __str__(self):
-        return f"{self.path}:{self.line}: {self.message}"
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        what = f"{self.field}: {self.message}" if self.field else self.message
+        return f"{where}: {what}" + (f". Fix: {self.fix}" if self.fix else "")
 
 
 @dataclass
@@ -62,9 +120,14 @@ class Report:
     examples: list = field(default_factory=list)
     errors: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    lines: int = 0  # lines read
 
-    def warn(self, line, message, kind):
-        self.warnings.append(Problem(self.path, line, message, kind))
+    def add(self, line, finding):
+        problem = Problem(self.path, line, finding.message, finding.kind, finding.field, finding.fix)
+        (self.warnings if finding.kind else self.errors).append(problem)
+
+    def warn(self, line, message, kind, fix=""):
+        self.add(line, Finding("", message, fix, kind))
 
     def warning_counts(self):
         return Counter(w.kind for w in self.warnings)
@@ -74,155 +137,491 @@ def load_default_tools():
     return json.loads(DEFAULT_TOOLS_FILE.read_text())
 
 
-def tool_schema_problems(tools):
-    """Problems with a `tools` list: each entry must be an OpenAI function schema."""
+# ---------------------------------------------------------------------------------------------------------
+# Describing values: a field may hold megabytes, so messages show a cut-down form
+# ---------------------------------------------------------------------------------------------------------
+def json_type(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def shown(value, limit=60):
+    if isinstance(value, str):
+        return repr(value[:limit]) + ("..." if len(value) > limit else "")
+    if isinstance(value, (dict, list)):
+        return f"an {json_type(value)}" if isinstance(value, list) else "an object"
+    text = repr(value)
+    return text[:limit] + "..." if len(text) > limit else text
+
+
+def got(value):
+    if isinstance(value, (str, bool, int, float)):
+        return f"got {json_type(value)} {shown(value)}"
+    return f"got {json_type(value)}"
+
+
+def cut(text, limit=200):
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# ---------------------------------------------------------------------------------------------------------
+# JSON: standard values only, bounded nesting, encodable as UTF-8
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NonFinite:
+    """Stands in for NaN, Infinity, -Infinity or an overflowing number while parsing, so its field is found."""
+    text: str
+
+
+JSON_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def parse_json(text, root=""):
+    """(value, []) or (None, findings). `root` names the field the text sits in ("" for a whole line)."""
+    odd = []
+
+    def constant(name):
+        odd.append(name)
+        return NonFinite(name)
+
+    def number(digits):
+        value = float(digits)
+        if math.isinf(value):
+            odd.append(digits)
+            return NonFinite(digits)
+        return value
+
+    try:
+        value = json.loads(text, parse_constant=constant, parse_float=number)
+    except json.JSONDecodeError as e:
+        return None, [syntax_finding(e, root)]
+    except RecursionError:  # Python's parser gives up near 1,000 levels
+        column = deepest_column(text)
+        return None, [Finding(root, f"arrays/objects nested more than {MAX_NESTING} levels deep"
+                              + (f" (from column {column})" if column else ""), FIX_DEEP)]
+    except ValueError as e:  # an integer longer than sys.get_int_max_str_digits()
+        return None, [Finding(root, f"a number is too long to read: {cut(str(e).split(';')[0], 100)}",
+                              "write very long numbers as strings")]
+    strings = SURROGATE_ESCAPE.search(text) is not None
+    if odd or strings or (text.count("[") + text.count("{") > MAX_NESTING and nested_too_deep(value)):
+        findings = value_problems(value, root, strings)
+        if findings:
+            return None, findings
+    return value, []
+
+
+def nested_too_deep(value):
+    """The quick test; value_problems then names the field. Only containers are visited."""
+    stack = [(value, 1)] if type(value) in (dict, list) else []
+    while stack:
+        container, level = stack.pop()
+        if level > MAX_NESTING:
+            return True
+        items = container.values() if type(container) is dict else container
+        stack += [(child, level + 1) for child in items if type(child) in (dict, list)]
+    return False
+
+
+def syntax_finding(e, root):
+    if root:
+        return Finding(root, f"not valid JSON ({e.msg}: column {e.colno}): {shown(e.doc, 40)}", FIX_ARGUMENTS)
+    if e.pos >= len(e.doc.rstrip()) or e.msg.startswith("Unterminated string"):
+        return Finding("", f"not valid JSON ({e.msg}: column {e.colno}): the line ends before the JSON does "
+                           "(truncated, or split over several lines)", FIX_LINE_JSON)
+    near = shown(e.doc[max(0, e.pos - 20):e.pos + 20])
+    return Finding("", f"not valid JSON ({e.msg}: column {e.colno}), near {near}", FIX_LINE_JSON)
+
+
+def deepest_column(text):
+    """1-based column where nesting first exceeds MAX_NESTING, skipping strings; None if it never does."""
+    depth = 0
+    for match in JSON_STRING_OR_BRACKET.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return match.start() + 1
+        elif token in "]}":
+            depth -= 1
+    return None
+
+
+def field_name(root, crumbs):
+    """'messages[3].content' from the root's name and the linked (key, parent) crumbs of a walk."""
+    parts = []
+    while crumbs is not None:
+        key, crumbs = crumbs
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}" if key.isidentifier() else f"[{json.dumps(key)}]")
+    parts.reverse()
+    if len(parts) > 12:  # a value nested 100 deep: the start and the end say where
+        parts = parts[:6] + [f"...({len(parts) - 9} more)..."] + parts[-3:]
+    return (root + "".join(parts)).lstrip(".")
+
+
+def encodable(text):
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def children(container):
+    return iter(container.items()) if isinstance(container, dict) else enumerate(container)
+
+
+def value_problems(value, root="", strings=False):
+    """Non-standard numbers, nesting beyond MAX_NESTING and (if `strings`) unpaired surrogates, with fields.
+
+    Depth-first with one iterator per open container, so memory follows the depth, not the size."""
+    findings = []
+
+    def note(crumbs, message, fix):
+        findings.append(Finding(field_name(root, crumbs), message, fix))
+
+    def scalar(item, crumbs):
+        if isinstance(item, NonFinite):
+            note(crumbs, f"{item.text} is not a JSON number", FIX_NON_FINITE)
+        elif strings and isinstance(item, str) and not encodable(item):
+            note(crumbs, "holds an unpaired UTF-16 surrogate escape (no UTF-8 text can hold it)", FIX_SURROGATE)
+
+    if not isinstance(value, (dict, list)):
+        scalar(value, None)
+        return findings
+    stack = [(children(value), 2, None)]  # (children, their nesting level, the container's crumbs)
+    while stack and len(findings) <= MAX_PROBLEMS_PER_LINE:
+        pairs, level, crumbs = stack[-1]
+        pair = next(pairs, None)
+        if pair is None:
+            stack.pop()
+            continue
+        key, child = pair
+        if strings and isinstance(key, str) and not encodable(key):
+            note(crumbs, f"key {shown(key)} holds an unpaired UTF-16 surrogate escape", FIX_SURROGATE)
+        if isinstance(child, (dict, list)):
+            if level > MAX_NESTING:
+                note((key, crumbs), f"nested more than {MAX_NESTING} levels deep", FIX_DEEP)
+            else:
+                stack.append((children(child), level + 1, (key, crumbs)))
+        else:
+            scalar(child, (key, crumbs))
+    return findings
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tools: each distinct `tools` list is checked and compiled once (check_schema is the costly part)
+# ---------------------------------------------------------------------------------------------------------
+class ToolSet(NamedTuple):
+    problems: tuple  # Findings
+    validators: dict  # tool name -> jsonschema validator (None when its schema is broken); {} if unusable
+
+
+def tool_set(tools):
     if not isinstance(tools, list) or not tools:
-        return ["`tools` must be a non-empty list of function schemas"]
-    problems = []
-    for i, tool in enumerate(tools):
+        return ToolSet((Finding("tools", f"must be a non-empty list of function schemas, {got(tools)}",
+                                FIX_TOOLS),), {})
+    return compiled_tool_set(json.dumps(tools, sort_keys=True))
+
+
+@lru_cache(maxsize=256)
+def compiled_tool_set(canonical_tools):
+    problems, validators, where_defined = [], {}, {}
+    for i, tool in enumerate(json.loads(canonical_tools)):
         where = f"tools[{i}]"
         fn = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(fn, dict):
-            problems.append(f'{where} must be {{"type": "function", "function": {{...}}}}')
+            problems.append(Finding(where, 'must be {"type": "function", "function": {...}}', FIX_TOOLS))
             continue
-        if not isinstance(fn.get("name"), str) or not fn["name"]:
-            problems.append(f"{where}.function.name must be a non-empty string")
-        params = fn.get("parameters", {"type": "object"})
-        try:
-            jsonschema.validators.validator_for(params).check_schema(params)
-        except jsonschema.SchemaError as e:
-            problems.append(f"{where}.function.parameters is not a valid JSON Schema: {e.message}")
+        name = fn.get("name")
+        if not isinstance(name, str) or not name:
+            problems.append(Finding(f"{where}.function.name", f"must be a non-empty string, {got(name)}",
+                                    "name the tool"))
             continue
-        if params.get("type") != "object":
-            problems.append(f'{where}.function.parameters must have "type": "object"')
-    return problems
+        if name in where_defined:
+            problems.append(Finding(f"{where}.function.name", f"{shown(name)} is already defined by "
+                                    f"{where_defined[name]}", "give each tool its own name"))
+            continue
+        where_defined[name] = where
+        validators[name], problem = schema_validator(fn.get("parameters", {"type": "object"}),
+                                                     f"{where}.function.parameters")
+        if problem:
+            problems.append(problem)
+    return ToolSet(tuple(problems), validators)
 
 
-def parse_arguments(raw):
-    """Return (arguments as dict or None, problem or None, was_object)."""
-    if isinstance(raw, dict):
-        return raw, None, True
-    if not isinstance(raw, str):
-        return None, f"arguments must be a JSON string, got {type(raw).__name__}", False
+def schema_validator(schema, where):
+    """(validator, None) or (None, Finding)."""
+    fix = 'give a JSON Schema with "type": "object" and "properties" (https://json-schema.org)'
+    if not isinstance(schema, dict):
+        return None, Finding(where, f"must be a JSON Schema object, {got(schema)}", fix)
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as e:
-        return None, f"arguments are not valid JSON ({e.msg} at char {e.pos}): {raw[:60]!r}", False
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as e:
+        return None, Finding(where, f"is not a valid JSON Schema: {cut(e.message)}", fix)
+    except Exception as e:  # jsonschema cannot even pick a draft (say "$schema": 5)
+        return None, Finding(where, f"is not a usable JSON Schema: {cut(str(e))}", fix)
+    if schema.get("type") != "object":
+        return None, Finding(where, f'must have "type": "object", {got(schema.get("type"))}', fix)
+    return cls(schema), None
+
+
+def schema_mismatch(validator, arguments, where, name):
+    try:
+        error = next(iter(validator.iter_errors(arguments)), None)
+    except Exception as e:  # the schema fails only when used: an unresolvable $ref, say
+        return Finding(where, f"tool {name!r}'s schema cannot check them: {cut(str(e))}",
+                       "keep the tool's schema self-contained ($ref only to #/...)")
+    if error is None:
+        return None
+    return Finding(where, f"{cut(error.message)} (tool {name!r})",
+                   "make the arguments match the tool's parameters schema", SCHEMA_MISMATCH)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tool calls and their results
+# ---------------------------------------------------------------------------------------------------------
+class CallPairing:
+    """Which calls are open, so every tool message is matched to exactly one call (rules in the docstring)."""
+
+    def __init__(self):
+        self.used = {}  # call id -> the call's field
+        self.answered = {}  # call id -> index of the tool message that answered it
+        self.open = {}  # call id -> index of the assistant message that made it, until answered
+        self.interrupted = set()  # open ids whose results came after another message: reported once
+        self.nameless = 0  # open calls without a usable id (reported): each takes one unmatched result quietly
+        self.last_assistant = None
+
+    def open_ids(self):
+        return ", ".join(shown(i) for i in itertools.islice(self.open, 10)) + (", ..." if len(self.open) > 10 else "")
+
+    def assistant_turn(self, i):
+        problems = []
+        if self.open:
+            problems.append(Finding(f"messages[{i}]", f"tool call(s) {self.open_ids()} of "
+                                    f"messages[{self.last_assistant}] are not answered before this assistant turn",
+                                    FIX_TOOL_RESULT))
+        self.open, self.last_assistant, self.nameless = {}, i, 0
+        return problems
+
+    def other_turn(self, i, role):
+        if not self.open:
+            return []
+        problem = Finding(f"messages[{i}]", f"this {role} message comes between the tool call(s) {self.open_ids()} "
+                          f"of messages[{self.last_assistant}] and their results",
+                          "put the tool results directly after the assistant turn that made the calls, "
+                          f"and the {role} message after them")
+        self.interrupted |= set(self.open)
+        self.open = {}
+        return [problem]
+
+    def call_without_id(self, count=1):
+        self.nameless += count
+
+    def call(self, call_id, where, i):
+        problems = []
+        if call_id in self.used:  # reported; still opened, so its result is not reported a second time
+            problems.append(Finding(f"{where}.id", f"{shown(call_id)} is already used by {self.used[call_id]}",
+                                    FIX_CALL_ID))
+        else:
+            self.used[call_id] = where
+        self.open[call_id] = i
+        self.answered.pop(call_id, None)
+        return problems
+
+    def result(self, message, i):
+        call_id = message.get("tool_call_id")
+        if not isinstance(call_id, str) or not call_id:
+            self.take_any_open_call()
+            return [Finding(f"messages[{i}].tool_call_id", f"must be the id of the call it answers, {got(call_id)}",
+                            FIX_TOOL_RESULT)]
+        if self.last_assistant is None:
+            return [Finding(f"messages[{i}]", "tool message before any assistant tool call", FIX_TOOL_RESULT)]
+        if call_id in self.open or call_id in self.interrupted:
+            self.open.pop(call_id, None)
+            self.interrupted.discard(call_id)
+            self.answered[call_id] = i
+            return []
+        if self.nameless:
+            self.nameless -= 1
+            return []
+        again = f": messages[{self.answered[call_id]}] answered it already" if call_id in self.answered else ""
+        if call_id not in self.used:
+            self.take_any_open_call()
+        return [Finding(f"messages[{i}].tool_call_id", f"{shown(call_id)} answers no open call of "
+                        f"messages[{self.last_assistant}]{again}", FIX_TOOL_RESULT)]
+
+
+    def take_any_open_call(self):
+        """A result with a wrong id was most likely meant for the first open call: it is not reported again."""
+        if self.open:
+            self.open.pop(next(iter(self.open)))
+
+
+MISSING = object()
+
+
+def parse_arguments(raw, where):
+    """(arguments as a dict or None, findings)."""
+    if raw is MISSING:
+        return None, [Finding(where, "is missing", FIX_ARGUMENTS)]
+    if isinstance(raw, dict):
+        return raw, []  # normalised to a JSON string later, with a warning
+    if not isinstance(raw, str):
+        return None, [Finding(where, f"must be a JSON string, {got(raw)}", FIX_ARGUMENTS)]
+    value, problems = parse_json(raw, where)
+    if problems:
+        return None, problems
     if not isinstance(value, dict):
-        return None, f"arguments must be a JSON object, got {type(value).__name__}", False
-    return value, None, False
+        return None, [Finding(where, f"must hold a JSON object, got a JSON {json_type(value)}",
+                              'put the arguments in an object keyed by parameter name: {"param": value}')]
+    return value, []
 
 
-def check_tool_call(call, where, tool_schemas):
-    """Hard problems and schema-mismatch warnings for one tool call; normalises `arguments`."""
-    errors, warnings = [], []
+def call_problems(call, where, i, validators, pairing):
     if not isinstance(call, dict):
-        return [f"{where} must be an object"], [], False
-    if not isinstance(call.get("id"), str) or not call["id"]:
-        errors.append(f"{where} has no id")
+        yield Finding(where, f"must be an object, {got(call)}", FIX_CALL)
+        pairing.call_without_id()
+        return
+    call_id = call.get("id")
+    if not isinstance(call_id, str) or not call_id:
+        yield Finding(f"{where}.id", "is missing" if call_id is None else f"must be a non-empty string, {got(call_id)}",
+                      FIX_CALL_ID)
+        pairing.call_without_id()
+    else:
+        yield from pairing.call(call_id, where, i)
     if call.get("type", "function") != "function":
-        errors.append(f'{where}.type must be "function", got {call.get("type")!r}')
+        yield Finding(f"{where}.type", f'must be "function", {got(call.get("type"))}', 'write "type": "function"')
     fn = call.get("function")
-    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-        return errors + [f"{where}.function.name is missing"], warnings, False
-    name = fn["name"]
-    args, problem, was_object = parse_arguments(fn.get("arguments"))
-    if problem:
-        errors.append(f"{where} ({name}): {problem}")
-    if name not in tool_schemas:
-        errors.append(f"{where} calls unknown tool {name!r} (known: {', '.join(sorted(tool_schemas))})")
-    elif args is not None:
-        schema_error = jsonschema.validators.validator_for(tool_schemas[name])(tool_schemas[name])
-        first = next(iter(schema_error.iter_errors(args)), None)
-        if first is not None:
-            warnings.append(f"{where} ({name}): {first.message}")
-    if args is not None and was_object:
-        fn["arguments"] = json.dumps(args, ensure_ascii=False)
-    return errors, warnings, was_object
+    if not isinstance(fn, dict):
+        yield Finding(f"{where}.function", f"must be an object with name and arguments, {got(fn)}", FIX_CALL)
+        return
+    name = fn.get("name")
+    if not isinstance(name, str) or not name:
+        yield Finding(f"{where}.function.name", "is missing" if name is None else f"must be a string, {got(name)}",
+                      "name the tool to call")
+    arguments, problems = parse_arguments(fn.get("arguments", MISSING), f"{where}.function.arguments")
+    yield from problems
+    if not isinstance(name, str) or not name or not validators:
+        return
+    if name not in validators:
+        known = ", ".join(itertools.islice(sorted(validators), 20))
+        yield Finding(f"{where}.function.name", f"unknown tool {shown(name)} (known: {known})",
+                      "call a tool of the record's \"tools\" (or add it there)")
+    elif arguments is not None and validators[name] is not None:
+        mismatch = schema_mismatch(validators[name], arguments, f"{where}.function.arguments", name)
+        if mismatch:
+            yield mismatch
 
 
-def check_content(message, where):
-    content = message.get("content")
-    if isinstance(content, str):
-        return []
-    if content is None and message.get("role") == "assistant" and message.get("tool_calls"):
-        return []
-    return [f"{where}: content must be a string (null only on an assistant turn with tool_calls)"]
+# ---------------------------------------------------------------------------------------------------------
+# Messages and records
+# ---------------------------------------------------------------------------------------------------------
+def message_problems(message, i):
+    """Field-level problems of one message whose role is known (pairing is checked by CallPairing)."""
+    where, role = f"messages[{i}]", message["role"]
+    content = message.get("content", MISSING)
+    if not isinstance(content, str) and not (content is None and role == "assistant" and message.get("tool_calls")):
+        problem = "is missing" if content is MISSING else f"must be a string, {got(content)}"
+        yield Finding(f"{where}.content", problem + " (null only on an assistant turn with tool_calls)",
+                      "give the message's text as a string")
+    if "weight" in message:
+        weight = message["weight"]
+        if role != "assistant":
+            yield Finding(f"{where}.weight", "is only allowed on assistant messages", "remove it: only assistant "
+                          "turns are trained")
+        elif isinstance(weight, bool) or weight not in (0, 1):
+            yield Finding(f"{where}.weight", f"must be 0 or 1, {got(weight)}",
+                          "write 0 (do not train this turn) or 1, or leave it out (1)")
+    if role == "system" and i > 0:
+        yield Finding(where, "a system message may only come first", "move it to the start, or merge it there")
+    if role != "assistant" and message.get("tool_calls") not in (None, []):
+        yield Finding(f"{where}.tool_calls", f"only assistant messages call tools, this is a {role} message",
+                      "move the calls to an assistant turn")
 
 
-def check_messages(messages, tool_schemas):
-    """Walk one conversation. Returns (errors, schema warnings, count of object-arguments)."""
-    errors, warnings, objects = [], [], 0
-    pending = set()  # ids of the latest assistant turn's calls not yet answered
-    last_assistant = None
+def conversation_problems(messages, validators):
+    pairing = CallPairing()
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
-            errors.append(f"{where} must be an object")
+            yield Finding(where, f"must be an object, {got(message)}", 'write {"role": ..., "content": ...}')
             continue
         role = message.get("role")
-        if role not in ROLES:
-            errors.append(f"{where}: unknown role {role!r} (known: {', '.join(ROLES)})")
+        if not isinstance(role, str) or role not in ROLES:
+            yield Finding(f"{where}.role", f"unknown role {shown(role)} (known: {', '.join(ROLES)})", FIX_ROLE)
             continue
-        errors += check_content(message, where)
-        if "weight" in message and role != "assistant":
-            errors.append(f"{where}: `weight` is only allowed on assistant messages")
-        if role == "system" and i > 0:
-            errors.append(f"{where}: a system message may only come first")
+        yield from message_problems(message, i)
         if role == "assistant":
-            if pending and last_assistant is not None:
-                errors.append(f"{where}: tool call(s) {', '.join(sorted(pending))} of messages[{last_assistant}] "
-                              "are not answered before the next assistant turn")
-            if message.get("weight", 1) not in (0, 1) or isinstance(message.get("weight"), bool):
-                errors.append(f"{where}: weight must be 0 or 1, got {message.get('weight')!r}")
-            pending, last_assistant = set(), i
-            calls = message.get("tool_calls") or []
-            if not isinstance(calls, list):
-                errors.append(f"{where}.tool_calls must be a list")
-                calls = []
-            for j, call in enumerate(calls):
-                call_where = f"{where}.tool_calls[{j}]"
-                e, w, was_object = check_tool_call(call, call_where, tool_schemas)
-                errors, warnings, objects = errors + e, warnings + w, objects + was_object
-                call_id = call.get("id") if isinstance(call, dict) else None
-                if isinstance(call_id, str) and call_id in pending:
-                    errors.append(f"{call_where}: id {call_id!r} is used twice in this assistant turn")
-                if isinstance(call_id, str):
-                    pending.add(call_id)
-        if role == "tool":
-            call_id = message.get("tool_call_id")
-            if last_assistant is None:
-                errors.append(f"{where}: tool message before any assistant tool call")
-            elif call_id not in pending:
-                errors.append(f"{where}: tool_call_id {call_id!r} answers no open call of messages[{last_assistant}]")
-            else:
-                pending.discard(call_id)
-    if messages and isinstance(messages[-1], dict) and messages[-1].get("role") != "assistant":
-        errors.append(f"the conversation must end with an assistant turn, not {messages[-1].get('role')!r}")
+            yield from pairing.assistant_turn(i)
+            calls = message.get("tool_calls")
+            if calls is not None and not isinstance(calls, list):
+                yield Finding(f"{where}.tool_calls", f"must be a list, {got(calls)}", FIX_CALL)
+                pairing.call_without_id(math.inf)  # its results cannot be matched: they are not reported
+            elif calls:
+                for j, call in enumerate(calls):
+                    yield from call_problems(call, f"{where}.tool_calls[{j}]", i, validators, pairing)
+        elif role == "tool":
+            yield from pairing.result(message, i)
+        else:
+            yield from pairing.other_turn(i, role)
+    yield from ending_problems(messages)
+
+
+def ending_problems(messages):
+    last = messages[-1]
+    if isinstance(last, dict) and last.get("role") != "assistant" and last.get("role") in ROLES:
+        yield Finding(f"messages[{len(messages) - 1}]", f"the conversation must end with an assistant turn, "
+                      f"not {shown(last.get('role'))}", "end it with the assistant turn to train")
     assistants = [m for m in messages if isinstance(m, dict) and m.get("role") == "assistant"]
     if assistants and all(m.get("weight", 1) == 0 for m in assistants):
-        errors.append("every assistant turn has weight 0: nothing to learn from this example")
-    return errors, warnings, objects
+        yield Finding("messages", "every assistant turn has weight 0: nothing to learn from this example",
+                      "give at least one assistant turn weight 1 (or no weight)")
+
+
+def record_problems(record, default_tools):
+    """Every error and warning of one parsed line, as Findings."""
+    if not isinstance(record, dict):
+        yield Finding("", f"a line must be a JSON object, got a JSON {json_type(record)}", FIX_LINE_JSON)
+        return
+    category = record.get("category")
+    if category is not None and (not isinstance(category, str) or category not in CATEGORIES):
+        yield Finding("category", f"unknown category {shown(category)} (known: {', '.join(CATEGORIES)})",
+                      "use one of those, or leave category out")
+    tools = tool_set(record.get("tools", default_tools))
+    yield from tools.problems
+    messages = record.get("messages", MISSING)
+    if not isinstance(messages, list) or not messages:
+        problem = "is missing" if messages is MISSING else f"must be a non-empty list, {got(messages)}"
+        yield Finding("messages", problem + " (a non-empty list is needed)",
+                      'give the example as {"messages": [{"role": "user", "content": ...}, ...]}')
+        return
+    yield from conversation_problems(messages, tools.validators)
 
 
 def check_record(record, default_tools):
-    """All problems of one parsed line. Returns (errors, schema warnings, object-argument count)."""
-    if not isinstance(record, dict):
-        return [f"a line must be a JSON object, got {type(record).__name__}"], [], 0
-    messages = record.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return ["`messages` must be a non-empty list"], [], 0
-    errors = []
-    category = record.get("category")
-    if category is not None and category not in CATEGORIES:
-        errors.append(f"unknown category {category!r} (known: {', '.join(CATEGORIES)})")
-    tools = record.get("tools", default_tools)
-    tool_problems = tool_schema_problems(tools)
-    if tool_problems:
-        return errors + tool_problems, [], 0
-    schemas = {t["function"]["name"]: t["function"].get("parameters", {"type": "object"}) for t in tools}
-    e, warnings, objects = check_messages(messages, schemas)
-    return errors + e, warnings, objects
+    """(errors, warnings, object-argument count) of one parsed record; normalises it when it has no errors."""
+    errors, warnings = [], []
+    for finding in record_problems(record, default_tools):
+        (warnings if finding.kind else errors).append(finding)
+    return errors, warnings, (0 if errors else normalise_arguments(record))
+
+
+def normalise_arguments(record):
+    """Turn object `arguments` into JSON strings (only on a record without errors); returns how many."""
+    count = 0
+    for message in record["messages"]:
+        for call in message.get("tool_calls") or []:
+            if isinstance(call["function"]["arguments"], dict):
+                call["function"]["arguments"] = json.dumps(call["function"]["arguments"], ensure_ascii=False)
+                count += 1
+    return count
 
 
 def fingerprint(record):
@@ -230,59 +629,191 @@ def fingerprint(record):
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def validate_lines(lines, path, default_tools=None):
-    """Validate an iterable of text lines (the file's lines, in order)."""
+# ---------------------------------------------------------------------------------------------------------
+# Lines
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TooLong:
+    size: int  # bytes, without the newline
+
+
+@dataclass(frozen=True)
+class ReadFailed:
+    reason: str
+
+
+def size_text(size):
+    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size} bytes"
+
+
+def line_text(raw, number, max_line_bytes):
+    """(text or None, findings): decoding, the per-line limit, CRLF, a BOM on line 1, blank lines."""
+    if isinstance(raw, ReadFailed):
+        return None, [Finding("", f"reading stopped here: {raw.reason}", "check the disk and copy the file again")]
+    if isinstance(raw, str) and len(raw) * 4 > max_line_bytes:
+        raw = raw.encode("utf-8", "surrogatepass")  # only to measure it
+    if isinstance(raw, bytes) and len(raw.removesuffix(b"\n").removesuffix(b"\r")) > max_line_bytes:
+        raw = TooLong(len(raw))
+    if isinstance(raw, TooLong):
+        return None, [Finding("", f"the line is {size_text(raw.size)}, over the limit of {size_text(max_line_bytes)}"
+                              " per line", "shorten or split the conversation: the limit is 1000x any context "
+                              "length trained here, so such a line is almost surely a broken export")]
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return None, [Finding("", f"not valid UTF-8: byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the "
+                                  f"line ({e.reason})", "re-save the file as UTF-8 (e.g. iconv -f LATIN1 -t UTF-8)")]
+    elif not encodable(raw):
+        return None, [Finding("", "holds an unpaired surrogate character, which UTF-8 cannot hold", FIX_SURROGATE)]
+    text = raw.removesuffix("\n").removesuffix("\r")  # LF and CRLF files read the same
+    findings = []
+    if number == 1 and text.startswith("\ufeff"):
+        findings.append(Finding("", "file starts with a UTF-8 byte-order mark (ignored)",
+                                "nothing needed; save without BOM to silence this", BOM))
+        text = text[1:]
+    if not text.strip():
+        return None, findings + [Finding("", "blank line (ignored)", "remove it", BLANK_LINE)]
+    return text, findings
+
+
+def kept(findings):
+    """At most MAX_PROBLEMS_PER_LINE errors and as many warnings, then a count of the rest."""
+    errors, warnings, dropped = [], [], Counter()
+    for finding in findings:
+        bucket = warnings if finding.kind else errors
+        if len(bucket) < MAX_PROBLEMS_PER_LINE:
+            bucket.append(finding)
+        else:
+            dropped[finding.kind] += 1
+    for kind, count in dropped.items():
+        (warnings if kind else errors).append(Finding("", f"... and {count} more on this line", "see above", kind))
+    return errors, warnings
+
+
+def check_line(text, default_tools):
+    """(normalised record or None, errors, warnings) of one line's text."""
+    record, problems = parse_json(text)
+    if problems:
+        return None, *kept(problems)
+    errors, warnings = kept(record_problems(record, default_tools))
+    if errors:
+        return None, errors, warnings
+    objects = normalise_arguments(record)
+    if objects:
+        warnings.append(Finding("", f"{objects} tool call(s) give arguments as an object; normalised to a JSON "
+                                "string", "encode them with json.dumps to silence this", ARGUMENTS_AS_OBJECT))
+    return record, errors, warnings
+
+
+def validate_lines(lines, path, default_tools=None, max_line_bytes=MAX_LINE_BYTES):
+    """Validate the lines of a file, in order: str or bytes, with or without their newline."""
     default_tools = default_tools if default_tools is not None else load_default_tools()
     report = Report(str(path))
     seen = {}
-    for number, line in enumerate(lines, start=1):
-        if number == 1 and line.startswith("\ufeff"):
-            report.warn(number, "file starts with a UTF-8 byte-order mark (ignored)", BOM)
-            line = line[1:]
-        if not line.strip():
-            report.warn(number, "blank line (ignored)", BLANK_LINE)
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            report.errors.append(Problem(str(path), number, f"not valid JSON: {e.msg} (column {e.colno})"))
-            continue
-        errors, schema_warnings, objects = check_record(record, default_tools)
-        report.errors += [Problem(str(path), number, e) for e in errors]
-        for w in schema_warnings:
-            report.warn(number, w, SCHEMA_MISMATCH)
-        if objects:
-            report.warn(number, f"{objects} tool call(s) give arguments as an object; normalised to a JSON string",
-                        ARGUMENTS_AS_OBJECT)
-        if errors:
+    for number, raw in enumerate(lines, start=1):
+        report.lines = number
+        text, findings = line_text(raw, number, max_line_bytes)
+        record = None
+        if text is not None:
+            record, errors, warnings = check_line(text, default_tools)
+            findings += errors + warnings
+        for finding in findings:
+            report.add(number, finding)
+        if record is None:
             continue
         key = fingerprint(record)
         if key in seen:
-            report.warn(number, f"duplicate of line {seen[key]}", DUPLICATE)
+            report.warn(number, f"duplicate of line {seen[key]}", DUPLICATE, "remove the repeated line")
             continue
         seen[key] = number
         report.examples.append(Example(number, record, key))
+    if not report.examples and not report.errors:
+        problem = "the file is empty" if report.lines == 0 else "every line is blank"
+        report.add(0, Finding("", f"no examples: {problem}", "add examples, one JSON object per line"))
     return report
 
 
-def validate_file(path, default_tools=None):
-    """Validate a dataset file. A missing or undecodable file is reported as an error at line 0."""
-    path = Path(path)
+# ---------------------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------------------
+def raw_lines(handle, max_line_bytes):
+    """Each line's bytes; TooLong for a line over the limit (skipped in chunks: memory stays bounded);
+    ReadFailed if the disk fails mid-file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        while True:
+            line = handle.readline(max_line_bytes + 2)  # room for CRLF
+            if not line:
+                return
+            if line.endswith(b"\n") or len(line) <= max_line_bytes:
+                yield line
+                continue
+            size = len(line)
+            while not line.endswith(b"\n"):
+                line = handle.readline(READ_CHUNK)
+                if not line:
+                    break
+                size += len(line)
+            yield TooLong(size - line.endswith(b"\n"))
+    except OSError as e:
+        yield ReadFailed(e.strerror or str(e))
+
+
+FOREIGN_FORMATS = {  # leading bytes -> (what the file is, the fix)
+    b"\xff\xfe": ("UTF-16 text (little-endian), not UTF-8", "re-save it as UTF-8 (iconv -f UTF-16 -t UTF-8)"),
+    b"\xfe\xff": ("UTF-16 text (big-endian), not UTF-8", "re-save it as UTF-8 (iconv -f UTF-16 -t UTF-8)"),
+    b"\x1f\x8b": ("gzip-compressed", "decompress it first (gunzip -k FILE)"),
+}
+
+
+def unreadable(path):
+    """A Finding for a path that is not a readable UTF-8-ish regular file, else None."""
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            return Finding("", "is a directory, not a .jsonl file", directory_fix(path))
+        if not stat.S_ISREG(mode):
+            return Finding("", "is not a regular file (a pipe or a device?)", "pass the path of a .jsonl file")
+        with open(path, "rb") as handle:
+            start = handle.read(2)
     except FileNotFoundError:
-        report = Report(str(path))
-        report.errors.append(Problem(str(path), 0, "file not found"))
-        return report
-    except UnicodeDecodeError as e:
-        report = Report(str(path))
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
-        report.errors.append(Problem(str(path), line, f"not UTF-8 text (byte {e.start})"))
-        return report
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the newline that ends the last line
-    return validate_lines(lines, path, default_tools)
+        if os.path.islink(path):
+            return Finding("", "is a symbolic link to a missing file", "point the link at the dataset, or pass it")
+        return Finding("", "file not found", "check the path (the dataset is one .jsonl file)")
+    except PermissionError:
+        return Finding("", "cannot be read: permission denied", "make it readable (chmod u+r FILE)")
+    except OSError as e:  # ELOOP (a symlink loop), ENAMETOOLONG, ENOTDIR, EIO, ...
+        return Finding("", f"cannot be opened: {e.strerror or e}", "pass the path of a readable .jsonl file; "
+                       "a symbolic link must lead to one")
+    except ValueError as e:  # a NUL character in the path
+        return Finding("", f"is not a usable path: {e}", "pass the path of a .jsonl file")
+    if start in FOREIGN_FORMATS:
+        return Finding("", f"is {FOREIGN_FORMATS[start][0]}", FOREIGN_FORMATS[start][1])
+    return None
+
+
+def directory_fix(path):
+    try:
+        names = sorted(itertools.islice((e.name for e in os.scandir(path) if e.name.endswith(".jsonl")), 100))
+    except OSError:
+        names = []
+    if names:
+        return "pass one of its .jsonl files: " + ", ".join(str(Path(path) / n) for n in names[:3])
+    return "pass the path of the .jsonl file itself"
+
+
+def validate_file(path, default_tools=None, max_line_bytes=MAX_LINE_BYTES):
+    """Validate a dataset file, streaming it line by line. A file that cannot be read is an error at line 0."""
+    problem = unreadable(path)
+    if problem is None:
+        try:
+            with open(path, "rb") as handle:
+                return validate_lines(raw_lines(handle, max_line_bytes), path, default_tools, max_line_bytes)
+        except OSError as e:  # it went away between the check and the open
+            problem = Finding("", f"cannot be opened: {e.strerror or e}", "pass the path of a readable .jsonl file")
+    report = Report(str(path))
+    report.add(0, problem)
+    return report
 
 
 def format_report(report, strict=False, limit=MAX_ERRORS_SHOWN):

@@ -38,12 +38,15 @@ def with_message(index, **changes):
     return {"messages": messages}
 
 
+def described(problem):
+    return f"{problem.field}: {problem.message}"
+
+
 def assert_one_error_on_line_3(bad_record, fragment):
     errors = errors_for(bad_record)
-    assert errors, "expected an error"
-    assert all(e.line == 3 for e in errors), [str(e) for e in errors]
-    assert any(fragment in e.message for e in errors), [str(e) for e in errors]
-    assert str(errors[0]).startswith("data.jsonl:3: ")
+    assert len(errors) == 1, [str(e) for e in errors]
+    assert errors[0].line == 3 and fragment in described(errors[0]), str(errors[0])
+    assert str(errors[0]).startswith("data.jsonl:3: ") and ". Fix: " in str(errors[0])
 
 
 def test_good_dataset_has_no_errors_or_warnings():
@@ -55,10 +58,11 @@ def test_good_dataset_has_no_errors_or_warnings():
 @pytest.mark.parametrize("bad, fragment", [
     ("{not json", "not valid JSON"),
     ("[1, 2]", "must be a JSON object"),
-    ({"messages": []}, "non-empty list"),
-    ({"nothing": 1}, "non-empty list"),
-    ({"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}, "unknown role"),
-    ({"messages": good_messages(), "category": "poetry"}, "unknown category"),
+    ({"messages": []}, "messages: must be a non-empty list"),
+    ({"nothing": 1}, "messages: is missing"),
+    ({"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]},
+     "messages[0].role: unknown role 'robot'"),
+    ({"messages": good_messages(), "category": "poetry"}, "category: unknown category 'poetry'"),
 ])
 def test_record_level_errors_name_the_line(bad, fragment):
     assert_one_error_on_line_3(bad, fragment)
@@ -71,27 +75,48 @@ def test_second_system_message_is_rejected():
 
 
 def test_non_string_content_is_rejected():
-    assert_one_error_on_line_3(with_message(1, content=["a", "b"]), "content must be a string")
+    assert_one_error_on_line_3(with_message(1, content=["a", "b"]), "messages[1].content: must be a string, got array")
 
 
 def test_null_content_is_only_allowed_on_assistant_with_tool_calls():
-    assert_one_error_on_line_3(with_message(4, content=None), "content must be a string")
+    assert_one_error_on_line_3(with_message(4, content=None), "messages[4].content: must be a string, got null")
 
 
 @pytest.mark.parametrize("bad_call, fragment", [
-    ({**call(), "id": ""}, "has no id"),
-    ({**call(), "type": "code"}, 'type must be "function"'),
-    ({"id": "call_1", "type": "function", "function": {"arguments": "{}"}}, "function.name is missing"),
-    (call(arguments="{oops"), "not valid JSON"),
-    (call(arguments='["a"]'), "must be a JSON object"),
-    (call(name="delete_everything"), "unknown tool 'delete_everything'"),
+    ({**call(), "id": ""}, "tool_calls[0].id: must be a non-empty string"),
+    ({"type": "function", "function": call()["function"]}, "tool_calls[0].id: is missing"),
+    ({**call(), "type": "code"}, 'tool_calls[0].type: must be "function"'),
+    ({"id": "call_1", "type": "function", "function": {"arguments": "{}"}}, "tool_calls[0].function.name: is missing"),
+    (call(arguments="{oops"), "tool_calls[0].function.arguments: not valid JSON"),
+    (call(arguments='["a"]'), "tool_calls[0].function.arguments: must hold a JSON object, got a JSON array"),
+    (call(arguments=None), "tool_calls[0].function.arguments: must be a JSON string, got null"),
+    (call(name="delete_everything"), "tool_calls[0].function.name: unknown tool 'delete_everything'"),
 ])
 def test_bad_tool_calls_are_rejected(bad_call, fragment):
-    assert_one_error_on_line_3(with_message(2, tool_calls=[bad_call]), fragment)
+    assert_one_error_on_line_3(with_message(2, tool_calls=[bad_call]), "messages[2]." + fragment)
+
+
+def test_tool_calls_must_be_a_list():
+    assert_one_error_on_line_3(with_message(2, tool_calls={"id": "call_1"}), "messages[2].tool_calls: must be a list")
+
+
+def test_tool_calls_on_a_user_message_are_rejected():
+    assert_one_error_on_line_3(with_message(1, tool_calls=[call()]), "messages[1].tool_calls: only assistant")
 
 
 def test_tool_message_must_answer_a_call_of_the_previous_assistant_turn():
-    assert_one_error_on_line_3(with_message(3, tool_call_id="call_9"), "answers no open call")
+    assert_one_error_on_line_3(with_message(3, tool_call_id="call_9"), "'call_9' answers no open call of messages[2]")
+
+
+def test_tool_message_must_name_its_call():
+    assert_one_error_on_line_3(with_message(3, tool_call_id=["call_1"]), "messages[3].tool_call_id: must be the id")
+
+
+def test_a_call_answered_twice_is_rejected():
+    messages = good_messages()
+    messages.insert(4, dict(messages[3]))
+    assert_one_error_on_line_3({"messages": messages}, "messages[4].tool_call_id: 'call_1' answers no open call "
+                                                       "of messages[2]: messages[3] answered it already")
 
 
 def test_tool_message_before_any_call_is_rejected():
@@ -103,7 +128,8 @@ def test_tool_message_before_any_call_is_rejected():
 def test_unanswered_call_before_next_assistant_turn_is_rejected():
     messages = good_messages()
     messages[2]["tool_calls"].append(call(call_id="call_2"))
-    assert_one_error_on_line_3({"messages": messages}, "are not answered before the next assistant turn")
+    assert_one_error_on_line_3({"messages": messages}, "messages[4]: tool call(s) 'call_2' of messages[2] are "
+                                                       "not answered before this assistant turn")
 
 
 def test_final_assistant_turn_may_end_with_unanswered_calls():
@@ -116,21 +142,62 @@ def test_conversation_must_end_with_assistant():
     assert_one_error_on_line_3({"messages": good_messages()[:4]}, "must end with an assistant turn")
 
 
-def test_duplicate_call_ids_within_a_turn_are_rejected_but_reuse_across_turns_is_fine():
+def test_a_call_id_used_twice_in_one_turn_is_rejected():
     messages = good_messages()
     messages[2]["tool_calls"].append(call(call_id="call_1"))
-    assert_one_error_on_line_3({"messages": messages}, "used twice in this assistant turn")
+    assert_one_error_on_line_3({"messages": messages}, "messages[2].tool_calls[1].id: 'call_1' is already used by "
+                                                       "messages[2].tool_calls[0]")
+
+
+def test_a_call_id_reused_in_a_later_turn_is_rejected_once():
+    """Its result still pairs with the new call, so only the reuse is reported."""
     reused = good_messages()
     reused[4:4] = [{"role": "assistant", "content": None, "tool_calls": [call()]},
                    {"role": "tool", "tool_call_id": "call_1", "content": "again"}]
-    assert validate.validate_lines(lines_with({"messages": reused}), "d").errors == []
+    assert_one_error_on_line_3({"messages": reused}, "messages[4].tool_calls[0].id: 'call_1' is already used by "
+                                                     "messages[2].tool_calls[0]")
+
+
+def test_a_user_message_between_a_call_and_its_result_is_rejected_once():
+    messages = good_messages()
+    messages.insert(3, {"role": "user", "content": "and hurry"})
+    assert_one_error_on_line_3({"messages": messages}, "messages[3]: this user message comes between the tool "
+                                                       "call(s) 'call_1' of messages[2] and their results")
+
+
+def test_a_user_message_after_all_results_is_fine():
+    messages = good_messages()
+    messages[4:4] = [{"role": "user", "content": "go on"}]
+    assert validate.validate_lines(lines_with({"messages": messages}), "d").errors == []
 
 
 def test_tools_must_be_function_schemas():
     bad_tools = [{"type": "function", "function": {"name": "read", "parameters": {"type": "object",
                                                                                    "properties": 5}}}]
-    assert_one_error_on_line_3({"messages": good_messages(), "tools": bad_tools}, "not a valid JSON Schema")
-    assert_one_error_on_line_3({"messages": good_messages(), "tools": [{"name": "read"}]}, '"type": "function"')
+    assert_one_error_on_line_3({"messages": good_messages(), "tools": bad_tools},
+                               "tools[0].function.parameters: is not a valid JSON Schema")
+    assert_one_error_on_line_3({"messages": good_messages(), "tools": bad_tools[:0]}, "tools: must be a non-empty list")
+    assert_one_error_on_line_3({"messages": good_messages(), "tools": {"read": {}}},
+                               "tools: must be a non-empty list of function schemas, got object")
+
+
+def test_a_broken_tool_list_still_lets_the_conversation_be_checked():
+    record = {"messages": good_messages()[:4], "tools": [{"name": "read"}]}
+    described_errors = [described(e) for e in errors_for(record)]
+    assert described_errors == ['tools[0]: must be {"type": "function", "function": {...}}',
+                                "messages[3]: the conversation must end with an assistant turn, not 'tool'"]
+
+
+def test_a_tool_defined_twice_is_rejected():
+    tools = validate.load_default_tools()
+    assert_one_error_on_line_3({"messages": good_messages(), "tools": tools + tools[:1]},
+                               f"tools[{len(tools)}].function.name: 'read' is already defined by tools[0]")
+
+
+def test_a_schema_whose_ref_cannot_be_resolved_is_an_error_when_used():
+    tools = [{"type": "function", "function": {"name": "read", "parameters": {
+        "type": "object", "properties": {"file_path": {"$ref": "https://example.com/nowhere.json"}}}}}]
+    assert_one_error_on_line_3({"messages": good_messages(), "tools": tools}, "schema cannot check them")
 
 
 def test_tool_names_are_checked_against_the_examples_own_tools():
@@ -140,11 +207,11 @@ def test_tool_names_are_checked_against_the_examples_own_tools():
 
 @pytest.mark.parametrize("weight", [2, -1, "0", 0.5, True])
 def test_bad_weight_is_rejected(weight):
-    assert_one_error_on_line_3(with_message(4, weight=weight), "weight must be 0 or 1")
+    assert_one_error_on_line_3(with_message(4, weight=weight), "messages[4].weight: must be 0 or 1")
 
 
 def test_weight_on_a_non_assistant_message_is_rejected():
-    assert_one_error_on_line_3(with_message(1, weight=0), "only allowed on assistant messages")
+    assert_one_error_on_line_3(with_message(1, weight=0), "messages[1].weight: is only allowed on assistant messages")
 
 
 def test_all_assistant_turns_weight_zero_is_rejected():

@@ -1,0 +1,130 @@
+"""Dataset validation speed: this validator vs the one before schema caching (commit fcc1165), side by side.
+
+    python bench/validate_speed.py                         # 358, 2,600 and 10,000 lines; ~4 min (the old one)
+    python bench/validate_speed.py --sizes 358 2600 --old-up-to 2600
+
+Each N-line file replicates dataset.jsonl, with " (copy k)" appended to the first user message of the k-th
+copy so that no line duplicates another. Both validators read the same file in the same process, one after
+the other; both must accept every line. A last row times the new validator on a file whose middle line is
+30 MB, with its peak Python memory (tracemalloc): that line is refused by the per-line limit. The old
+validator is not run on it (it took 147 s and 8 GB).
+"""
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from synthia import validate  # noqa: E402 (the path above makes the repository importable)
+
+OLD_COMMIT = "fcc1165"
+HUGE_LINE_MB = 30
+
+
+def load_old_validator(directory):
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{OLD_COMMIT}:synthia/validate.py"],
+                            check=True, capture_output=True, text=True).stdout
+    path = Path(directory) / "validate_old.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("validate_old", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def replicated_lines(n):
+    base = [json.loads(line) for line in (ROOT / "dataset.jsonl").read_text(encoding="utf-8").splitlines()]
+    for i in range(n):
+        record = json.loads(json.dumps(base[i % len(base)]))
+        copy = i // len(base)
+        if copy:
+            first_user = next(m for m in record["messages"] if m["role"] == "user")
+            first_user["content"] += f" (copy {copy})"
+        yield json.dumps(record, ensure_ascii=False)
+
+
+def write_dataset(directory, n):
+    path = Path(directory) / f"dataset-{n}.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for line in replicated_lines(n):
+            f.write(line + "\n")
+    return path
+
+
+def timed(validator, path, tools):
+    start = time.perf_counter()
+    report = validator.validate_file(path, tools)
+    seconds = time.perf_counter() - start
+    assert not report.errors and len(report.examples) == report_lines(path), validator.format_report(report)
+    return seconds
+
+
+def report_lines(path):
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def huge_line_row(directory):
+    """Seconds and peak traced Python memory of the new validator on: good line, 30 MB line, good line."""
+    path = Path(directory) / "huge-line.jsonl"
+    good = next(replicated_lines(1))
+    record = json.loads(good)
+    record["messages"][1]["content"] = "x" * (HUGE_LINE_MB * 2**20)
+    path.write_text(good + "\n" + json.dumps(record) + "\n" + good.replace("(", "[", 1) + "\n", encoding="utf-8")
+    del record
+    tracemalloc.start()
+    start = time.perf_counter()
+    report = validate.validate_file(path)
+    seconds = time.perf_counter() - start
+    peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    assert [e.line for e in report.errors] == [2] and len(report.examples) == 2, validate.format_report(report)
+    return seconds, peak_mb
+
+
+def machine():
+    return "\n".join([
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        f"python {platform.python_version()}, jsonschema {importlib.metadata.version('jsonschema')}",
+    ])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[358, 2600, 10000], help="lines per file")
+    parser.add_argument("--old-up-to", type=int, default=10**9,
+                        help="run the old validator only on files up to this many lines")
+    args = parser.parse_args(argv)
+    tools = validate.load_default_tools()
+    print(f"Dataset validation: python bench/validate_speed.py {' '.join(argv or sys.argv[1:])}".rstrip())
+    print(machine())
+    print(f"old: synthia/validate.py at {OLD_COMMIT}; new: the working tree\n")
+    print(f"{'lines':>8} {'old s':>9} {'new s':>9} {'new lines/s':>12} {'speed-up':>9}")
+    with tempfile.TemporaryDirectory() as directory:
+        old = load_old_validator(directory)
+        for n in args.sizes:
+            path = write_dataset(directory, n)
+            new_seconds = timed(validate, path, tools)
+            old_seconds = timed(old, path, tools) if n <= args.old_up_to else None
+            ratio = f"{old_seconds / new_seconds:.0f}x" if old_seconds else "-"
+            old_text = f"{old_seconds:.2f}" if old_seconds else "-"
+            print(f"{n:>8} {old_text:>9} {new_seconds:>9.2f} {n / new_seconds:>12.0f} {ratio:>9}", flush=True)
+            path.unlink()
+        seconds, peak_mb = huge_line_row(directory)
+        print(f"\n{HUGE_LINE_MB} MB line between two good lines (new): refused in {seconds:.2f} s, "
+              f"peak Python memory {peak_mb:.0f} MB (tracemalloc)")
+
+
+if __name__ == "__main__":
+    main()
