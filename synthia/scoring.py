@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import mlx.core as mx
 from mlx_lm.generate import generate_step
@@ -333,3 +334,61 @@ class TurnProgress:
     def close(self):
         if self.bar is not None:
             self.bar.stop()
+
+
+# ---------------------------------------------------------------- samples.md
+
+
+def pick_held_out(result, n=3):
+    """A few scored turns of an eval result to show a person: the first parallel-call, single-call and text turn."""
+    kinds = ((lambda t: t["calls_expected"] >= 2), (lambda t: t["calls_expected"] == 1),
+             (lambda t: t["calls_expected"] == 0))
+    picked = [next((t for t in result["turns"] if kind(t)), None) for kind in kinds]
+    return [t for t in picked if t is not None][:n]
+
+
+def generate_samples(model, tokenizer, tools, prompts=SAMPLE_PROMPTS, max_new_tokens=256):
+    """[(prompt, generation)] for each fixed prompt, as the first turn of a conversation with `tools`."""
+    generator = Generator(model, tokenizer)
+    samples = []
+    for prompt in prompts:
+        tokens = encode(tokenizer, render.render(tokenizer, [{"role": "user", "content": prompt}], tools,
+                                                 add_generation_prompt=True))
+        samples.append((prompt, generator.generate(tokens, max_new_tokens)))
+    return samples
+
+
+def fenced(text):
+    fence = "````" if "```" in text else "```"
+    return f"{fence}\n{text}\n{fence}"
+
+
+def call_summary(text, fmt):
+    parsed = toolcalls.parse_output(text, fmt)
+    names = ", ".join(c["name"] for c in parsed.calls) or "none"
+    return f"calls parsed: {names}" + (f"; problems: {'; '.join(parsed.problems)}" if parsed.problems else "")
+
+
+def samples_markdown(samples, held_out, fmt=toolcalls.HERMES, max_new_tokens=256):
+    """samples.md: each fixed prompt and the model's answer, then held-out turns with their reference."""
+    out = ["# Samples", "", f"Greedy decoding, at most {max_new_tokens} new tokens per answer, default tools.", ""]
+    for k, (prompt, generation) in enumerate(samples, start=1):
+        out += [f"## {k}. {prompt}", "", fenced(generation.text), "",
+                call_summary(generation.text, fmt) + ("; cut by the token cap" if generation.truncated else ""), ""]
+    if held_out:
+        out += ["# Held-out turns", ""]
+    for t in held_out:
+        verdicts = ", ".join(f"{v} {'yes' if t[v] else 'no'}" for v in ("valid", "names", "exact"))
+        out += [f"## dataset line {t['line']}, message {t['message']} ({t['category']})", "",
+                "Reference:", "", fenced(t["reference"]), "", "Output:", "", fenced(t["output"]), "",
+                f"{verdicts}; calls {t['calls_emitted']} of {t['calls_expected']}"
+                + (f"; problems: {'; '.join(t['problems'])}" if t["problems"] else ""), ""]
+    return "\n".join(out)
+
+
+def write_samples(model, tokenizer, tools, path, *, held_out=(), max_new_tokens=256):
+    """Generate the fixed prompts' answers and write samples.md (with `held_out` eval turns) to `path`."""
+    samples = generate_samples(model, tokenizer, tools, max_new_tokens=max_new_tokens)
+    text = samples_markdown(samples, held_out, toolcalls.call_format(tokenizer), max_new_tokens)
+    Path(path).write_text(text, encoding="utf-8")
+    return text
