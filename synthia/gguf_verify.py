@@ -1,0 +1,303 @@
+"""Check exported GGUF files with llama.cpp (through llama-cpp-python) against the MLX model they came from.
+
+    python -m synthia.gguf_verify MODEL_DIR FILE.gguf [FILE.gguf ...] [--dataset dataset.jsonl] [--conversations 4]
+
+Three checks, on conversations from the dataset rendered exactly as training renders them:
+  tokenization  llama.cpp's tokenizer (from the file's metadata) gives the training tokens on every text;
+  agreement     teacher-forced top-1 next-token agreement between llama.cpp's and MLX's logits;
+  template      the chat template embedded in the file, read back by llama.cpp and rendered for a
+                tool-calling conversation, gives the training text.
+"""
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REQUIRED_AGREEMENT = {"f16": 0.99, "q8_0": 0.99}  # other types (q4_k_m) are reported, not required
+DEFAULT_MAX_TOKENS = 512  # teacher-forced positions per conversation; the first tokens of each
+DEFAULT_CONVERSATIONS = 4
+# Which engine renders the embedded template. llama-cpp-python 0.3.x exposes llama.cpp's C++ template
+# code only as llama_chat_apply_template, a fixed list of formats without tools or Jinja; the C++ Jinja
+# engine (common/chat.cpp) is not in its API. So the template that llama.cpp read from the file is rendered
+# by llama-cpp-python's chat handler, the code its create_chat_completion uses for a GGUF with a template.
+TEMPLATE_ENGINE = "llama-cpp-python Jinja2ChatFormatter on the template llama.cpp read from the file"
+
+
+class GGUFVerifyError(ValueError):
+    """A file or conversation the GGUF check cannot use, or llama-cpp-python missing; says the fix."""
+
+
+@dataclass
+class Reference:
+    """What the MLX model says about the conversations: the training texts and tokens, and its top-1 predictions."""
+
+    texts: list  # the training text of each conversation
+    tokens: list  # its training tokens (all of them)
+    top1: list  # per conversation: MLX's argmax after each of the first max_tokens tokens
+    margin: list  # per conversation: MLX's top-1 minus top-2 logit at those positions
+    tool_conversation: int  # index of the conversation used for the template check
+    template_messages: list = field(default_factory=list)
+    template_tools: list = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- conversations and the MLX side
+
+def dataset_conversations(path, count=DEFAULT_CONVERSATIONS):
+    """`count` valid conversations of a dataset file, spread over it, at least one with tool calls first."""
+    from synthia import validate
+
+    report = validate.validate_file(path)
+    if not report.examples:
+        problems = "; ".join(str(e) for e in report.errors[:3]) or "no conversations"
+        raise GGUFVerifyError(f"{path}: no valid conversation to check the GGUF file with ({problems}); "
+                              "pass a dataset that trains (see --dry-run)")
+    records = [ex.record for ex in report.examples]
+    first_with_tools = next((r for r in records if has_tool_call(r)), None)
+    spread = records[:: max(1, len(records) // count)]
+    chosen = ([first_with_tools] if first_with_tools else []) + [r for r in spread if r is not first_with_tools]
+    return chosen[:count]
+
+
+def has_tool_call(record):
+    return any(m.get("tool_calls") for m in record["messages"])
+
+
+def load_mlx(model_dir, chat_template=None):
+    from mlx_lm.utils import load_model, load_tokenizer
+
+    model, _ = load_model(Path(model_dir))
+    tokenizer = load_tokenizer(Path(model_dir))
+    if chat_template:
+        tokenizer._tokenizer.chat_template = chat_template
+    return model, tokenizer
+
+
+def conversation_tools(record):
+    from synthia import validate
+
+    return record.get("tools", validate.load_default_tools())
+
+
+def training_text_and_tokens(tokenizer, record):
+    """The conversation as training renders and tokenizes it (synthia.render, the model's own template)."""
+    from synthia import render
+
+    text = render.render(tokenizer, record["messages"], conversation_tools(record))
+    tokens, _ = render.tokenize_with_offsets(tokenizer, text)
+    return text, list(tokens)
+
+
+def top1_and_margin(logits):
+    """Per position: the argmax and how far it leads the runner-up (logit units)."""
+    top2 = np.partition(logits, -2, axis=-1)[:, -2:]
+    return logits.argmax(axis=-1), top2[:, 1] - top2[:, 0]
+
+
+def mlx_logits(model, tokens):
+    import mlx.core as mx
+
+    logits = model(mx.array(tokens)[None])[0].astype(mx.float32)
+    return np.array(logits)
+
+
+def mlx_reference(model_dir, conversations, *, chat_template=None, max_tokens=DEFAULT_MAX_TOKENS):
+    """Render, tokenize and run every conversation through the MLX model once, for all files to compare against."""
+    if not conversations:
+        raise GGUFVerifyError("no conversations to check the GGUF file with; pass at least one")
+    from synthia import render
+
+    model, tokenizer = load_mlx(model_dir, chat_template)
+    texts, tokens, top1, margin = [], [], [], []
+    for record in conversations:
+        text, ids = training_text_and_tokens(tokenizer, record)
+        predicted, lead = top1_and_margin(mlx_logits(model, ids[:max_tokens]))
+        texts.append(text), tokens.append(ids), top1.append(predicted), margin.append(lead)
+    with_tools = [i for i, r in enumerate(conversations) if has_tool_call(r)]
+    if not with_tools:
+        raise GGUFVerifyError("none of the conversations has a tool call, so the embedded chat template cannot be "
+                              "checked for tool calling; include one")
+    chosen = with_tools[0]
+    return Reference(texts, tokens, top1, margin, chosen,
+                     template_messages=render.template_messages(conversations[chosen]["messages"]),
+                     template_tools=conversation_tools(conversations[chosen]))
+
+
+# ---------------------------------------------------------------- the llama.cpp side
+
+def load_gguf(gguf_path, n_ctx):
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        raise GGUFVerifyError("checking GGUF files needs llama-cpp-python: `pip install llama-cpp-python` "
+                              "(compiles llama.cpp, 10-20 min); or export without --verify") from None
+    if not Path(gguf_path).is_file():
+        raise GGUFVerifyError(f"{gguf_path}: not found; export it first (--export gguf)")
+    return Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True,
+                 verbose=False)
+
+
+def llama_tokens(llama, text):
+    # special=True: control tokens in the text (<|im_start|>) are tokens, as with the training tokenizer.
+    return llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+
+def first_difference(a, b):
+    """Index of the first position where two sequences differ (len of the shorter one if one is a prefix)."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def llama_top1(llama, tokens):
+    llama.reset()
+    llama.eval(tokens)
+    return np.asarray(llama.scores[: len(tokens)]).argmax(axis=-1)
+
+
+def token_text(llama, token_id):
+    return llama.detokenize([token_id], special=True).decode("utf-8", errors="replace")
+
+
+def render_embedded_template(llama, messages, tools):
+    """The training text of a tool-calling conversation, rendered from the template stored in the GGUF file."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llama.metadata.get("tokenizer.chat_template")
+    if not template:
+        return None
+    formatter = Jinja2ChatFormatter(template=template, eos_token=token_text(llama, llama.token_eos()),
+                                    bos_token=token_text(llama, llama.token_bos()), add_generation_prompt=False)
+    return formatter(messages=messages, tools=tools).prompt
+
+
+def difference_context(expected, got, width=60):
+    at = first_difference(expected, got)
+    if at is None:
+        return ""
+    return f"at char {at}: expected {expected[at:at + width]!r}, got {got[at:at + width]!r}"
+
+
+# ---------------------------------------------------------------- figures
+
+def gguf_type_of(gguf_path):
+    """f16 / q8_0 / q4_k_m from an export's file name (NAME-<type>.gguf)."""
+    return Path(gguf_path).stem.rsplit("-", 1)[-1].lower()
+
+
+def verify_gguf(gguf_path, model_dir, conversations, *, reference=None, chat_template=None,
+                max_tokens=DEFAULT_MAX_TOKENS, min_margin=0.0):
+    """Figures for one GGUF file: tokenization, top-1 agreement with MLX, and the embedded template.
+
+    Agreement counts the positions where MLX's top-1 leads its runner-up by at least `min_margin` logits
+    (0 counts every position); a tie there is decided by rounding, not by the export.
+    """
+    reference = reference or mlx_reference(model_dir, conversations, chat_template=chat_template,
+                                           max_tokens=max_tokens)
+    llama = load_gguf(gguf_path, n_ctx=max(max_tokens, 16))
+    mismatched = []
+    for i, (text, expected) in enumerate(zip(reference.texts, reference.tokens)):
+        got = llama_tokens(llama, text)
+        if got != expected:
+            mismatched.append({"conversation": i, "first_difference": first_difference(expected, got),
+                               "training_tokens": len(expected), "gguf_tokens": len(got)})
+    agreeing = counted = 0
+    for expected, top1, lead in zip(reference.tokens, reference.top1, reference.margin):
+        predicted = llama_top1(llama, expected[:max_tokens])
+        decisive = lead >= min_margin
+        agreeing += int(np.sum((predicted == top1) & decisive))
+        counted += int(np.sum(decisive))
+    rendered = render_embedded_template(llama, reference.template_messages, reference.template_tools)
+    expected_text = reference.texts[reference.tool_conversation]
+    llama.close()
+    return {
+        "file": str(gguf_path),
+        "type": gguf_type_of(gguf_path),
+        "texts": len(reference.texts),
+        "tokenization_identical": len(reference.texts) - len(mismatched),
+        "tokenization_mismatches": mismatched,
+        "positions": counted,
+        "min_margin": min_margin,
+        "top1_agreement": agreeing / counted if counted else None,
+        "required_agreement": REQUIRED_AGREEMENT.get(gguf_type_of(gguf_path)),
+        "template_engine": TEMPLATE_ENGINE,
+        "template_matches": rendered == expected_text,
+        "template_difference": "no chat template in the file" if rendered is None
+        else difference_context(expected_text, rendered),
+    }
+
+
+def problems(figures):
+    """What fails in one file's figures, as sentences naming the file and the fix; empty when it passes."""
+    name, out = Path(figures["file"]).name, []
+    if figures["tokenization_mismatches"]:
+        first = figures["tokenization_mismatches"][0]
+        out.append(f"{name}: llama.cpp tokenizes {len(figures['tokenization_mismatches'])} of {figures['texts']} "
+                   f"texts differently from training (conversation {first['conversation']}, token "
+                   f"{first['first_difference']}); check tokenizer.ggml.pre and the added tokens' types")
+    required, agreement = figures["required_agreement"], figures["top1_agreement"]
+    if required is not None and (agreement is None or agreement < required):
+        shown = "no positions" if agreement is None else f"{agreement:.2%}"
+        out.append(f"{name}: top-1 agreement with MLX is {shown} over {figures['positions']} positions, below "
+                   f"{required:.0%}; the weights were converted wrongly (tensor layout, RoPE order or dequantization)")
+    if not figures["template_matches"]:
+        out.append(f"{name}: the embedded chat template does not render the training text "
+                   f"({figures['template_difference']}); export with the template training used")
+    return out
+
+
+def format_figures(figures):
+    agreement = figures["top1_agreement"]
+    shown = "n/a" if agreement is None else f"{agreement:.2%}"
+    required = figures["required_agreement"]
+    return (f"[gguf verify] {Path(figures['file']).name}: tokenization {figures['tokenization_identical']}/"
+            f"{figures['texts']} identical, top-1 agreement {shown} over {figures['positions']} positions"
+            f"{f' (need {required:.0%})' if required else ' (reported)'}, chat template "
+            f"{'renders the training text' if figures['template_matches'] else 'DIFFERS'}")
+
+
+def verify_exports(paths, model_dir, conversations, *, chat_template=None, max_tokens=DEFAULT_MAX_TOKENS,
+                   min_margin=0.0, log=print):
+    """Check every file against one MLX reference; print and return the figures (a list of dicts)."""
+    reference = mlx_reference(model_dir, conversations, chat_template=chat_template, max_tokens=max_tokens)
+    results = []
+    for path in paths:
+        figures = verify_gguf(path, model_dir, conversations, reference=reference, max_tokens=max_tokens,
+                              min_margin=min_margin)
+        log(format_figures(figures))
+        results.append(figures)
+    return results
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m synthia.gguf_verify", description=__doc__.split("\n")[0])
+    parser.add_argument("model_dir", type=Path, help="the MLX model the files were exported from")
+    parser.add_argument("gguf_files", type=Path, nargs="+")
+    parser.add_argument("--dataset", type=Path, default=Path("dataset.jsonl"))
+    parser.add_argument("--conversations", type=int, default=DEFAULT_CONVERSATIONS)
+    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+                        help="teacher-forced positions per conversation")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        conversations = dataset_conversations(args.dataset, args.conversations)
+        results = verify_exports(args.gguf_files, args.model_dir, conversations, max_tokens=args.max_tokens,
+                                 log=(lambda line: None) if args.json else print)
+    except GGUFVerifyError as e:
+        raise SystemExit(f"error: {e}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    failures = [p for figures in results for p in problems(figures)]
+    if failures:
+        raise SystemExit("error: " + "\n  ".join(failures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""GGUF export: tiny qwen2 and llama models written with the gguf package and checked by llama.cpp itself."""
+
+import json
+import shutil
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthia import gguf_export, gguf_verify
+from synthia.tiny_model import CHAT_TEMPLATE_PATH, build_tiny_model
+
+DATASET = Path(__file__).resolve().parents[1] / "dataset.jsonl"
+CONVERSATIONS = 3
+MAX_TOKENS = 256  # teacher-forced positions per conversation
+
+needs_llama_cpp = pytest.mark.skipif(
+    not gguf_export.llama_cpp_available(),
+    reason="llama-cpp-python is not installed (pip install llama-cpp-python==0.3.36; .ci/run installs it)")
+
+
+def build_tiny_llama(out_dir):
+    """The tiny Qwen2 directory (tokenizer, template) with a llama-architecture model of random weights in it.
+
+    Untied output and grouped-query attention, so the llama-only paths (output.weight, the K permutation by
+    KV heads) are exercised; head_dim 16.
+    """
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import llama
+
+    out_dir = build_tiny_model(out_dir, num_heads=4, num_kv_heads=2, tie_word_embeddings=False)
+    config = json.loads((out_dir / "config.json").read_text())
+    for qwen_only in ("sliding_window", "use_sliding_window", "max_window_layers"):
+        config.pop(qwen_only)
+    config.update(architectures=["LlamaForCausalLM"], model_type="llama", rope_theta=10000.0, attention_bias=False,
+                  mlp_bias=False, rms_norm_eps=1e-5)
+    mx.random.seed(1)
+    model = llama.Model(llama.ModelArgs.from_dict(config))
+    mx.save_safetensors(str(out_dir / "model.safetensors"), dict(tree_flatten(model.parameters())),
+                        metadata={"format": "mlx"})
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    return out_dir
+
+
+def build_quantized_copy(model_dir, out_dir, bits=8, group_size=32):
+    """An MLX-quantized copy of `model_dir`, as `mlx_lm convert -q` writes it (packed weights, scales, biases)."""
+    from mlx_lm.utils import load_model, quantize_model, save_config, save_model
+
+    model, config = load_model(Path(model_dir))
+    model, config = quantize_model(model, config, group_size, bits)
+    out_dir.mkdir(parents=True)
+    save_model(out_dir, model)
+    save_config(config, out_dir / "config.json")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(Path(model_dir) / name, out_dir / name)
+    return out_dir
+
+
+def read_gguf(path):
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    return {name: field.contents() for name, field in reader.fields.items()}, {t.name: t for t in reader.tensors}
+
+
+Exported = namedtuple("Exported", "model_dir paths")
+
+
+def export(model_dir, out_dir, **kwargs):
+    return Exported(model_dir, {gguf_verify.gguf_type_of(p): p for p in
+                                gguf_export.export_gguf(model_dir, out_dir, "tiny", log=lambda line: None, **kwargs)})
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tmp_path_factory):
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama") / "model")
+
+
+@pytest.fixture(scope="module")
+def qwen2_export(tiny_model_dir, tmp_path_factory):
+    return export(tiny_model_dir, tmp_path_factory.mktemp("qwen2-gguf"))
+
+
+@pytest.fixture(scope="module")
+def llama_export(tiny_llama_dir, tmp_path_factory):
+    return export(tiny_llama_dir, tmp_path_factory.mktemp("llama-gguf"))
+
+
+@pytest.fixture(scope="module")
+def conversations():
+    return gguf_verify.dataset_conversations(DATASET, CONVERSATIONS)
+
+
+# ---------------------------------------------------------------- the file format (no llama.cpp needed)
+
+def test_export_writes_f16_and_q8_0_files_named_after_the_model(qwen2_export):
+    assert qwen2_export.paths["f16"].name == "tiny-f16.gguf"
+    assert qwen2_export.paths["q8_0"].name == "tiny-q8_0.gguf"
+    assert not list(qwen2_export.paths["f16"].parent.glob("*.partial"))
+
+
+def test_q4_k_m_is_written_only_when_llama_cpp_is_installed(qwen2_export):
+    assert ("q4_k_m" in qwen2_export.paths) == gguf_export.llama_cpp_available()
+
+
+def test_gguf_carries_the_tokenizer_and_the_training_chat_template(qwen2_export, tiny_model_dir):
+    import gguf
+
+    fields, _ = read_gguf(qwen2_export.paths["q8_0"])
+    tokenizer = json.loads((tiny_model_dir / "tokenizer.json").read_text())
+    ids = {t["content"]: t["id"] for t in tokenizer["added_tokens"]}
+    assert fields["general.architecture"] == "qwen2"
+    assert fields["tokenizer.ggml.model"] == "gpt2"
+    assert fields["tokenizer.ggml.pre"] == "qwen2"
+    assert fields["tokenizer.chat_template"] == CHAT_TEMPLATE_PATH.read_text(encoding="utf-8")
+    assert fields["tokenizer.ggml.eos_token_id"] == ids["<|im_end|>"]
+    assert fields["tokenizer.ggml.padding_token_id"] == ids["<|endoftext|>"]
+    assert fields["tokenizer.ggml.add_bos_token"] is False
+    assert len(fields["tokenizer.ggml.merges"]) == len(tokenizer["model"]["merges"])
+    types = fields["tokenizer.ggml.token_type"]
+    assert types[ids["<|im_start|>"]] == gguf.TokenType.CONTROL
+    assert types[ids["<tool_call>"]] == gguf.TokenType.USER_DEFINED  # not special in Qwen2.5, still one token
+
+
+def test_q8_0_file_quantizes_matrices_and_keeps_norms_and_biases_in_f32(qwen2_export):
+    _, tensors = read_gguf(qwen2_export.paths["q8_0"])
+    assert tensors["blk.0.attn_q.weight"].tensor_type.name == "Q8_0"
+    assert tensors["blk.0.attn_q.bias"].tensor_type.name == "F32"
+    assert tensors["output_norm.weight"].tensor_type.name == "F32"
+    assert "output.weight" not in tensors  # tied embeddings: llama.cpp reuses token_embd
+
+
+def test_qwen2_weights_are_written_unchanged_in_f16(qwen2_export):
+    import mlx.core as mx
+
+    _, tensors = read_gguf(qwen2_export.paths["f16"])
+    weights = mx.load(str(qwen2_export.model_dir / "model.safetensors"))
+    expected = np.array(weights["model.layers.1.self_attn.q_proj.weight"]).astype(np.float16)
+    np.testing.assert_array_equal(np.asarray(tensors["blk.1.attn_q.weight"].data), expected)
+
+
+def test_llama_query_and_key_rows_are_reordered_for_llama_cpp_rope(llama_export):
+    import mlx.core as mx
+
+    _, tensors = read_gguf(llama_export.paths["f16"])
+    weights = mx.load(str(llama_export.model_dir / "model.safetensors"))
+    key = np.array(weights["model.layers.0.self_attn.k_proj.weight"]).astype(np.float16)
+    head_dim = 16
+    # Per KV head, rows (x0..x7 | y0..y7) become pairs (x0, y0, x1, y1, ...).
+    expected = key.reshape(2, 2, head_dim // 2, -1).swapaxes(1, 2).reshape(key.shape)
+    np.testing.assert_array_equal(np.asarray(tensors["blk.0.attn_k.weight"].data), expected)
+    assert "output.weight" in tensors
+
+
+def test_quantized_mlx_model_is_dequantized_before_export(tiny_model_dir, tmp_path):
+    import mlx.core as mx
+
+    quantized = build_quantized_copy(tiny_model_dir, tmp_path / "q8")
+    paths = gguf_export.export_gguf(quantized, tmp_path / "out", "tiny", types=("f16",), log=lambda line: None)
+    _, tensors = read_gguf(paths[0])
+    weights = mx.load(str(quantized / "model.safetensors"))
+    expected = mx.dequantize(weights["model.layers.0.mlp.up_proj.weight"], weights["model.layers.0.mlp.up_proj.scales"],
+                             weights["model.layers.0.mlp.up_proj.biases"], group_size=32, bits=8)
+    np.testing.assert_array_equal(np.asarray(tensors["blk.0.ffn_up.weight"].data), np.array(expected).astype(np.float16))
+
+
+def test_chat_template_given_at_export_replaces_the_directory_one(tiny_model_dir, tmp_path):
+    template = CHAT_TEMPLATE_PATH.read_text(encoding="utf-8") + "{# trained with this copy #}"
+    paths = gguf_export.export_gguf(tiny_model_dir, tmp_path, "tiny", types=("q8_0",), chat_template=template,
+                                    log=lambda line: None)
+    fields, _ = read_gguf(paths[0])
+    assert fields["tokenizer.chat_template"] == template
+
+
+def test_export_stops_before_writing_when_the_disk_is_too_small(tiny_model_dir, tmp_path, monkeypatch):
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(gguf_export.shutil, "disk_usage", lambda path: usage._replace(free=1000))
+    with pytest.raises(gguf_export.GGUFExportError, match=r"needs \d+\.\d GB but only 0\.0 GB is free"):
+        gguf_export.export_gguf(tiny_model_dir, tmp_path, "tiny", types=("f16", "q8_0"), log=lambda line: None)
+    assert not list(tmp_path.iterdir())
+
+
+def test_needed_space_is_the_sum_of_the_tensor_sizes(tiny_model_dir):
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    parameters = sum(int(np.prod(a.shape)) for a in gguf_export.lazy_weights(
+        gguf_export.weight_files(tiny_model_dir)).values())
+    f16 = gguf_export.estimated_bytes(tiny_model_dir, "f16") - gguf_export.DISK_MARGIN_BYTES
+    vectors = config["num_hidden_layers"] * (2 * config["hidden_size"] + 2 * 32 + config["hidden_size"]) \
+        + config["hidden_size"]  # norms and q/k/v biases stay float32
+    assert f16 == 2 * parameters + 2 * vectors
+
+
+def test_unsupported_architecture_is_rejected_naming_the_file(tiny_model_dir, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "model_type": "gemma3"}))
+    with pytest.raises(gguf_export.GGUFExportError, match=r"config\.json: model_type 'gemma3' .* supported: qwen2, llama"):
+        gguf_export.export_gguf(model_dir, tmp_path / "out", "tiny", log=lambda line: None)
+
+
+def test_a_tokenizer_split_llama_cpp_does_not_know_is_rejected(tiny_model_dir, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    tokenizer = json.loads((model_dir / "tokenizer.json").read_text())
+    tokenizer["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\p{N}{1,2}|\s+"
+    (model_dir / "tokenizer.json").write_text(json.dumps(tokenizer))
+    with pytest.raises(gguf_export.GGUFExportError, match=r"tokenizer\.json: pre-tokenizer split .* matches none"):
+        gguf_export.export_gguf(model_dir, tmp_path / "out", "tiny", types=("f16",), log=lambda line: None)
+
+
+def test_a_model_without_chat_template_is_rejected(tiny_model_dir, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    del config["chat_template"]
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(gguf_export.GGUFExportError, match=r"tokenizer_config\.json: no chat_template"):
+        gguf_export.export_gguf(model_dir, tmp_path / "out", "tiny", types=("f16",), log=lambda line: None)
+
+
+def test_copy_to_lmstudio_uses_the_publisher_and_model_folders(qwen2_export, tmp_path):
+    files = [qwen2_export.paths["f16"], qwen2_export.paths["q8_0"]]
+    copies = gguf_export.copy_to_lmstudio(files, tmp_path / "models", "synthia", "tiny-qwen", log=lambda line: None)
+    assert copies == [tmp_path / "models" / "synthia" / "tiny-qwen" / f.name for f in files]
+    assert [c.read_bytes() for c in copies] == [f.read_bytes() for f in files]
+
+
+def test_lmstudio_names_with_a_slash_are_rejected(qwen2_export, tmp_path):
+    with pytest.raises(gguf_export.GGUFExportError, match="publisher name 'a/b' must be one non-empty folder name"):
+        gguf_export.copy_to_lmstudio([qwen2_export.paths["f16"]], tmp_path, "a/b", "m")
+
+
+# ---------------------------------------------------------------- checked by llama.cpp
+
+@pytest.fixture(scope="module")
+def qwen2_reference(tiny_model_dir, conversations):
+    return gguf_verify.mlx_reference(tiny_model_dir, conversations, max_tokens=MAX_TOKENS)
+
+
+@pytest.fixture(scope="module")
+def llama_reference(tiny_llama_dir, conversations):
+    return gguf_verify.mlx_reference(tiny_llama_dir, conversations, max_tokens=MAX_TOKENS)
+
+
+def verified(exported, reference, conversations, out_type):
+    return gguf_verify.verify_gguf(exported.paths[out_type], exported.model_dir, conversations, reference=reference,
+                                   max_tokens=MAX_TOKENS)
+
+
+@needs_llama_cpp
+@pytest.mark.parametrize("out_type", ["f16", "q8_0"])
+def test_qwen2_gguf_matches_mlx_in_llama_cpp(qwen2_export, qwen2_reference, conversations, out_type):
+    figures = verified(qwen2_export, qwen2_reference, conversations, out_type)
+    assert figures["tokenization_identical"] == figures["texts"] == CONVERSATIONS
+    assert figures["positions"] == CONVERSATIONS * MAX_TOKENS
+    assert figures["top1_agreement"] >= 0.99
+    assert figures["template_matches"], figures["template_difference"]
+    assert gguf_verify.problems(figures) == []
+
+
+@needs_llama_cpp
+@pytest.mark.parametrize("out_type", ["f16", "q8_0"])
+def test_llama_gguf_matches_mlx_in_llama_cpp(llama_export, llama_reference, conversations, out_type):
+    figures = verified(llama_export, llama_reference, conversations, out_type)
+    assert figures["tokenization_identical"] == figures["texts"]
+    assert figures["top1_agreement"] >= 0.99
+    assert figures["template_matches"], figures["template_difference"]
+
+
+@needs_llama_cpp
+def test_q4_k_m_from_llama_cpp_loads_and_its_agreement_is_reported(qwen2_export, qwen2_reference, conversations):
+    figures = verified(qwen2_export, qwen2_reference, conversations, "q4_k_m")
+    assert figures["tokenization_identical"] == figures["texts"]
+    assert figures["required_agreement"] is None
+    assert 0.0 < figures["top1_agreement"] <= 1.0
+    assert "(reported)" in gguf_verify.format_figures(figures)
+
+
+@needs_llama_cpp
+def test_quantized_mlx_model_exports_to_a_gguf_that_matches_it(tiny_model_dir, conversations, tmp_path):
+    quantized = build_quantized_copy(tiny_model_dir, tmp_path / "q8")
+    paths = gguf_export.export_gguf(quantized, tmp_path / "out", "tiny", types=("f16",), log=lambda line: None)
+    [figures] = gguf_verify.verify_exports(paths, quantized, conversations, max_tokens=MAX_TOKENS, log=lambda line: None)
+    assert figures["top1_agreement"] >= 0.99
+
+
+@needs_llama_cpp
+def test_llama_export_without_the_rope_reordering_fails_the_check(tiny_llama_dir, llama_reference, conversations,
+                                                                  tmp_path, monkeypatch):
+    monkeypatch.setattr(gguf_export, "permute_for_llama_rope", lambda weight, n_heads: weight)
+    broken = export(tiny_llama_dir, tmp_path, types=("f16",))
+    figures = verified(broken, llama_reference, conversations, "f16")
+    assert figures["top1_agreement"] < 0.99
+    assert "top-1 agreement with MLX" in gguf_verify.problems(figures)[0]
+
+
+@needs_llama_cpp
+def test_a_template_other_than_the_training_one_is_reported(tiny_model_dir, qwen2_reference, conversations, tmp_path):
+    template = CHAT_TEMPLATE_PATH.read_text(encoding="utf-8").replace("<tool_call>\\n", "<tool_call>")
+    paths = gguf_export.export_gguf(tiny_model_dir, tmp_path, "tiny", types=("q8_0",), chat_template=template,
+                                    log=lambda line: None)
+    figures = gguf_verify.verify_gguf(paths[0], tiny_model_dir, conversations, reference=qwen2_reference,
+                                      max_tokens=MAX_TOKENS)
+    assert not figures["template_matches"]
+    assert "at char" in figures["template_difference"]
