@@ -20,6 +20,7 @@ import numpy as np
 
 GGUF_TYPES = ("f16", "q8_0", "q4_k_m")  # the order they are written: q4_k_m is quantized from f16
 SUPPORTED_MODEL_TYPES = ("qwen2", "llama")
+ROPE_FREQS = "rope_freqs.weight"  # llama.cpp's per-frequency RoPE divisors (Llama 3 scaling)
 DISK_MARGIN_BYTES = 256 * 2**20  # metadata (vocabulary, merges, template) and file-system slack
 
 # Pre-tokenizer split patterns of GPT-2 style BPE tokenizers, by the tokenizer.ggml.pre name llama.cpp
@@ -43,7 +44,7 @@ class GGUFExportError(ValueError):
 class SourceTensor:
     """One weight as the GGUF file will hold it, before conversion."""
 
-    mlx_name: str  # e.g. model.layers.0.self_attn.q_proj.weight
+    mlx_name: str | None  # e.g. model.layers.0.self_attn.q_proj.weight; None for one computed here
     gguf_name: str  # e.g. blk.0.attn_q.weight
     shape: tuple  # logical (dequantized) shape, rows first
 
@@ -68,12 +69,13 @@ def model_config(model_dir):
             f"{Path(model_dir) / 'config.json'}: model_type {model_type!r} cannot be exported to GGUF here; "
             f"supported: {', '.join(SUPPORTED_MODEL_TYPES)} (convert other models with llama.cpp's "
             "convert_hf_to_gguf.py)")
-    rope_scaling = config.get("rope_scaling") or {}
-    scaling_type = rope_scaling.get("rope_type", rope_scaling.get("type"))
-    if scaling_type not in (None, "default", "linear", "yarn"):
+    scaling_type = rope_scaling_type(config)
+    supported = ("linear", "yarn", "llama3") if model_type == "llama" else ("linear", "yarn")
+    if scaling_type not in (None, "default", *supported):
         raise GGUFExportError(
-            f"{Path(model_dir) / 'config.json'}: rope_scaling type {scaling_type!r} is not supported by this export "
-            "(supported: none, linear, yarn); convert this model with llama.cpp's convert_hf_to_gguf.py")
+            f"{Path(model_dir) / 'config.json'}: rope_scaling type {scaling_type!r} is not supported for {model_type} "
+            f"by this export (supported: none, {', '.join(supported)}); convert this model with llama.cpp's "
+            "convert_hf_to_gguf.py")
     return config
 
 
@@ -127,6 +129,15 @@ def dequantized_weight(weights, config, name):
                          bits=settings["bits"], mode=settings["mode"], dtype=mx.float32)
 
 
+def release(weights, name):
+    """Drop a written weight (and its quantization parameters): a loaded MLX array stays in memory while referenced."""
+    weights.pop(name)
+    if name.endswith(".weight"):  # not for a layer's own .bias: its weight may still need the scales
+        module_path = name.rsplit(".", 1)[0]
+        weights.pop(f"{module_path}.scales", None)
+        weights.pop(f"{module_path}.biases", None)
+
+
 def logical_shape(weights, config, name):
     """The dequantized shape of `name`, without reading its bytes."""
     module_path = name.rsplit(".", 1)[0]
@@ -154,7 +165,32 @@ def source_tensors(weights, config):
             raise GGUFExportError(f"tensor {name!r} has no GGUF name for {config['model_type']}; "
                                   "this export handles plain qwen2/llama checkpoints (fuse LoRA adapters first)")
         tensors.append(SourceTensor(name, gguf_name, logical_shape(weights, config, name)))
+    if rope_scaling_type(config) == "llama3":
+        tensors.append(SourceTensor(None, ROPE_FREQS, (head_dim(config) // 2,)))
     return sorted(tensors, key=lambda t: gguf_tensor_order(t.gguf_name))
+
+
+def rope_scaling_type(config):
+    rope_scaling = config.get("rope_scaling") or {}
+    return rope_scaling.get("rope_type", rope_scaling.get("type"))
+
+
+def llama3_rope_factors(config):
+    """Llama 3's RoPE scaling as llama.cpp takes it: one divisor per frequency (the rope_freqs tensor).
+
+    High frequencies are kept, low ones divided by `factor`, and those between blend smoothly, as in
+    mlx_lm's Llama3RoPE.
+    """
+    scaling, dims = config["rope_scaling"], head_dim(config)
+    factor = scaling["factor"]
+    low, high = scaling.get("low_freq_factor", 1.0), scaling.get("high_freq_factor", 4.0)
+    old_context = scaling.get("original_max_position_embeddings", 8192)
+    wavelengths = 2 * np.pi * config.get("rope_theta", 10000.0) ** (np.arange(0, dims, 2) / dims)
+    smooth = (old_context / wavelengths - low) / (high - low)
+    blended = 1 / ((1 - smooth) / factor + smooth)
+    medium = (wavelengths > old_context / high) & (wavelengths < old_context / low)
+    factors = np.where(wavelengths > old_context / low, factor, np.where(medium, blended, 1.0))
+    return factors.astype(np.float32)
 
 
 def gguf_tensor_order(gguf_name):
@@ -188,6 +224,8 @@ def float32_tensor(weights, config, tensor):
     """The tensor as a float32 numpy array, ready for the GGUF layout of its architecture."""
     import mlx.core as mx
 
+    if tensor.gguf_name == ROPE_FREQS:
+        return llama3_rope_factors(config)
     value = dequantized_weight(weights, config, tensor.mlx_name).astype(mx.float32)
     array = np.asarray(value)
     if config["model_type"] == "llama" and tensor.gguf_name.endswith(("attn_q.weight", "attn_k.weight", "attn_q.bias",
@@ -334,8 +372,7 @@ def add_hyperparameters(writer, config, n_vocab):
         writer.add_value_length(config["head_dim"])
     if config["model_type"] == "llama":
         writer.add_rope_dimension_count(head_dim(config))
-    rope_scaling = config.get("rope_scaling") or {}
-    scaling_type = rope_scaling.get("rope_type", rope_scaling.get("type"))
+    rope_scaling, scaling_type = config.get("rope_scaling") or {}, rope_scaling_type(config)
     if scaling_type == "linear":
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(rope_scaling["factor"])
@@ -391,6 +428,8 @@ def write_gguf(model_dir, out_path, out_type, name, *, pre_tokenizer=None, chat_
     writer.write_ti_data_to_file()
     for tensor, ggml_type in zip(tensors, types):
         writer.write_tensor_data(encoded_tensor(float32_tensor(weights, config, tensor), ggml_type))
+        if tensor.mlx_name:
+            release(weights, tensor.mlx_name)
     writer.close()
     partial.replace(out_path)
     log(f"[gguf] wrote {out_path} ({human_size(out_path.stat().st_size)}, {len(tensors)} tensors) "
