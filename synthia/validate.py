@@ -155,7 +155,7 @@ def shown(value, limit=60):
         return repr(value[:limit]) + ("..." if len(value) > limit else "")
     if isinstance(value, (dict, list)):
         return f"an {json_type(value)}" if isinstance(value, list) else "an object"
-    text = repr(value)
+    text = json.dumps(value) if value is None or isinstance(value, (bool, int, float)) else repr(value)
     return text[:limit] + "..." if len(text) > limit else text
 
 
@@ -553,9 +553,10 @@ def conversation_problems(messages, validators):
         if not isinstance(message, dict):
             yield Finding(where, f"must be an object, {got(message)}", 'write {"role": ..., "content": ...}')
             continue
-        role = message.get("role")
+        role = message.get("role", MISSING)
         if not isinstance(role, str) or role not in ROLES:
-            yield Finding(f"{where}.role", f"unknown role {shown(role)} (known: {', '.join(ROLES)})", FIX_ROLE)
+            problem = "is missing" if role is MISSING else f"unknown role {shown(role)}"
+            yield Finding(f"{where}.role", f"{problem} (known: {', '.join(ROLES)})", FIX_ROLE)
             continue
         yield from message_problems(message, i)
         if role == "assistant":
@@ -844,6 +845,8 @@ def main(argv=None):
     parser.add_argument("dataset", help="path to the .jsonl file")
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
     args = parser.parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # a dataset's text must not crash an ASCII-only terminal
+        sys.stdout.reconfigure(errors="backslashreplace")
     report = validate_file(args.dataset)
     print(format_report(report, args.strict))
     return 0 if is_ok(report, args.strict) else 2
