@@ -257,7 +257,10 @@ def field_name(root, crumbs):
     parts = []
     while crumbs is not None:
         key, crumbs = crumbs
-        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}" if key.isidentifier() else f"[{json.dumps(key)}]")
+        if isinstance(key, int):
+            parts.append(f"[{key}]")
+        else:
+            parts.append(f".{key}" if key.isidentifier() else f"[{json.dumps(key)}]")
     parts.reverse()
     if len(parts) > 12:  # a value nested 100 deep: the start and the end say where
         parts = parts[:6] + [f"...({len(parts) - 9} more)..."] + parts[-3:]

@@ -66,6 +66,11 @@ def set_arguments(text):
     return lambda r: first_call(r)["function"].__setitem__("arguments", text)
 
 
+def reuse_call_1_in_the_second_turn(r):
+    r["messages"][5]["tool_calls"][0]["id"] = "call_1"
+    r["messages"][6]["tool_call_id"] = "call_1"
+
+
 def insert_message(index, message):
     return lambda r: r["messages"].insert(index, message)
 
@@ -199,8 +204,10 @@ LINE_CASES = [
               "messages[1]: a system message may only come first"),
     line_case("ends with a tool message", changed(lambda r: r["messages"].__delitem__(7)),
               "messages[6]: the conversation must end with an assistant turn, not 'tool'"),
-    line_case("weight 2", changed(set_in("messages", 7, "weight", 2)), "messages[7].weight: must be 0 or 1, got number 2"),
-    line_case("weight true", changed(set_in("messages", 7, "weight", True)), "messages[7].weight: must be 0 or 1, got boolean"),
+    line_case("weight 2", changed(set_in("messages", 7, "weight", 2)),
+              "messages[7].weight: must be 0 or 1, got number 2"),
+    line_case("weight true", changed(set_in("messages", 7, "weight", True)),
+              "messages[7].weight: must be 0 or 1, got boolean true"),
     line_case("weight on a user message", changed(set_in("messages", 1, "weight", 1)),
               "messages[1].weight: is only allowed on assistant messages"),
     line_case("every weight 0", changed(lambda r: [m.__setitem__("weight", 0) for m in r["messages"]
@@ -213,7 +220,8 @@ LINE_CASES = [
               "messages[1].tool_calls: only assistant messages call tools"),
     line_case("a call not an object", changed(set_in("messages", 2, "tool_calls", 0, "read")),
               "messages[2].tool_calls[0]: must be an object, got string 'read'"),
-    line_case("a call without id", changed(lambda r: first_call(r).pop("id")), "messages[2].tool_calls[0].id: is missing"),
+    line_case("a call without id", changed(lambda r: first_call(r).pop("id")),
+              "messages[2].tool_calls[0].id: is missing"),
     line_case("a call id a number", changed(set_call("id", 1)),
               "messages[2].tool_calls[0].id: must be a non-empty string, got number 1"),
     line_case("a call of type code", changed(set_call("type", "code")),
@@ -242,8 +250,7 @@ LINE_CASES = [
               "messages[1]: tool message before any assistant tool call"),
     line_case("a call left unanswered", changed(lambda r: r["messages"].__delitem__(4)),
               "messages[4]: tool call(s) 'call_2' of messages[2] are not answered before this assistant turn"),
-    line_case("a call id reused in a later turn", changed(lambda r: (set_in("messages", 5, "tool_calls", 0, "id", "call_1")(r),
-                                                                      set_in("messages", 6, "tool_call_id", "call_1")(r))),
+    line_case("a call id reused in a later turn", changed(reuse_call_1_in_the_second_turn),
               "messages[5].tool_calls[0].id: 'call_1' is already used by messages[2].tool_calls[0]"),
     line_case("a user message between a call and its result",
               changed(insert_message(3, {"role": "user", "content": "hurry"})),

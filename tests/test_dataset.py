@@ -1,109 +1,36 @@
 """Checks on dataset.jsonl, the starter dataset (regenerate it with `python -m synthia.starter_data`).
 
-Fast: the file is only read and checked, nothing is executed. Each check is a function of the parsed
-records, and the last tests feed deliberately broken records to those functions to show they can fail.
+Fast: the file is only read and checked, nothing is executed. Whether each line is a valid example is the
+validator's job (synthia/validate.py states the rules once); this file checks what is particular to this
+dataset: its plain file format, its tools, category counts, conversation shapes, lengths and duplicates. The
+last tests break shipped records to show the validator rejects them.
 """
 
-import copy
 import json
 import re
 from collections import Counter
 from pathlib import Path
 
-import jsonschema
 import pytest
+
+from synthia import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = ROOT / "dataset.jsonl"
-TOOLS = json.loads((ROOT / "synthia" / "default_tools.json").read_text())
-SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
-CATEGORIES = ("tool_use", "tdd", "debugging", "planning", "refactoring", "code_review", "collaboration")
+TOOLS = validate.load_default_tools()
 ERROR_RE = re.compile(r"^(Error: |exit code [1-9]\d*\n)")  # how the generator's tools report a failure
 MAX_TOKENS = 2048  # exact Qwen2.5 tokens of the rendered conversation (README, "The dataset")
 MAX_ESTIMATED_TOKENS = 2350  # a sanity bound on bytes/3.5, which runs ~10% above the exact count here
 
 
-def load(path=DATASET):
-    raw = path.read_bytes()
-    assert not raw.startswith(b"\xef\xbb\xbf"), "the file starts with a byte-order mark"
-    lines = raw.decode("utf-8").split("\n")
-    assert lines[-1] == "", "the file must end with a newline"
-    assert all(line.strip() for line in lines[:-1]), "blank line in the dataset"
-    return [json.loads(line) for line in lines[:-1]]
+@pytest.fixture(scope="module")
+def report():
+    return validate.validate_file(DATASET)
 
 
 @pytest.fixture(scope="module")
-def records():
-    return load()
-
-
-# -- checks (each returns a list of problems) --------------------------------------------------------------
-
-
-def call_problems(record):
-    """Tool calls: known tool, arguments a JSON string holding an object valid against the schema."""
-    problems = []
-    names = [t["function"]["name"] for t in record["tools"]]
-    if record["tools"] != TOOLS:
-        problems.append("tools differ from synthia/default_tools.json")
-    for m in record["messages"]:
-        for call in m.get("tool_calls") or []:
-            fn = call["function"]
-            if fn["name"] not in names:
-                problems.append(f"unknown tool {fn['name']}")
-                continue
-            if not isinstance(fn["arguments"], str):
-                problems.append("arguments must be a JSON string")
-                continue
-            args = json.loads(fn["arguments"])
-            if not isinstance(args, dict):
-                problems.append("arguments must be an object")
-                continue
-            for error in jsonschema.Draft202012Validator(SCHEMAS[fn["name"]]).iter_errors(args):
-                problems.append(f"{fn['name']}: {error.message}")
-    return problems
-
-
-def structure_problems(record):
-    """Roles, content types, answering every call before the next assistant turn, ids, the last turn."""
-    problems = []
-    messages = record["messages"]
-    if record.get("category") not in CATEGORIES:
-        problems.append(f"bad category {record.get('category')!r}")
-    for i, m in enumerate(messages):
-        if m["role"] not in ("system", "user", "assistant", "tool"):
-            problems.append(f"unknown role {m['role']}")
-        if m["role"] == "system" and i != 0:
-            problems.append("system message not first")
-        content = m.get("content")
-        if not (isinstance(content, str) or (content is None and m["role"] == "assistant" and m.get("tool_calls"))):
-            problems.append(f"messages[{i}] content must be a string")
-        if "weight" in m and (m["role"] != "assistant" or m["weight"] not in (0, 1) or isinstance(m["weight"], bool)):
-            problems.append(f"messages[{i}] bad weight")
-    seen_ids, pending = set(), set()
-    for i, m in enumerate(messages):
-        if m["role"] == "assistant":
-            if pending:
-                problems.append(f"calls {sorted(pending)} unanswered before messages[{i}]")
-            pending = set()
-            for call in m.get("tool_calls") or []:
-                if call["id"] in seen_ids:
-                    problems.append(f"tool-call id {call['id']} used twice")
-                seen_ids.add(call["id"])
-                pending.add(call["id"])
-        elif m["role"] == "tool":
-            if m["tool_call_id"] not in pending:
-                problems.append(f"messages[{i}] answers no open call of the preceding assistant turn")
-            pending.discard(m["tool_call_id"])
-        elif pending:
-            problems.append(f"calls {sorted(pending)} unanswered before messages[{i}]")
-            pending = set()
-    if messages[-1]["role"] != "assistant":
-        problems.append("does not end with an assistant turn")
-    assistants = [m for m in messages if m["role"] == "assistant"]
-    if not any(m.get("weight", 1) == 1 for m in assistants):
-        problems.append("no weight-1 assistant turn")
-    return problems
+def records(report):
+    return [ex.record for ex in report.examples]
 
 
 def tool_turns(record):
@@ -133,22 +60,29 @@ def estimated_tokens(record):
 # -- the dataset ---------------------------------------------------------------------------------------------
 
 
+def test_every_line_passes_the_validator_with_no_warnings(report):
+    assert validate.is_ok(report, strict=True), validate.format_report(report, strict=True)
+    assert len(report.examples) == report.lines
+
+
+def test_the_file_is_plain_utf8_lines_ending_in_a_newline():
+    """The validator accepts a BOM, CRLF and blank lines; the shipped file has none of them."""
+    raw = DATASET.read_bytes()
+    assert not raw.startswith(b"\xef\xbb\xbf") and b"\r" not in raw and raw.endswith(b"\n")
+    assert b"\n\n" not in raw
+
+
+def test_every_record_has_a_category_and_the_default_tools(records):
+    assert all(r.get("category") in validate.CATEGORIES for r in records)
+    assert all(r["tools"] == TOOLS for r in records)
+
+
 def test_category_counts(records):
     counts = Counter(r["category"] for r in records)
     assert len(records) >= 300, counts
     assert counts["tool_use"] >= 120, counts
-    for category in CATEGORIES:
+    for category in validate.CATEGORIES:
         assert counts[category] >= 25, counts
-
-
-def test_tool_calls_match_their_schemas(records):
-    problems = [(i + 1, p) for i, r in enumerate(records) for p in call_problems(r)]
-    assert not problems, problems[:10]
-
-
-def test_conversation_structure(records):
-    problems = [(i + 1, p) for i, r in enumerate(records) for p in structure_problems(r)]
-    assert not problems, problems[:10]
 
 
 def test_multi_turn_parallel_and_recovery_counts(records):
@@ -169,9 +103,8 @@ def test_weight_zero_only_on_mistakes_that_are_followed_by_a_fix(records):
                 assert any(n["role"] == "assistant" and n.get("weight", 1) == 1 for n in messages[i + 1:])
 
 
-def test_no_exact_duplicates(records):
-    keys = Counter(json.dumps(r, sort_keys=True) for r in records)
-    assert max(keys.values()) == 1
+def test_no_dialogue_repeats_even_under_another_system_prompt(records):
+    """Exact duplicate lines are the validator's (a warning, so the strict test above fails on them)."""
     dialogues = Counter(json.dumps([m for m in r["messages"] if m["role"] != "system"], sort_keys=True)
                         for r in records)
     assert max(dialogues.values()) == 1
@@ -198,45 +131,82 @@ def test_exact_token_lengths(records):
     assert longest <= MAX_TOKENS, longest
 
 
-# -- the checks reject bad data -----------------------------------------------------------------------------
+# -- the validator rejects broken shipped records ------------------------------------------------------------
 
 
-def _sample():
-    return copy.deepcopy(load()[0])
+def shipped_record(multi_turn=False):
+    """A fresh copy of the first shipped record (with two tool-calling turns if `multi_turn`)."""
+    with open(DATASET, encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(line)
+            if not multi_turn or len(tool_turns(record)) >= 2:
+                return record
+    raise AssertionError("no multi-turn record in the dataset")
 
 
-def _first_call(record):
-    return next(m for m in record["messages"] if m.get("tool_calls"))["tool_calls"][0]
+def problems(record):
+    """["field: message", ...] for the errors and warnings of one record."""
+    report = validate.validate_lines([json.dumps(record)], "dataset.jsonl", TOOLS)
+    return [f"{p.field}: {p.message}" for p in report.errors + report.warnings]
 
 
-def test_checks_catch_schema_violations():
-    record = _sample()
-    call = _first_call(record)
+def first_call(record):
+    return tool_turns(record)[0]["tool_calls"][0]
+
+
+def index_of(record, message):
+    return next(i for i, m in enumerate(record["messages"]) if m is message)
+
+
+def test_a_shipped_record_is_clean_before_it_is_broken():
+    assert problems(shipped_record()) == [] and problems(shipped_record(multi_turn=True)) == []
+
+
+def test_validator_catches_schema_violations_in_a_shipped_record():
+    record = shipped_record()
+    call = first_call(record)
     args = json.loads(call["function"]["arguments"])
-    args["unexpected"] = 1
-    call["function"]["arguments"] = json.dumps(args)
-    assert call_problems(record)
-    call["function"]["arguments"] = args  # an object instead of a JSON string
-    assert call_problems(record)
+    call["function"]["arguments"] = json.dumps({**args, "unexpected": 1})
+    assert any("Additional properties are not allowed" in p for p in problems(record))
+    call["function"]["arguments"] = args  # an object instead of a JSON string: normalised, with a warning
+    assert any("give arguments as an object" in p for p in problems(record))
     call["function"]["name"] = "delete_everything"
-    assert call_problems(record)
+    assert any("unknown tool 'delete_everything'" in p for p in problems(record))
 
 
-def test_checks_catch_structure_violations():
-    record = _sample()
+def test_validator_catches_structure_violations_in_a_shipped_record():
+    record = shipped_record()
     record["messages"] = [m for m in record["messages"] if m["role"] != "tool"]
-    assert any("unanswered" in p for p in structure_problems(record))
-    record = _sample()
+    assert any("are not answered before this assistant turn" in p for p in problems(record))
+    record = shipped_record()
     record["messages"].append({"role": "user", "content": "thanks"})
-    assert "does not end with an assistant turn" in structure_problems(record)
-    record = _sample()
+    assert any("must end with an assistant turn" in p for p in problems(record))
+    record = shipped_record()
     for m in record["messages"]:
         if m["role"] == "assistant":
             m["weight"] = 0
-    assert "no weight-1 assistant turn" in structure_problems(record)
-    record = _sample()
+    assert any("nothing to learn" in p for p in problems(record))
+    record = shipped_record()
     next(m for m in record["messages"] if m["role"] == "user")["weight"] = 0
-    assert structure_problems(record)
+    assert any("only allowed on assistant messages" in p for p in problems(record))
+
+
+def test_validator_rejects_a_call_id_reused_in_a_later_turn_of_a_shipped_record():
+    record = shipped_record(multi_turn=True)
+    first, second = tool_turns(record)[:2]
+    old_id, new_id = second["tool_calls"][0]["id"], first["tool_calls"][0]["id"]
+    second["tool_calls"][0]["id"] = new_id
+    next(m for m in record["messages"] if m.get("tool_call_id") == old_id)["tool_call_id"] = new_id
+    assert problems(record) == [f"messages[{index_of(record, second)}].tool_calls[0].id: {new_id!r} is already "
+                                f"used by messages[{index_of(record, first)}].tool_calls[0]"]
+
+
+def test_validator_rejects_a_user_message_between_a_call_and_its_result_in_a_shipped_record():
+    record = shipped_record()
+    turn = tool_turns(record)[0]
+    at = index_of(record, turn) + 1
+    record["messages"].insert(at, {"role": "user", "content": "also check the README"})
+    assert len(problems(record)) == 1 and f"messages[{at}]: this user message comes between" in problems(record)[0]
 
 
 def test_error_detection():
