@@ -10,6 +10,8 @@ Edit DEFAULTS and STAGES below (or pass --config FILE.yaml) when memory runs sho
 """
 
 import argparse
+import hashlib
+import importlib.util
 import json
 import os
 import shlex
@@ -24,37 +26,44 @@ from pathlib import Path
 import yaml
 
 from synthia import blas, data, render, runstate, validate
+from synthia.config import GLOBAL, ConfigError, Setting, check_config, fingerprint_view, load_yaml_file, resolve
 
 # ---------------------------------------------------------------------------------------------------------
-# Configuration: the one place for every default. A YAML file (--config) overrides it (shared keys at the top
-# level, per-stage keys under `stages: {1: ...}`), and command-line flags override both.
+# Configuration: every key declared once, with its default, type, range and scope. A YAML file (--config)
+# overrides it (per-stage keys may also go under `stages: {2: ...}`), and command-line flags override both.
+# fingerprint=False marks keys that only change what is printed: changing them never redoes a finished stage.
 # ---------------------------------------------------------------------------------------------------------
-DEFAULTS = {
-    "base_model": "zachswift615/qwen2.5-coder-synthia-tool-use",  # Hugging Face repo or local MLX model dir
-    "batch_size": 2,  # examples per step; halve it first when memory runs short
-    "max_seq_length": 2048,  # tokens; longer examples lose whole turns from the end, never half a turn
-    "num_layers": 16,  # transformer blocks (counted from the top) that get LoRA; -1 = all. Fewer = less memory
-    "lora_parameters": {"rank": 8, "scale": 20.0, "dropout": 0.05},  # higher rank: more capacity and memory
-    "grad_checkpoint": True,  # recompute activations in the backward pass: ~25% slower, far less memory
-    "train_bits": 4,  # train on a 4-bit copy of each stage's base (QLoRA; a 7B fits 16 GB). None: as it is
-    "seed": 42,  # data split, data order and LoRA initialisation
-    "valid_fraction": 0.1,  # of every category, held out for validation
-    "test_fraction": 0.1,  # of every category, held out for --test
-    "steps_per_report": 10,  # iterations between train-loss lines
-    "steps_per_eval": 100,  # iterations between validation-loss evaluations
-    "val_batches": -1,  # validation batches per evaluation; -1 = the whole valid split
-    "save_every": 100,  # iterations between resumable checkpoints (a multiple of steps_per_report)
-    "warmup": None,  # linear warm-up iterations; None = 5% of the stage's iters
-    "lr_min": None,  # the cosine decays to this by the last iteration; None = a tenth of learning_rate
-    "keep": "best",  # adapters to fuse: "best" (lowest valid loss) or "last"
-    "early_stop_patience": None,  # stop a stage after this many evaluations without a better valid loss
-    "fine_tune_type": "lora",  # lora or dora (DoRA: a little better, ~20% slower)
-    "optimizer": "adam",  # adam or adamw
-    "grad_accumulation_steps": 1,  # with batch_size 1, keeps the effective batch at half the memory
-    "report_to": None,  # "wandb" to log there as well (pip install wandb)
+SETTINGS = {
+    # Shared by every stage: where the chain starts and how the data is split.
+    "base_model": Setting("zachswift615/qwen2.5-coder-synthia-tool-use", scope=GLOBAL),  # Hub repo or local MLX dir
+    "seed": Setting(42, scope=GLOBAL),  # data split, data order, LoRA initialisation and dropout
+    "valid_fraction": Setting(0.1, min=0.0, max=0.5, scope=GLOBAL),  # share of examples held out for validation
+    "test_fraction": Setting(0.1, min=0.0, max=0.5, scope=GLOBAL),  # share held out for --test
+    # Per stage (STAGES below sets name, focus, categories, iters and learning_rate).
+    "name": Setting("", fingerprint=False),
+    "focus": Setting("", fingerprint=False),
+    "categories": Setting(None, type=list, nullable=True),  # dataset categories the stage trains on; None = all
+    "iters": Setting(None, type=int, min=1),  # batches per stage
+    "learning_rate": Setting(None, type=float, min=0.0, zero_ok=False),  # peak, after the warm-up
+    "batch_size": Setting(2, min=1),  # examples per step; halve it first when memory runs short
+    "max_seq_length": Setting(2048, min=16),  # tokens; longer examples lose whole turns from the end
+    "num_layers": Setting(16, min=-1, zero_ok=False),  # blocks (from the top) with LoRA; -1 = all. Fewer = less memory
+    "lora_parameters": Setting({"rank": 8, "scale": 20.0, "dropout": 0.05}),  # higher rank: capacity and memory
+    "grad_checkpoint": Setting(True),  # recompute activations in the backward pass: ~25% slower, far less memory
+    "train_bits": Setting(4, choices=(2, 3, 4, 6, 8), nullable=True),  # QLoRA on a copy this many bits; None: as is
+    "steps_per_report": Setting(10, min=1, fingerprint=False),  # iterations between train-loss lines
+    "steps_per_eval": Setting(100, min=1),  # iterations between validation-loss evaluations
+    "val_batches": Setting(-1, min=-1, zero_ok=False),  # validation batches per evaluation; -1 = the whole split
+    "save_every": Setting(100, min=1, fingerprint=False),  # iterations between resumable checkpoints
+    "warmup": Setting(None, type=int, min=0, nullable=True),  # linear warm-up updates; None = 5% of the updates
+    "lr_min": Setting(None, type=float, min=0.0, nullable=True),  # reached at the last update; None = lr / 10
+    "keep": Setting("best", choices=("best", "last")),  # adapters to fuse: lowest valid loss, or the final ones
+    "early_stop_patience": Setting(None, type=int, min=1, nullable=True),  # evaluations without a better valid loss
+    "fine_tune_type": Setting("lora", choices=("lora", "dora")),  # DoRA: a little better, ~20% slower
+    "optimizer": Setting("adam", choices=("adam", "adamw")),
+    "grad_accumulation_steps": Setting(1, min=1),  # with batch_size 1, keeps the effective batch at half the memory
+    "report_to": Setting(None, type=str, choices=("wandb",), nullable=True, fingerprint=False),  # also log to W&B
 }
-CHOICES = {"fine_tune_type": ("lora", "dora"), "optimizer": ("adam", "adamw"), "keep": ("best", "last"),
-           "report_to": (None, "wandb")}
 
 STAGES = {
     1: {"name": "tool-use", "focus": "tool-use reinforcement: accuracy, parallel calls, error recovery",
@@ -65,14 +74,13 @@ STAGES = {
         "categories": None, "iters": 1500, "learning_rate": 1e-5},  # None: every category
 }
 
-STAGE_KEYS = ("name", "focus", "categories", "iters", "learning_rate")
 # --demo: a tiny random-weight model learns fast and is fast in float32 on a CPU.
 DEMO_SETTINGS = {"train_bits": None, "learning_rate": 1e-3, "grad_checkpoint": False, "num_layers": -1,
-                 "steps_per_eval": 10, "save_every": 10, "steps_per_report": 5,
+                 "steps_per_eval": 10, "save_every": 10, "steps_per_report": 5, "iters": 30,
                  "lora_parameters": {"rank": 8, "scale": 20.0, "dropout": 0.0}}
-DEMO_ITERS = 30
 DEMO_CORPUS_CHARS = 600_000
 EXIT_INVALID, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+DEFAULTS = {key: setting.default for key, setting in SETTINGS.items()}
 
 
 class PipelineError(Exception):
@@ -91,99 +99,87 @@ def log(message, stage=None):
 # Resolving the configuration
 # ---------------------------------------------------------------------------------------------------------
 def load_yaml_config(path):
-    """{"shared": {...}, "stages": {n: {...}}} from a YAML file, unknown keys rejected."""
+    """{"shared": {...}, "stages": {n: {...}}} from a YAML file; unknown keys and misplaced global keys rejected."""
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise PipelineError(f"{path}: cannot read the config: {e}", EXIT_INVALID)
-    stages = raw.pop("stages", {}) or {}
-    check_keys(raw, set(DEFAULTS) | {"iters", "learning_rate"}, f"{path}")  # these two then apply to every stage
-    for number, overrides in stages.items():
-        if str(number) not in map(str, STAGES):
-            raise PipelineError(f"{path}: stages.{number}: no such stage (known: 1, 2, 3)", EXIT_INVALID)
-        check_keys(overrides, set(DEFAULTS) | set(STAGE_KEYS), f"{path}: stages.{number}")
-    return {"shared": raw, "stages": {int(n): v for n, v in stages.items()}}
-
-
-def check_keys(mapping, known, where):
-    unknown = sorted(set(mapping) - known)
-    if unknown:
-        raise PipelineError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
-                            EXIT_INVALID)
-
-
-def check_types(config, number):
-    """Each value must have its default's type (an int where a float is expected is fine; None only for keys
-    whose default is None or that name a number that may be left to its automatic value)."""
-    for key, default in DEFAULTS.items():
-        value, expected = config[key], type(default)
-        if default is None or value is None and key == "train_bits":
-            continue
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            continue
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise PipelineError(f"stage {number}: {key}={value!r} should be of type {expected.__name__} "
-                                f"(default {default!r})", EXIT_INVALID)
-    categories = config["categories"]
-    if categories is not None and (not isinstance(categories, list) or set(categories) - set(validate.CATEGORIES)):
-        raise PipelineError(f"stage {number}: categories={categories!r} should be null (every category) or a list "
-                            f"of: {', '.join(validate.CATEGORIES)}", EXIT_INVALID)
-    for key in ("iters", "learning_rate"):
-        if not isinstance(config[key], (int, float)) or isinstance(config[key], bool) or config[key] <= 0:
-            raise PipelineError(f"stage {number}: {key}={config[key]!r} should be a positive number", EXIT_INVALID)
-
-
-def check_choices(config, number):
-    check_types(config, number)
-    for key, allowed in CHOICES.items():
-        if config[key] not in allowed:
-            raise PipelineError(f"stage {number}: {key}={config[key]!r}; choose one of {allowed}", EXIT_INVALID)
-    if config["save_every"] % config["steps_per_report"]:
-        raise PipelineError(f"stage {number}: save_every={config['save_every']} must be a multiple of "
-                            f"steps_per_report={config['steps_per_report']} (checkpoints are written at reports)",
-                            EXIT_INVALID)
-    if config["report_to"] == "wandb":
-        try:
-            import wandb  # noqa: F401
-        except ImportError:
-            raise PipelineError("report_to: wandb needs the wandb package: pip install wandb", EXIT_INVALID)
-
-
-def lr_schedule(iters, learning_rate, warmup=None, lr_min=None):
-    """mlx_lm's lr_schedule config: linear warm-up from 0, then a cosine reaching lr_min at the last step."""
-    warmup = round(0.05 * iters) if warmup is None else warmup
-    lr_min = learning_rate / 10 if lr_min is None else lr_min
-    # mlx_lm joins the cosine one step after the warm-up ends; the last update uses step iters - 1.
-    decay_steps = max(iters - 1 - (warmup + 1 if warmup else 0), 1)
-    return {"name": "cosine_decay", "arguments": [learning_rate, decay_steps, lr_min], "warmup": warmup,
-            "warmup_init": 0.0}
-
-
-def stage_schedule(config):
-    return lr_schedule(config["iters"], config["learning_rate"], config["warmup"], config["lr_min"])
-
-
-def describe_schedule(schedule, iters):
-    peak, _, lr_min = schedule["arguments"]
-    return f"learning rate: warm-up {schedule['warmup']} iters 0 -> {peak:g}, cosine to {lr_min:g} at iter {iters}"
+        return load_yaml_file(path, SETTINGS, (), sorted(STAGES))
+    except ConfigError as e:
+        raise PipelineError(str(e), EXIT_INVALID)
 
 
 def resolve_stage_config(number, file_config, cli_overrides):
     """DEFAULTS, then STAGES[n], then the YAML file, then flags. Returns (config, [notes on what overrode what])."""
-    layers = [
+    return resolve([
         ("defaults", DEFAULTS),
         (f"STAGES[{number}]", STAGES[number]),
         ("config file", file_config.get("shared", {})),
         (f"config file stages.{number}", file_config.get("stages", {}).get(number, {})),
         ("command line", cli_overrides),
-    ]
-    config, source, notes = {}, {}, []
-    for name, layer in layers:
-        for key, value in layer.items():
-            if key in config and config[key] != value and name not in ("defaults", f"STAGES[{number}]"):
-                notes.append(f"NOTE: {name} sets {key}={value!r} (was {config[key]!r} from {source[key]})")
-            config[key], source[key] = value, name
-    return config, notes
+    ])
+
+
+def check_stage_config(values, number):
+    """Every key against its declaration, then the rules that tie keys together."""
+    try:
+        check_config(values, SETTINGS, f"stage {number}")
+    except ConfigError as e:
+        raise PipelineError(f"{e}. Fix it in the config file, STAGES/SETTINGS in train_mlx.py, or the flag",
+                            EXIT_INVALID)
+    unknown = set(values["categories"] or ()) - set(validate.CATEGORIES)
+    if unknown:
+        raise PipelineError(f"stage {number}: categories={values['categories']!r} should be null (every category) "
+                            f"or a list of: {', '.join(validate.CATEGORIES)}", EXIT_INVALID)
+    if values["valid_fraction"] + values["test_fraction"] >= 1:
+        raise PipelineError(f"valid_fraction + test_fraction = {values['valid_fraction'] + values['test_fraction']}"
+                            " leaves nothing to train on; keep their sum below 1 (default 0.1 + 0.1)", EXIT_INVALID)
+    if values["save_every"] % values["grad_accumulation_steps"]:
+        raise PipelineError(f"stage {number}: save_every={values['save_every']} must be a multiple of "
+                            f"grad_accumulation_steps={values['grad_accumulation_steps']} (a checkpoint falls "
+                            "between optimizer updates)", EXIT_INVALID)
+    if values["report_to"] == "wandb" and importlib.util.find_spec("wandb") is None:
+        raise PipelineError("report_to: wandb needs the wandb package: pip install wandb", EXIT_INVALID)
+
+
+def check_against_model(values, number, model_dir):
+    """Keys that only make sense for the model at hand (read from its config.json)."""
+    layers = model_layer_count(model_dir)
+    if layers is not None and values["num_layers"] > layers:
+        raise PipelineError(f"stage {number}: num_layers={values['num_layers']} but {model_dir} has {layers} "
+                            f"layers; use at most {layers}, or -1 for all", EXIT_INVALID)
+
+
+def model_layer_count(model_dir):
+    try:
+        model_config = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    text_config = model_config.get("text_config", model_config)
+    return text_config.get("num_hidden_layers", text_config.get("n_layer"))
+
+
+def optimizer_updates(values):
+    """Updates in a stage: one every grad_accumulation_steps batches, and one at the last batch."""
+    return -(-values["iters"] // values["grad_accumulation_steps"])
+
+
+def lr_schedule(updates, learning_rate, warmup=None, lr_min=None):
+    """mlx_lm's lr_schedule config, over optimizer updates: linear warm-up from 0, then a cosine reaching lr_min
+    at the last update."""
+    warmup = round(0.05 * updates) if warmup is None else warmup
+    lr_min = learning_rate / 10 if lr_min is None else lr_min
+    # mlx_lm joins the cosine one step after the warm-up ends; the last update uses step updates - 1.
+    decay_steps = max(updates - 1 - (warmup + 1 if warmup else 0), 1)
+    return {"name": "cosine_decay", "arguments": [learning_rate, decay_steps, lr_min], "warmup": warmup,
+            "warmup_init": 0.0}
+
+
+def stage_schedule(values):
+    return lr_schedule(optimizer_updates(values), values["learning_rate"], values["warmup"], values["lr_min"])
+
+
+def describe_schedule(schedule, updates):
+    peak, _, lr_min = schedule["arguments"]
+    return (f"learning rate: warm-up {schedule['warmup']} updates 0 -> {peak:g}, cosine to {lr_min:g} at update "
+            f"{updates}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -281,22 +277,36 @@ def encode_examples(tokenizer, examples, default_tools):
     return encoded
 
 
-def prepare_stage_data(number, config, examples, encoded, paths, dataset_path, strict, write=True):
+def prepare_stage_data(number, values, examples, encoded, paths, dataset_path, strict, with_test, write=True):
     """Write models/stageN/data/*.jsonl (unless write is False); return the per-split token files and the
-    statistics."""
-    assignment = data.split_of_examples(examples, config["seed"], config["valid_fraction"], config["test_fraction"])
-    splits = data.stage_examples(examples, assignment, config["categories"])
+    statistics. Splits that training or --test cannot do without are errors here, before anything runs."""
+    assignment = data.split_of_examples(examples, values["seed"], values["valid_fraction"], values["test_fraction"])
+    splits = data.stage_examples(examples, assignment, values["categories"])
     files, stats = {}, {}
     for split in data.SPLITS:
-        pairs, lengths = data.fit_split(encoded, splits[split], config["max_seq_length"])
-        report_lengths(number, split, lengths, config["max_seq_length"], dataset_path, strict)
+        pairs, lengths = data.fit_split(encoded, splits[split], values["max_seq_length"])
+        report_lengths(number, split, lengths, values["max_seq_length"], dataset_path, strict)
         directory = paths.stage_dir / "data"
         files[split] = str(data.write_split(directory, split, pairs) if write else data.token_file(directory, split))
         stats[split] = data.split_stats(pairs)
-    if stats["train"]["examples"] < config["batch_size"]:
-        raise PipelineError(f"stage {number}: {stats['train']['examples']} training examples, fewer than "
-                            f"batch_size={config['batch_size']}", EXIT_INVALID)
+    check_split_sizes(number, values, stats, with_test)
     return files, stats
+
+
+def check_split_sizes(number, values, stats, with_test):
+    counts = ", ".join(f"{s} {stats[s]['examples']}" for s in data.SPLITS)
+    categories = ", ".join(values["categories"]) if values["categories"] else "every category"
+    fix = (f"add examples in {categories}, raise valid_fraction/test_fraction (now {values['valid_fraction']}/"
+           f"{values['test_fraction']}), or raise max_seq_length if long examples were left out")
+    if stats["train"]["examples"] < values["batch_size"]:
+        raise PipelineError(f"stage {number}: {stats['train']['examples']} training examples ({counts}), fewer than "
+                            f"batch_size={values['batch_size']}. Fix: {fix}, or lower batch_size", EXIT_INVALID)
+    if not stats["valid"]["examples"]:
+        raise PipelineError(f"stage {number}: the valid split is empty ({counts}); the best checkpoint and early "
+                            f"stopping need a validation loss. Fix: {fix}", EXIT_INVALID)
+    if with_test and not stats["test"]["examples"]:
+        raise PipelineError(f"stage {number}: the test split is empty ({counts}) and --test scores it. Fix: {fix}, "
+                            "or drop --test", EXIT_INVALID)
 
 
 def report_lengths(number, split, lengths, max_seq_length, dataset_path, strict):
@@ -332,43 +342,40 @@ def fuse_command(model_dir, adapter_dir, save_path, dequantize):
     return command + ["--dequantize"] if dequantize else command
 
 
-def train_job(config, base_dir, files, paths):
-    keys = ("batch_size", "iters", "learning_rate", "max_seq_length", "num_layers", "lora_parameters",
-            "grad_checkpoint", "seed", "steps_per_report", "steps_per_eval", "val_batches", "save_every",
-            "fine_tune_type", "optimizer", "grad_accumulation_steps", "keep", "early_stop_patience", "report_to")
-    return {**{k: config[k] for k in keys}, "lr_schedule": stage_schedule(config), "model": str(base_dir),
-            "adapter_dir": str(paths.stage_dir),
-            "train": files["train"], "valid": files["valid"], "project_name": "synthia",
+def train_job(values, base_dir, files, paths):
+    """Every resolved setting goes to the worker, which keeps no defaults of its own."""
+    return {**values, "lr_schedule": stage_schedule(values), "model": str(base_dir),
+            "adapter_dir": str(paths.stage_dir), "train": files["train"], "valid": files["valid"],
             "result": str(paths.stage_dir / "train_result.json")}
 
 
-def evaluate_job(config, base_dir, train_base_dir, files, paths, with_test):
-    """Valid loss of the stage's base, of the trained model (base + adapters) and of the fused model."""
-    fused_splits = {"valid": files["valid"], **({"test": files["test"]} if with_test else {})}
-    return {"batch_size": config["batch_size"], "max_seq_length": config["max_seq_length"],
-            "runs": [{"label": "base", "model": str(base_dir), "splits": {"valid": files["valid"]}},
-                     {"label": "adapters", "model": str(train_base_dir), "adapter_dir": str(paths.stage_dir),
-                      "splits": {"valid": files["valid"]}},
-                     {"label": "fused", "model": str(fused_tmp(paths)), "splits": fused_splits}],
-            "result": str(paths.stage_dir / "eval_result.json")}
+def evaluate_job(values, runs, result):
+    return {"batch_size": values["batch_size"], "max_seq_length": values["max_seq_length"], "runs": runs,
+            "result": str(result)}
 
 
-def stage_plan(number, config, base_dir, files, paths, with_test):
+def stage_plan(number, values, base_dir, files, paths, with_test):
     """The steps of one stage: (name, command, job or None, the path it produces or None)."""
     train_base = base_dir
     steps = []
-    if config["train_bits"] and not is_quantized(base_dir):
-        train_base = paths.stage_dir / f"train-base-q{config['train_bits']}"
-        steps.append(("quantize", quantize_command(base_dir, partial_path(train_base), config["train_bits"]),
+    if values["train_bits"] and not is_quantized(base_dir):
+        train_base = paths.stage_dir / f"train-base-q{values['train_bits']}"
+        steps.append(("quantize", quantize_command(base_dir, partial_path(train_base), values["train_bits"]),
                       None, train_base))
     steps.append(("train", worker_command("train", paths.stage_dir / "train_job.json"),
-                  train_job(config, train_base, files, paths), None))
+                  train_job(values, train_base, files, paths), None))
     # Fusing into a quantized base would re-quantize it and round small updates away: fuse into the
     # full-precision base (dequantized if the user's base was quantized), so the chain keeps every update.
     steps.append(("fuse", fuse_command(base_dir, paths.stage_dir, fused_tmp(paths), is_quantized(base_dir)),
                   None, None))
+    # Training measured its own base (iteration 0) and the kept adapters; only a quantized copy's full-precision
+    # base, and the fused model, still need a loss.
+    runs = [{"label": "fused", "model": str(fused_tmp(paths)),
+             "splits": {"valid": files["valid"], **({"test": files["test"]} if with_test else {})}}]
+    if train_base != base_dir:
+        runs.insert(0, {"label": "base", "model": str(base_dir), "splits": {"valid": files["valid"]}})
     steps.append(("evaluate", worker_command("evaluate", paths.stage_dir / "eval_job.json"),
-                  evaluate_job(config, base_dir, train_base, files, paths, with_test), None))
+                  evaluate_job(values, runs, paths.stage_dir / "eval_result.json"), None))
     return steps
 
 
@@ -382,93 +389,158 @@ def fused_tmp(paths):
 OOM_SIGNS = ("out of memory", "insufficient memory", "bad_alloc", "memoryerror", "failed to allocate")
 
 
-def failure_hint(returncode, tail):
+def failure_hint(returncode, tail, rerun):
     text = "\n".join(tail).lower()
     if returncode in (-9, 137) or any(sign in text for sign in OOM_SIGNS):
         return ("This looks like running out of memory. In order of cost to quality: set grad_checkpoint: true; "
                 "lower batch_size (2 -> 1); lower max_seq_length (only if few examples are that long); "
-                "lower num_layers (16 -> 8); keep train_bits: 4. Edit DEFAULTS in train_mlx.py or pass --config.")
-    return "Read the output above; fix the cause and re-run the same command (finished stages are skipped)."
+                "lower num_layers (16 -> 8); keep train_bits: 4. Edit SETTINGS in train_mlx.py or pass --config.")
+    return f"Read the output above; fix the cause and re-run (finished steps are skipped): {rerun}"
 
 
-def run_step(number, name, command, env, log_file):
-    """Run one command, streaming its output to the terminal and to log_file."""
+def run_step(number, name, command, env, log_file, rerun):
+    """Run one command, streaming its output to the terminal and, line by line, to log_file."""
     log(f"{name}: {shlex.join(command)}", number)
     tail = deque(maxlen=25)
     started = time.perf_counter()
-    with open(log_file, "a") as logf:
+    with open(log_file, "a", buffering=1) as logf:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                    bufsize=1)
-        for line in process.stdout:
-            print(f"[stage {number}] {line}", end="", flush=True)
-            logf.write(line)
-            tail.append(line.rstrip("\n"))
-        returncode = process.wait()
+        try:
+            for line in process.stdout:
+                print(f"[stage {number}] {line}", end="", flush=True)
+                logf.write(line)
+                tail.append(line.rstrip("\n"))
+            returncode = process.wait()
+        except KeyboardInterrupt:
+            process.terminate()  # the child first; the lock is released last, on the way out
+            process.wait()
+            raise
     if returncode != 0:
         raise PipelineError(
             f"stage {number}: step '{name}' failed (exit code {returncode}).\n  command: {shlex.join(command)}\n"
             f"  last lines of its output (full log: {log_file}):\n"
-            + "\n".join(f"    {line}" for line in tail) + f"\n  {failure_hint(returncode, tail)}")
+            + "\n".join(f"    {line}" for line in tail) + f"\n  {failure_hint(returncode, tail, rerun)}")
     return round(time.perf_counter() - started, 2)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # A stage
 # ---------------------------------------------------------------------------------------------------------
-def stage_fingerprint(config, base_model, dataset_fp, chat_template):
-    return {"config": config, "base_model": base_model, "base_files": runstate.model_identity(base_model),
-            "dataset": dataset_fp, "chat_template": chat_template}
+@dataclass(frozen=True)
+class RunInputs:
+    """What every stage of one run shares: the data, its fingerprint, and the digests of the template and
+    default tools the data was rendered with."""
+
+    examples: list
+    encoded: dict
+    dataset: str
+    template: str
+    tools: str
+
+
+def digest(text):
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stage_fingerprint(values, base_model, inputs):
+    """What changes a stage's result, and nothing else."""
+    return {"config": fingerprint_view(values, SETTINGS), "base_model": base_model,
+            "base_files": runstate.model_identity(base_model), "dataset": inputs.dataset,
+            "chat_template": inputs.template, "default_tools": inputs.tools}
+
+
+def read_run_json(paths):
+    try:
+        return json.loads(paths.run_json.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def fused_files(directory):
+    return {f.name: f.stat().st_size for f in sorted(Path(directory).iterdir()) if f.is_file()}
 
 
 def finished_stage(paths):
-    """run.json of a stage that completed (fused model in place), else None."""
-    if not (paths.run_json.exists() and paths.fused_dir.exists()):
+    """run.json of a stage that completed and whose fused model is intact, else None (damage is said)."""
+    record = read_run_json(paths)
+    if not record or record.get("status") != "done":
         return None
-    record = json.loads(paths.run_json.read_text())
-    return record if record.get("status") == "done" else None
+    expected = record.get("fused_files", {})
+    actual = fused_files(paths.fused_dir) if paths.fused_dir.is_dir() else {}
+    damaged = sorted(name for name, size in expected.items() if actual.get(name) != size)
+    if damaged or not expected:
+        log(f"WARNING: {paths.fused_dir} does not match what run.json recorded (missing or changed: "
+            f"{', '.join(damaged) or 'the whole model'}); the stage will be redone")
+        return None
+    return record
 
 
-def run_stage(number, config, base_model, examples, encoded, args, env, blas_note):
-    """Validate-prepare-train-fuse-evaluate one stage; returns its run.json record."""
+def run_stage(number, values, base_model, inputs, args, env, blas_note):
+    """Prepare-train-fuse-evaluate one stage, skipping steps an interrupted attempt finished; returns run.json."""
     paths = stage_paths(args.output_dir, number)
-    fingerprint = stage_fingerprint(config, base_model, data.dataset_fingerprint(examples), args.chat_template)
-    prepare_stage_dir(number, paths, fingerprint, args.force)
+    fingerprint = stage_fingerprint(values, base_model, inputs)
+    previous = prepare_stage_dir(number, paths, fingerprint, args)
     base_dir = resolve_model_dir(base_model)
-    files, stats = prepare_stage_data(number, config, examples, encoded, paths, args.dataset, args.strict)
-    log_stage_summary(number, config, stats)
-    record = {"stage": number, "status": "running", "config": config, "base_model": base_model,
-              "base_model_dir": str(base_dir), "fingerprint": fingerprint, "data": stats, "blas": blas_note,
-              "commands": [], "timings": {}}
-    for name, command, job, produces in stage_plan(number, config, base_dir, files, paths, args.test):
-        if produces is not None and produces.exists():
-            log(f"{name}: {produces} is already there", number)
+    files, stats = prepare_stage_data(number, values, inputs.examples, inputs.encoded, paths, args.dataset,
+                                      args.strict, args.test)
+    log_stage_summary(number, values, stats)
+    record = previous or {"stage": number, "status": "running", "config": {**values, "base_model": base_model},
+                          "base_model": base_model, "base_model_dir": str(base_dir), "fingerprint": fingerprint, "data": stats,
+                          "blas": blas_note, "commands": {}, "timings": {}}
+    for name, command, job, produces in stage_plan(number, values, base_dir, files, paths, args.test):
+        if name in record["timings"] or (produces is not None and produces.exists()):
+            log(f"{name}: finished by the interrupted attempt; skipping", number)
             continue
         if job is not None:
-            Path(command[-1]).write_text(json.dumps(job, indent=2))
-        record["commands"].append(shlex.join(command))
-        record["timings"][name] = run_step(number, name, command, env, paths.stage_dir / "stage.log")
+            runstate.write_json(Path(command[-1]), job)
+        record["commands"][name] = shlex.join(command)
+        record["timings"][name] = run_step(number, name, command, env, paths.stage_dir / "stage.log",
+                                           rerun_command(args))
         if produces is not None:
             partial_path(produces).rename(produces)
+        runstate.write_json(paths.run_json, record)
     finish_fused_model(paths, args.chat_template)
-    record.update(collect_results(paths))
-    record["status"] = "done"
+    record.update(collect_results(paths), status="done", fused_files=fused_files(paths.fused_dir))
     runstate.write_json(paths.run_json, record)
     report_stage(number, record)
     return record
 
 
-def prepare_stage_dir(number, paths, fingerprint, force):
-    """Keep an interrupted attempt with the same inputs (training resumes from its last checkpoint); clear
-    anything else. Finished stages never get here without --force."""
+PIPELINE_FILES = ("data", "stage.log", "run.json", "fingerprint.json", "train_job.json", "eval_job.json",
+                  "train_result.json", "eval_result.json", "adapter_config.json", "adapters.safetensors",
+                  "best_adapters.safetensors", "last_adapters.safetensors", "checkpoint.safetensors")
+
+
+def prepare_stage_dir(number, paths, fingerprint, args):
+    """Continue an interrupted attempt with the same inputs (returns its run.json record); an attempt with other
+    inputs is discarded only with --force, and then only the files the pipeline wrote."""
     marker = paths.stage_dir / "fingerprint.json"
     same = marker.exists() and json.loads(marker.read_text()) == json.loads(json.dumps(fingerprint, default=str))
-    if same and not force:
+    record = read_run_json(paths) if same else None
+    if same and not args.force:
         log(f"continuing the interrupted attempt in {paths.stage_dir}", number)
-    elif paths.stage_dir.exists():
-        shutil.rmtree(paths.stage_dir)
+        runstate.write_json(marker, fingerprint)
+        return record if record and record.get("status") == "running" else None
+    attempt = [name for name in PIPELINE_FILES if (paths.stage_dir / name).exists()]
+    attempt += [p.name for p in paths.stage_dir.glob("train-base-q*")]
+    if attempt and not args.force and finished_stage(paths) is None:
+        raise PipelineError(
+            f"stage {number}: {paths.stage_dir} holds an interrupted attempt made with other inputs (dataset, "
+            f"config, template or base model changed); it was kept.\n  Re-run with --force to discard it and train "
+            f"again: {rerun_command(args, '--force')}", EXIT_INVALID)
+    for name in attempt:
+        target = paths.stage_dir / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
     shutil.rmtree(fused_tmp(paths), ignore_errors=True)
     paths.stage_dir.mkdir(parents=True, exist_ok=True)
     runstate.write_json(marker, fingerprint)
+    return None
+
+
+MODEL_FILE_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json",
+                       "tokenizer*", "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt",
+                       "added_tokens.json")
 
 
 def partial_path(path):
@@ -476,7 +548,8 @@ def partial_path(path):
 
 
 def finish_fused_model(paths, chat_template_file):
-    """Carry a --chat-template override into the fused model, then move it into place in one rename."""
+    """Carry a --chat-template override into the fused model, then move it into place. Files a user put in the
+    fused directory stay; the previous model's files are replaced."""
     tmp = fused_tmp(paths)
     if chat_template_file:
         config_file = tmp / "tokenizer_config.json"
@@ -484,18 +557,24 @@ def finish_fused_model(paths, chat_template_file):
         tokenizer_config["chat_template"] = Path(chat_template_file).read_text()
         runstate.write_json(config_file, tokenizer_config)
         (tmp / "chat_template.jinja").unlink(missing_ok=True)
-    if paths.fused_dir.exists():
-        shutil.rmtree(paths.fused_dir)
-    tmp.rename(paths.fused_dir)
+    if not paths.fused_dir.exists():
+        tmp.rename(paths.fused_dir)
+        return
+    for stale in (f for pattern in MODEL_FILE_PATTERNS for f in paths.fused_dir.glob(pattern)):
+        stale.unlink()  # an old shard left beside new ones would be loaded with them
+    for item in tmp.iterdir():
+        os.replace(item, paths.fused_dir / item.name)
+    tmp.rmdir()
 
 
 def collect_results(paths):
     trained = json.loads((paths.stage_dir / "train_result.json").read_text())
     evaluated = json.loads((paths.stage_dir / "eval_result.json").read_text())
+    base_loss = evaluated["base"]["valid"]["loss"] if "base" in evaluated else trained["val_reports"][0]["val_loss"]
     return {
         "train": {k: v for k, v in trained.items() if k not in ("train_reports", "val_reports")},
         "curves": {"train": trained["train_reports"], "valid": trained["val_reports"]},
-        "fuse_check": fuse_check(*(evaluated[k]["valid"]["loss"] for k in ("base", "adapters", "fused"))),
+        "fuse_check": fuse_check(base_loss, trained["kept"]["val_loss"], evaluated["fused"]["valid"]["loss"]),
         "test": evaluated["fused"].get("test"),
     }
 
@@ -508,24 +587,24 @@ def fuse_check(base_loss, adapters_loss, fused_loss):
             "gain_retained": (base_loss - fused_loss) / gain if gain > 0 else None}
 
 
-def log_stage_summary(number, config, stats):
+def log_stage_summary(number, values, stats):
     counts = ", ".join(f"{s} {stats[s]['examples']}" for s in data.SPLITS)
     log(f"data: {counts}; trained tokens (train) {stats['train']['trained_tokens']} of "
         f"{stats['train']['tokens']}", number)
-    log(describe_schedule(stage_schedule(config), config["iters"]), number)
+    log(describe_schedule(stage_schedule(values), optimizer_updates(values)), number)
 
 
 def report_stage(number, record):
     train, check = record["train"], record["fuse_check"]
     kept = train["kept"]
-    log(f"fused the {kept['which']} adapters" + (f" (iteration {kept['iteration']}, valid loss "
-        f"{kept['val_loss']:.4f})" if "iteration" in kept else ""), number)
+    log(f"fused the {kept['which']} adapters (iteration {kept['iteration']}, valid loss {kept['val_loss']:.4f})",
+        number)
     if train.get("early_stopped"):
         log(f"stopped early at iteration {train['early_stopped']['iteration']}: {train['early_stopped']['reason']}",
             number)
-    log(f"done: final train loss {train['final_train_loss']:.4f}, valid loss {train['final_valid_loss']:.4f}; "
-        f"fused valid loss {check['fused_valid_loss']:.4f} ({100 * check['relative_difference']:.2f}% from "
-        f"base+adapters)", number)
+    final_train = f"{train['final_train_loss']:.4f}" if train["final_train_loss"] is not None else "n/a"
+    log(f"done: final train loss {final_train}, valid loss {train['final_valid_loss']:.4f}; fused valid loss "
+        f"{check['fused_valid_loss']:.4f} ({100 * check['relative_difference']:.2f}% from base+adapters)", number)
     if check["gain_retained"] is not None:
         log(f"valid loss {check['base_valid_loss']:.4f} before the stage; the fused model keeps "
             f"{100 * check['gain_retained']:.0f}% of the gain", number)
@@ -538,6 +617,19 @@ def report_stage(number, record):
         log(f"test loss {record['test']['loss']:.4f}, perplexity {record['test']['perplexity']:.3f}", number)
 
 
+def add_missing_test(number, values, paths, record, args, env):
+    """--test on a finished stage: score its fused model on the stage's test split, nothing else."""
+    test_file = data.token_file(paths.stage_dir / "data", "test")
+    job = evaluate_job(values, [{"label": "fused", "model": str(paths.fused_dir), "splits": {"test": str(test_file)}}],
+                       paths.stage_dir / "test_result.json")
+    command = worker_command("evaluate", paths.stage_dir / "test_job.json")
+    runstate.write_json(Path(command[-1]), job)
+    run_step(number, "test", command, env, paths.stage_dir / "stage.log", rerun_command(args))
+    record["test"] = json.loads((paths.stage_dir / "test_result.json").read_text())["fused"]["test"]
+    runstate.write_json(paths.run_json, record)
+    report_stage(number, record)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The pipeline
 # ---------------------------------------------------------------------------------------------------------
@@ -548,49 +640,98 @@ def selected_stages(stage_arg):
 def cli_overrides(args):
     flags = {"base_model": args.base_model, "iters": args.iters, "batch_size": args.batch_size,
              "max_seq_length": args.max_seq_length, "learning_rate": args.learning_rate}
-    overrides = {k: v for k, v in flags.items() if v is not None}
-    if args.demo:
-        overrides = {**DEMO_SETTINGS, "iters": DEMO_ITERS, **overrides}
-    return overrides
+    return {k: v for k, v in flags.items() if v is not None}
 
 
-def check_stage_inputs(numbers, output_dir, base_model):
-    """A later stage started alone needs the previous stage's fused model."""
+def rerun_command(args, *extra):
+    """The command the user ran, as they typed it (plus `extra`), for hints that say what to run next."""
+    argv = [a for a in (args.argv or []) if a not in extra]
+    return shlex.join(["python", "train_mlx.py", *argv, *extra])
+
+
+def check_stage_inputs(numbers, args):
+    """A later stage started alone needs the previous stage's fused model, made from the same dataset."""
     first = numbers[0]
-    if first > 1 and not stage_paths(output_dir, first - 1).fused_dir.exists():
+    if first == 1:
+        return
+    previous = stage_paths(args.output_dir, first - 1)
+    if finished_stage(previous) is None:
+        command = rerun_command(args).replace(f"--stage {first}", f"--stage {first - 1}")
         raise PipelineError(
-            f"--stage {first} starts from {stage_paths(output_dir, first - 1).fused_dir}, which does not exist.\n"
-            f"  Run stage {first - 1} first (python train_mlx.py --stage {first - 1}), or --stage all.")
+            f"--stage {first} starts from {previous.fused_dir}, which is missing or unfinished.\n"
+            f"  Run stage {first - 1} first ({command}), or --stage all.", EXIT_INVALID)
 
 
-def decide_skip(number, config, base_model, dataset_fp, args):
+def check_dataset_unchanged(number, output_dir, dataset_fp, args):
+    """A stage must not train on data that differs from what the stage it starts from trained on: examples
+    that stage trained on could now be held out here."""
+    if number == 1:
+        return
+    previous = read_run_json(stage_paths(output_dir, number - 1)) or {}
+    trained_on = previous.get("fingerprint", {}).get("dataset")
+    if trained_on and trained_on != dataset_fp:
+        raise PipelineError(
+            f"stage {number}: the dataset changed since stage {number - 1} was trained (fingerprint {trained_on} "
+            f"then, {dataset_fp} now), so its training examples may sit in this stage's held-out splits.\n"
+            f"  Redo the chain from stage {number - 1}: "
+            f"{rerun_command(args, '--force').replace(f'--stage {number}', f'--stage all')}", EXIT_INVALID)
+
+
+def decide_skip(number, values, base_model, inputs, args):
     """True when the stage already finished with the same inputs; an error when its inputs changed."""
     paths = stage_paths(args.output_dir, number)
     done = finished_stage(paths)
     if done is None:
         return False
-    if done["fingerprint"] == stage_fingerprint(config, base_model, dataset_fp, args.chat_template):
+    same = done["fingerprint"] == json.loads(json.dumps(stage_fingerprint(values, base_model, inputs), default=str))
+    if same and not args.force:
         log(f"already done with the same inputs ({paths.fused_dir}); skipping", number)
         return True
     if args.force:
-        log(f"inputs changed since {paths.fused_dir} was made; --force: redoing it", number)
+        log(f"--force: redoing it ({paths.fused_dir} is replaced when the new model is ready)", number)
         return False
     raise PipelineError(
-        f"stage {number} finished earlier with different inputs (dataset, config or base model changed): "
-        f"{paths.fused_dir} was kept.\n  Re-run with --force to redo stage {number} and every stage after it.")
+        f"stage {number} finished earlier with different inputs (dataset, config, template or base model changed): "
+        f"{paths.fused_dir} was kept.\n  Re-run with --force to redo stage {number} and every stage after it: "
+        f"{rerun_command(args, '--force')}", EXIT_INVALID)
 
 
-def print_plan(number, config, base_model, examples, encoded, args):
+def stage_status(number, values, base_model, inputs, args):
+    """What a real run would do with this stage, for --dry-run."""
+    paths = stage_paths(args.output_dir, number)
+    done = finished_stage(paths)
+    if done is not None:
+        same = done["fingerprint"] == json.loads(json.dumps(stage_fingerprint(values, base_model, inputs),
+                                                            default=str))
+        if same and not args.force:
+            return "skip: already done with the same inputs"
+        return "redo (--force)" if args.force else "stop: finished with other inputs; needs --force"
+    marker = paths.stage_dir / "fingerprint.json"
+    fingerprint = json.loads(json.dumps(stage_fingerprint(values, base_model, inputs), default=str))
+    if marker.exists() and json.loads(marker.read_text()) == fingerprint:
+        record = read_run_json(paths) or {}
+        finished = list(record.get("timings", {}))
+        iteration = runstate.checkpoint_iteration(paths.stage_dir / "checkpoint.safetensors")
+        if "train" in finished:
+            return f"resume after the {finished[-1]} step"
+        if iteration:
+            return f"resume training at iteration {iteration}"
+    return "train"
+
+
+def print_plan(number, values, base_model, inputs, args):
     paths = stage_paths(args.output_dir, number)
     base_dir = Path(base_model) if number > 1 else resolve_model_dir(base_model)
+    status = stage_status(number, values, base_model, inputs, args)
     # A finished stage's data stays as it was trained on; an unfinished one gets its data to look at.
-    files, stats = prepare_stage_data(number, config, examples, encoded, paths, args.dataset, args.strict,
-                                      write=finished_stage(paths) is None)
-    log(f"{config['name']}: {config['focus']}", number)
-    log(f"base model: {base_model}; iters {config['iters']}, learning_rate {config['learning_rate']}, "
-        f"batch_size {config['batch_size']}, max_seq_length {config['max_seq_length']}", number)
-    log_stage_summary(number, config, stats)
-    for name, command, job, _ in stage_plan(number, config, base_dir, files, paths, args.test):
+    files, stats = prepare_stage_data(number, values, inputs.examples, inputs.encoded, paths, args.dataset,
+                                      args.strict, args.test, write=status == "train")
+    log(f"{values['name']}: {values['focus']}", number)
+    log(f"would {status}", number)
+    log(f"base model: {base_model}; iters {values['iters']}, learning_rate {values['learning_rate']}, "
+        f"batch_size {values['batch_size']}, max_seq_length {values['max_seq_length']}", number)
+    log_stage_summary(number, values, stats)
+    for name, command, job, _ in stage_plan(number, values, base_dir, files, paths, args.test):
         log(f"would run {name}: {shlex.join(command)}", number)
         if job is not None:
             log(f"  with {command[-1]}: {json.dumps(job)}", number)
@@ -600,35 +741,50 @@ def run_pipeline(args):
     numbers = selected_stages(args.stage)
     configs = resolve_configs(args, numbers)
     examples = validate_dataset(args.dataset, args.strict)
-    base_model = build_demo_model(args.output_dir, args.dataset) if args.demo else configs[numbers[0]]["base_model"]
-    if not args.dry_run:
-        check_stage_inputs(numbers, args.output_dir, base_model)
-    tokenizer = load_tokenizer(resolve_model_dir(tokenizer_source(numbers[0], args.output_dir, base_model)),
-                               args.chat_template)
-    encoded = encode_examples(tokenizer, examples, validate.load_default_tools())
-    env, blas_note = child_process_blas(args.blas)
-    if args.dry_run:
-        for number in numbers:
-            print_plan(number, configs[number], stage_base(number, args.output_dir, base_model), examples, encoded,
-                       args)
-        log("dry run: nothing was trained")
-        return
     with runstate.output_lock(Path(args.output_dir)):
+        base_model = build_demo_model(args.output_dir, args.dataset) if args.demo else configs[numbers[0]]["base_model"]
+        if not args.dry_run:
+            check_stage_inputs(numbers, args)
+        first_base = resolve_model_dir(tokenizer_source(numbers[0], args.output_dir, base_model))
+        for number in numbers:
+            check_against_model(configs[number], number, first_base)
+        tokenizer = load_tokenizer(first_base, args.chat_template)
+        default_tools = validate.load_default_tools()
+        inputs = RunInputs(examples, encode_examples(tokenizer, examples, default_tools),
+                           data.dataset_fingerprint(examples), digest(tokenizer.chat_template),
+                           digest(json.dumps(default_tools, sort_keys=True)))
+        env, blas_note = child_process_blas(args.blas)
+        if args.dry_run:
+            for number in numbers:
+                print_plan(number, configs[number], stage_base(number, args.output_dir, base_model), inputs, args)
+            log("dry run: nothing was trained")
+            return
         redo = False
         for number in numbers:
             base = stage_base(number, args.output_dir, base_model)
-            if redo or not decide_skip(number, configs[number], base, data.dataset_fingerprint(examples), args):
-                run_stage(number, configs[number], base, examples, encoded, args, env, blas_note)
+            if redo or not decide_skip(number, configs[number], base, inputs, args):
+                check_dataset_unchanged(number, args.output_dir, inputs.dataset, args)
+                run_stage(number, configs[number], base, inputs, args, env, blas_note)
                 redo = True  # every stage after a (re)trained one must be redone too
+            elif args.test and not (read_run_json(stage_paths(args.output_dir, number)) or {}).get("test"):
+                paths = stage_paths(args.output_dir, number)
+                add_missing_test(number, configs[number], paths, read_run_json(paths), args, env)
 
 
 def resolve_configs(args, numbers):
     """{stage: resolved config}, checked, with every override said once."""
     file_config = load_yaml_config(args.config) if args.config else {"shared": {}, "stages": {}}
     configs, notes = {}, {}
+    demo = [("demo", DEMO_SETTINGS)] if args.demo else []
     for number in numbers:
-        configs[number], notes[number] = resolve_stage_config(number, file_config, cli_overrides(args))
-        check_choices(configs[number], number)
+        layers = [("defaults", DEFAULTS), (f"STAGES[{number}]", STAGES[number]), *demo,
+                  ("config file", file_config["shared"]),
+                  (f"config file stages.{number}", file_config["stages"].get(number, {})),
+                  ("command line", cli_overrides(args))]
+        configs[number], notes[number] = resolve(layers, quiet=2 + len(demo))
+        check_stage_config(configs[number], number)
+    if args.demo:
+        log("demo settings: " + ", ".join(f"{k}={v}" for k, v in DEMO_SETTINGS.items()))
     log_overrides(notes)
     return configs
 
@@ -681,8 +837,8 @@ def preview(args):
     example = next((ex for ex in report.examples if ex.line == args.preview), None)
     if example is None:
         raise PipelineError(f"{args.dataset}:{args.preview}: no example on that line", EXIT_INVALID)
-    config, _ = resolve_stage_config(1, load_yaml_config(args.config) if args.config else {}, cli_overrides(args))
-    model = build_demo_model(args.output_dir, args.dataset) if args.demo else config["base_model"]
+    values, _ = resolve_stage_config(1, load_yaml_config(args.config) if args.config else {}, cli_overrides(args))
+    model = build_demo_model(args.output_dir, args.dataset) if args.demo else values["base_model"]
     tokenizer = load_tokenizer(resolve_model_dir(model), args.chat_template)
     tools = example.record.get("tools", validate.load_default_tools())
     text, ranges = render.assistant_char_ranges(tokenizer, example.messages, tools)
@@ -715,12 +871,13 @@ def build_parser():
     what.add_argument("--preview", type=int, metavar="N", help="show dataset line N as the model sees it and exit")
     what.add_argument("--json", action="store_true", help="with --preview: print segments as JSON")
     what.add_argument("--demo", action="store_true",
-                      help=f"build a tiny local model and run on it with {DEMO_ITERS} iterations a stage (offline)")
+                      help=f"build a tiny local model and run on it with {DEMO_SETTINGS['iters']} iterations a stage "
+                           "(offline)")
     inputs = p.add_argument_group("inputs and outputs")
     inputs.add_argument("--base-model", help=f"model for stage 1 (default: {DEFAULTS['base_model']})")
     inputs.add_argument("--dataset", default="dataset.jsonl", help="chat JSONL file (default: dataset.jsonl)")
     inputs.add_argument("--output-dir", default="models", help="where stages and fused models go (default: models)")
-    inputs.add_argument("--config", help="YAML file overriding DEFAULTS (top level) and STAGES (under stages:)")
+    inputs.add_argument("--config", help="YAML file overriding SETTINGS (top level) and STAGES (under stages:)")
     inputs.add_argument("--chat-template", help="Jinja chat template to use instead of the model's own")
     knobs = p.add_argument_group("overrides (every stage)")
     knobs.add_argument("--iters", type=int, help="iterations per stage, e.g. 3 for a smoke run")
@@ -729,7 +886,8 @@ def build_parser():
     knobs.add_argument("--learning-rate", type=float, help="peak learning rate")
     safety = p.add_argument_group("safety")
     safety.add_argument("--force", action="store_true",
-                        help="redo a finished stage whose inputs changed (and every stage after it)")
+                        help="redo finished stages (and every stage after them), discarding an interrupted "
+                             "attempt made with other inputs")
     safety.add_argument("--strict", action="store_true", help="treat dataset warnings as errors")
     safety.add_argument("--blas", choices=["auto", "bundled"], default=None,
                         help="Linux CPU: 'auto' preloads the system OpenBLAS into child processes (default; "
@@ -739,7 +897,11 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if args.demo and args.base_model:
+            raise PipelineError("--demo builds its own tiny model; drop --base-model, or drop --demo to train "
+                                f"{args.base_model}", EXIT_INVALID)
         if args.preview is not None:
             preview(args)
         else:

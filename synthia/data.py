@@ -2,7 +2,7 @@
 
 import hashlib
 import json
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -13,25 +13,15 @@ UNCATEGORIZED = "(none)"
 
 
 def split_of_examples(examples, seed, valid_fraction, test_fraction):
-    """{line: split}. Stratified by category; an example's split depends only on its content and the seed,
-    so it lands in the same split in every stage."""
-    groups = defaultdict(list)
-    for ex in examples:
-        groups[ex.category or UNCATEGORIZED].append(ex)
-    assignment = {}
-    for group in groups.values():
-        ranked = sorted(group, key=lambda ex: hashlib.sha256(f"{seed}:{ex.fingerprint}".encode()).hexdigest())
-        n_test, n_valid = held_out_counts(len(ranked), valid_fraction, test_fraction)
-        for rank, ex in enumerate(ranked):
-            assignment[ex.line] = "test" if rank < n_test else "valid" if rank < n_test + n_valid else "train"
-    return assignment
+    """{line: split}. Each example's split is drawn from the hash of its own content and the seed, against the
+    fractions, so it never depends on the other examples: adding or removing lines moves no one, and an example
+    lands in the same split in every stage."""
+    return {ex.line: split_of(ex.fingerprint, seed, valid_fraction, test_fraction) for ex in examples}
 
 
-def held_out_counts(n, valid_fraction, test_fraction):
-    """(test, valid) sizes for a category of n examples: at least one each once a category has 5."""
-    if n < 5:
-        return 0, 0
-    return max(1, round(n * test_fraction)), max(1, round(n * valid_fraction))
+def split_of(fingerprint, seed, valid_fraction, test_fraction):
+    draw = int(hashlib.sha256(f"{seed}:{fingerprint}".encode()).hexdigest()[:15], 16) / 16**15  # uniform in [0, 1)
+    return "test" if draw < test_fraction else "valid" if draw < test_fraction + valid_fraction else "train"
 
 
 def in_stage(example, categories):

@@ -91,8 +91,9 @@ def assistant_char_ranges(tokenizer, messages, tools):
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prompt = render(tokenizer, messages[:i], tools, add_generation_prompt=True) if i else ""
         upto = render(tokenizer, messages[: i + 1], tools)
+        prompt = (render(tokenizer, messages[:i], tools, add_generation_prompt=True) if i
+                  else opening_prompt(tokenizer, upto, tools))
         if not (upto.startswith(prompt) and full.startswith(upto)):
             raise TemplateError(
                 f"the chat template does not render messages[{i}] as a continuation of the conversation before it "
@@ -103,6 +104,24 @@ def assistant_char_ranges(tokenizer, messages, tools):
         end = turn.find(marker) + len(marker) if marker and marker in turn else len(turn.rstrip("\n"))
         ranges.append((len(prompt), len(prompt) + end, message.get("weight", 1)))
     return full, ranges
+
+
+def generation_prompt(tokenizer, tools):
+    """What the template appends to ask for an assistant turn (Qwen: "<|im_start|>assistant\n")."""
+    probe = [{"role": "user", "content": PROBE_RESULT}]
+    asked = render(tokenizer, probe, tools, add_generation_prompt=True)
+    return asked[len(render(tokenizer, probe, tools)):]
+
+
+def opening_prompt(tokenizer, upto, tools):
+    """For a conversation that opens with the assistant: everything the template puts before that turn (its
+    default system prompt included), which is context and never trained."""
+    marker = generation_prompt(tokenizer, tools)
+    at = upto.find(marker) if marker else -1
+    if at < 0:
+        raise TemplateError("cannot find where the opening assistant turn starts in the rendered text; start the "
+                            "conversation with a system or user message")
+    return upto[: at + len(marker)]
 
 
 def segments(text, ranges):
@@ -224,4 +243,27 @@ def template_problems(tokenizer):
     first_turn = text[ranges[0][0]:ranges[0][1]] if ranges else ""
     if PROBE_ARGUMENT not in first_turn:
         problems.append("the assistant's tool call is not inside its own turn")
+    elif not rendered_arguments_are_json(first_turn):
+        problems.append("the chat template renders tool-call arguments in a form that is not JSON (such as a "
+                        "Python dict {'query': ...}), so the model would learn to emit calls no parser reads")
     return problems
+
+
+def rendered_arguments_are_json(turn):
+    """True when the probe's arguments appear in the turn as a JSON object: {"query": "<argument>"}."""
+    decoder = json.JSONDecoder()
+    for start in (k for k, ch in enumerate(turn) if ch == "{"):
+        try:
+            value, _ = decoder.raw_decode(turn, start)
+        except ValueError:
+            continue
+        if contains_probe_arguments(value):
+            return True
+    return False
+
+
+def contains_probe_arguments(value):
+    if value == {"query": PROBE_ARGUMENT}:
+        return True
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return any(contains_probe_arguments(child) for child in children)

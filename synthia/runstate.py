@@ -7,6 +7,8 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 
 class RunLocked(Exception):
     """Another live run holds the output directory."""
@@ -14,35 +16,22 @@ class RunLocked(Exception):
 
 @contextmanager
 def output_lock(output_dir):
-    """One run per output directory; a lock left by a dead process is taken over."""
+    """One run per output directory. An OS lock (filelock): the system releases it when the process dies, so
+    there is no stale lock to take over and no race between two runs that find one."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    lock = output_dir / ".synthia.lock"
+    lock, owner = FileLock(output_dir / ".synthia.lock"), output_dir / ".synthia.owner"
     try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        holder = int(lock.read_text().strip() or 0)
-        if holder and process_alive(holder):
-            raise RunLocked(f"another run (pid {holder}) is using {output_dir}; wait for it to finish, or use "
-                            f"another --output-dir")
-        print(f"taking over the lock of a run that is gone (pid {holder})")
-        lock.unlink()
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = owner.read_text().strip() if owner.exists() else "unknown"
+        raise RunLocked(f"another run (pid {holder}) is using {output_dir}; wait for it to finish, or use "
+                        f"another --output-dir") from None
     try:
+        owner.write_text(str(os.getpid()))
         yield
     finally:
-        lock.unlink(missing_ok=True)
-
-
-def process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, owned by someone else
-    return True
+        owner.unlink(missing_ok=True)
+        lock.release()
 
 
 def model_identity(name_or_path):
@@ -59,3 +48,14 @@ def write_json(path, value):
     tmp = Path(str(path) + ".tmp")
     tmp.write_text(json.dumps(value, indent=2, default=str))
     tmp.replace(path)
+
+
+def checkpoint_iteration(path):
+    """The iteration a training checkpoint was written at, read from its safetensors header; 0 when there is none.
+    (The parent never imports MLX, so it reads the header itself: 8 bytes of length, then JSON.)"""
+    try:
+        with open(path, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        return json.loads(header["__metadata__"]["record"])["iteration"]
+    except (OSError, ValueError, KeyError):
+        return 0

@@ -62,7 +62,8 @@ def test_trained_tokens_are_exactly_the_assistant_turns(tokenizer):
     for prompt_part in ("You are Synthia.", "Read main.rs and lib.rs", "<tool_response>\n1\tfn main() {}",
                         "exit code 0", "<|im_start|>assistant\n"):
         assert prompt_part in untrained_text
-    assert "cargo test" not in untrained_text.split("# Tools")[0]
+    assert "# Tools" in untrained_text  # the tool definitions are context
+    assert '"arguments": {"command": "cargo test"}' not in untrained_text
     assert encoded.trained_tokens == sum(render.loss_mask(encoded))
 
 
@@ -138,3 +139,23 @@ def test_probe_conversation_is_valid_data():
     messages, tools = render.probe_conversation()
     assert check_record({"messages": messages, "tools": tools}, TOOLS)[0] == []
     assert json.loads(messages[1]["tool_calls"][0]["function"]["arguments"]) == {"query": render.PROBE_ARGUMENT}
+
+
+def test_a_conversation_opening_with_the_assistant_trains_no_system_text(tokenizer):
+    messages = [{"role": "assistant", "content": "Hello, what shall we build?"},
+                {"role": "user", "content": "A parser."},
+                {"role": "assistant", "content": "Starting with the grammar."}]
+    encoded = render.encode(tokenizer, messages, TOOLS)
+    trained = [tokenizer.decode(encoded.tokens[s:e]) for s, e in encoded.spans]
+    assert trained == ["Hello, what shall we build?<|im_end|>", "Starting with the grammar.<|im_end|>"]
+    text = render.render(tokenizer, messages, TOOLS)
+    assert text.startswith("<|im_start|>system\n")  # the template's default system prompt: context only
+
+
+def test_probe_rejects_a_template_that_renders_arguments_as_a_python_dict(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    template = tokenizer._tokenizer.chat_template.replace("tool_call.arguments | tojson", "tool_call.arguments")
+    assert template != tokenizer._tokenizer.chat_template
+    tokenizer._tokenizer.chat_template = template
+    assert "{'query': 'probe-argument-7f3a'}" in render.render(tokenizer, *render.probe_conversation())
+    assert any("not JSON (such as a Python dict" in p for p in render.template_problems(tokenizer))

@@ -1,5 +1,8 @@
-"""An interrupted stage resumes from its last checkpoint and ends where an uninterrupted run would."""
+"""An interrupted stage resumes exactly: killed at a checkpoint (dropout on, keep: best, save_every not a multiple
+of steps_per_eval), it ends with the adapters, best iteration and loss curves of an uninterrupted run."""
 
+import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +19,11 @@ grad_checkpoint: false
 num_layers: -1
 steps_per_report: 1
 steps_per_eval: 4
-save_every: 4
-keep: last
+save_every: 3
+keep: best
 learning_rate: 1.0e-3
-lora_parameters: {rank: 4, scale: 10.0, dropout: 0.0}
+lora_parameters: {rank: 4, scale: 10.0, dropout: 0.05}
+valid_fraction: 0.2
 """
 ITERS = 12
 
@@ -30,14 +34,22 @@ def command(root, tiny_model_dir, output):
             "--output-dir", str(root / output)]
 
 
-def run_killing_the_worker_at(cmd, iteration):
-    """Run the pipeline; SIGKILL its training child once it reports `iteration`. Returns (exit code, output)."""
+def children(pid):
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+def run_killing_the_worker_after(cmd, checkpoint_iteration):
+    """Run the pipeline; SIGKILL its training child once it saved the checkpoint of `checkpoint_iteration`."""
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     output = []
     for line in process.stdout:
         output.append(line)
-        if f"iter {iteration}/{ITERS}  train" in line:
-            subprocess.run(["pkill", "-9", "-f", f"synthia.worker train {cmd[-1]}/stage1/train_job.json"])
+        if f"iter {checkpoint_iteration}/{ITERS}  checkpoint saved" in line:
+            for child in children(process.pid):
+                subprocess.run(["kill", "-9", str(child)])
     return process.wait(), "".join(output)
 
 
@@ -45,12 +57,16 @@ def run_killing_the_worker_at(cmd, iteration):
 def runs(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("resume")
     (root / "c.yaml").write_text(CONFIG)
-    write_dataset(root / "data.jsonl", per_category=12, categories=["tool_use"])
+    write_dataset(root / "data.jsonl", per_category=16, categories=["tool_use"])
     straight = subprocess.run(command(root, tiny_model_dir, "straight"), capture_output=True, text=True, cwd=ROOT)
     assert straight.returncode == 0, straight.stdout[-2000:] + straight.stderr[-2000:]
-    code, killed_output = run_killing_the_worker_at(command(root, tiny_model_dir, "killed"), 6)
+    code, killed_output = run_killing_the_worker_after(command(root, tiny_model_dir, "killed"), 6)
     resumed = subprocess.run(command(root, tiny_model_dir, "killed"), capture_output=True, text=True, cwd=ROOT)
     return root, code, killed_output, resumed
+
+
+def record(root, output):
+    return json.loads((root / output / "stage1" / "run.json").read_text())
 
 
 def test_a_killed_training_child_fails_the_stage_with_a_message(runs):
@@ -59,21 +75,39 @@ def test_a_killed_training_child_fails_the_stage_with_a_message(runs):
     assert "stage 1: step 'train' failed (exit code -9)" in output
 
 
-def test_rerunning_resumes_from_the_last_checkpoint(runs):
+def test_rerunning_resumes_from_the_checkpoint(runs):
     root, _, _, resumed = runs
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     assert "continuing the interrupted attempt" in resumed.stdout
-    start = int(resumed.stdout.split("resuming from iteration ")[1].split()[0])
-    assert start in (4, 8)
+    assert "resuming from iteration 6" in resumed.stdout
     first_trained = int(resumed.stdout.split("  train ")[0].rsplit("iter ", 1)[1].split("/")[0])
-    assert first_trained == start + 1  # at most save_every iterations are repeated
-    assert (root / "killed" / "synthia-stage1" / "config.json").exists()
+    assert first_trained == 7
 
 
-def test_resumed_adapters_equal_an_uninterrupted_run(runs):
+def test_the_log_of_the_killed_run_is_complete_to_its_last_line(runs):
     root, *_ = runs
-    straight = mx.load(str(root / "straight" / "stage1" / "adapters.safetensors"))
-    resumed = mx.load(str(root / "killed" / "stage1" / "adapters.safetensors"))
-    assert straight.keys() == resumed.keys()
-    for name in straight:
-        assert mx.allclose(straight[name], resumed[name], atol=1e-5, rtol=1e-4).item(), name
+    log = (root / "killed" / "stage1" / "stage.log").read_text()
+    assert f"iter 6/{ITERS}  checkpoint saved" in log
+
+
+def test_resumed_run_equals_an_uninterrupted_one(runs):
+    root, *_ = runs
+    straight, resumed = record(root, "straight"), record(root, "killed")
+    assert resumed["train"]["best"]["iteration"] == straight["train"]["best"]["iteration"]
+    assert [r["iteration"] for r in resumed["curves"]["valid"]] == [0, 4, 8, 12]
+    for a, b in zip(straight["curves"]["valid"] + straight["curves"]["train"],
+                    resumed["curves"]["valid"] + resumed["curves"]["train"]):
+        assert a["iteration"] == b["iteration"]
+        loss = "val_loss" if "val_loss" in a else "train_loss"
+        assert b[loss] == pytest.approx(a[loss], rel=1e-5, abs=1e-6)
+    for name in ("adapters", "last_adapters", "best_adapters"):
+        a = mx.load(str(root / "straight" / "stage1" / f"{name}.safetensors"))
+        b = mx.load(str(root / "killed" / "stage1" / f"{name}.safetensors"))
+        assert a.keys() == b.keys()
+        for key in a:
+            assert mx.allclose(a[key], b[key], atol=1e-5, rtol=1e-4).item(), (name, key)
+
+
+def test_dropout_was_on_so_the_random_state_mattered(runs):
+    root, *_ = runs
+    assert record(root, "straight")["config"]["lora_parameters"]["dropout"] == 0.05

@@ -1,0 +1,105 @@
+"""The typed configuration: YAML as users write it, every bad value an error before anything runs."""
+
+import re
+
+import pytest
+
+import train_mlx
+from synthia import config
+from tests.sample_data import write_dataset
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("config")
+    write_dataset(root / "data.jsonl")
+    return root
+
+
+TINY = "num_layers: -1\ntrain_bits: null\n"  # the tiny model has 2 layers; YAML keeps the last of a repeated key
+
+
+def dry_run(workspace, tiny_model_dir, yaml_text=TINY, *flags):
+    (workspace / "c.yaml").write_text(yaml_text)
+    args = ["--base-model", str(tiny_model_dir), "--dataset", str(workspace / "data.jsonl"), "--dry-run",
+            "--output-dir", str(workspace / "models"), "--config", str(workspace / "c.yaml"), *flags]
+    return train_mlx.main(args)
+
+
+def test_yaml_reads_exponent_floats_as_numbers():
+    assert config.parse_yaml("learning_rate: 1e-5\nlr_min: 1e-6\nx: 3E+2\ny: 2.0\nn: 7") == {
+        "learning_rate": 1e-5, "lr_min": 1e-6, "x": 300.0, "y": 2.0, "n": 7}
+
+
+def test_exponent_learning_rates_in_a_config_file_plan_a_run(workspace, tiny_model_dir, capsys):
+    assert dry_run(workspace, tiny_model_dir, TINY + "learning_rate: 1e-5\nlr_min: 1e-6\n") == 0
+    out = capsys.readouterr().out
+    assert "config file sets learning_rate=1e-05" in out and "cosine to 1e-06" in out
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("steps_per_report: 0\n", "steps_per_report=0 should be at least 1"),
+    ("early_stop_patience: 0\n", "early_stop_patience=0 should be at least 1"),
+    ("num_layers: 0\n", r"num_layers=0 cannot be 0 \(use -1 for all, or at least 1\)"),
+    ("num_layers: -5\n", "num_layers=-5 should be at least -1"),
+    ("num_layers: 3\n", "num_layers=3 but .* has 2 layers; use at most 2, or -1 for all"),
+    ("lora_parameters: {rank: 0, scale: 20.0, dropout: 0.0}\n", r"lora_parameters.rank=0 should be at least 1"),
+    ("lora_parameters: {rank: 8, alpha: 16}\n", r"lora_parameters: unknown key\(s\) alpha; known: .*rank"),
+    ("warmup: soon\n", "warmup='soon' should be of type int"),
+    ("lr_min: -1e-6\n", "lr_min=-1e-06 should be at least 0.0"),
+    ("learning_rate: 0\n", "learning_rate=0 should be above 0"),
+    ("val_batches: 0\n", "val_batches=0 cannot be 0"),
+    ("keep: worst\n", "keep='worst' choose one of 'best', 'last'"),
+    ("grad_checkpoint: yes please\n", "grad_checkpoint='yes please' should be of type bool"),
+    ("batch_size: two\n", "batch_size='two' should be of type int"),
+    ("categories: [tool_use, poetry]\n", "categories=.* should be null .* or a list of: tool_use"),
+    ("valid_fraction: 0.5\ntest_fraction: 0.5\n", "valid_fraction \\+ test_fraction = 1.0 leaves nothing"),
+    ("grad_accumulation_steps: 3\nsave_every: 100\n", "save_every=100 must be a multiple of grad_accumulation_steps=3"),
+    ("- batch_size: 2\n", "the config must be a mapping of key: value lines, got a list"),
+    ("just a string\n", "the config must be a mapping of key: value lines, got a str"),
+    ("batch_sise: 4\n", r"unknown key\(s\) batch_sise; known: .*batch_size"),
+    ("stages:\n  4: {iters: 1}\n", r"stages.4: no such stage \(known: 1, 2, 3\)"),
+    ("stages:\n  2: {seed: 7}\n", "stages.2: seed apply to every stage .* set them at the top level"),
+    ("stages:\n  2: {valid_fraction: 0.2}\n", "stages.2: valid_fraction apply to every stage"),
+    ("batch_size: [1\n", "not valid YAML"),
+])
+def test_each_config_defect_is_an_error_before_anything_runs(workspace, tiny_model_dir, capsys, yaml_text, message):
+    mapping = not yaml_text.startswith(("-", "just"))
+    assert dry_run(workspace, tiny_model_dir, TINY + yaml_text if mapping else yaml_text) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.startswith("error: ") and re.search(message, err), err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "-1"], "batch_size=-1 should be at least 1"),
+    (["--iters", "0"], "iters=0 should be at least 1"),
+    (["--learning-rate", "-0.1"], "learning_rate=-0.1 should be above 0|should be at least 0"),
+])
+def test_bad_flags_are_errors_naming_the_key(workspace, tiny_model_dir, capsys, flags, message):
+    assert dry_run(workspace, tiny_model_dir, TINY, *flags) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_config_file_overrides_defaults_and_flags_override_both(tmp_path):
+    (tmp_path / "c.yaml").write_text("batch_size: 4\nstages:\n  2: {iters: 7, learning_rate: 3.0e-5}\n")
+    file_config = train_mlx.load_yaml_config(tmp_path / "c.yaml")
+    values, notes = train_mlx.resolve_stage_config(2, file_config, {"iters": 5})
+    assert (values["batch_size"], values["iters"], values["learning_rate"]) == (4, 5, 3.0e-5)
+    assert values["categories"] == train_mlx.STAGES[2]["categories"]
+    assert any("command line sets iters=5 (was 7 from config file stages.2)" in n for n in notes)
+    assert any("config file sets batch_size=4 (was 2 from defaults)" in n for n in notes)
+    assert train_mlx.resolve_stage_config(1, file_config, {})[0]["iters"] == train_mlx.STAGES[1]["iters"]
+
+
+def test_every_declared_default_passes_its_own_check():
+    for number in train_mlx.STAGES:
+        values, _ = train_mlx.resolve_stage_config(number, {}, {})
+        train_mlx.check_stage_config(values, number)
+
+
+def test_logging_only_keys_stay_out_of_the_fingerprint():
+    values, _ = train_mlx.resolve_stage_config(1, {}, {})
+    view = config.fingerprint_view(values, train_mlx.SETTINGS)
+    assert "steps_per_report" not in view and "save_every" not in view and "report_to" not in view
+    assert view["learning_rate"] == values["learning_rate"] and "steps_per_eval" in view

@@ -1,0 +1,117 @@
+"""A stage's life across runs: what a dry run says it will do, what changes a finished stage, resuming at the
+step that failed, and --test on a finished stage."""
+
+import json
+
+import pytest
+
+import train_mlx
+from tests.sample_data import write_dataset
+
+CONFIG = """\
+train_bits: null
+grad_checkpoint: false
+num_layers: -1
+steps_per_report: 1
+steps_per_eval: 2
+save_every: 2
+lora_parameters: {rank: 4, scale: 10.0, dropout: 0.0}
+valid_fraction: 0.2
+test_fraction: 0.2
+"""
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lifecycle")
+    (root / "c.yaml").write_text(CONFIG)
+    write_dataset(root / "data.jsonl", per_category=12, categories=["tool_use"])
+    return root
+
+
+def cli(root, tiny_model_dir, output, *extra):
+    return ["--base-model", str(tiny_model_dir), "--dataset", str(root / "data.jsonl"), "--config",
+            str(root / "c.yaml"), "--output-dir", str(root / output), "--stage", "1", "--iters", "2", *extra]
+
+
+@pytest.fixture(scope="module")
+def finished(root, tiny_model_dir):
+    assert train_mlx.main(cli(root, tiny_model_dir, "done")) == 0
+    return root / "done"
+
+
+def test_a_dry_run_says_a_finished_stage_is_skipped(root, tiny_model_dir, finished, capsys):
+    assert train_mlx.main(cli(root, tiny_model_dir, "done", "--dry-run")) == 0
+    assert "[stage 1] would skip: already done with the same inputs" in capsys.readouterr().out
+
+
+def test_a_dry_run_of_a_new_stage_says_it_trains(root, tiny_model_dir, capsys):
+    assert train_mlx.main(cli(root, tiny_model_dir, "fresh", "--dry-run")) == 0
+    assert "[stage 1] would train" in capsys.readouterr().out
+
+
+def test_a_logging_only_key_does_not_make_a_finished_stage_stale(root, tiny_model_dir, finished, capsys):
+    (root / "quiet.yaml").write_text(CONFIG.replace("steps_per_report: 1", "steps_per_report: 2"))
+    args = cli(root, tiny_model_dir, "done", "--dry-run") + ["--config", str(root / "quiet.yaml")]
+    assert train_mlx.main(args) == 0
+    assert "would skip: already done" in capsys.readouterr().out
+
+
+def test_a_changed_chat_template_makes_a_finished_stage_stale(root, tiny_model_dir, finished, capsys):
+    template = (tiny_model_dir / "tokenizer_config.json")
+    changed = root / "changed.jinja"
+    changed.write_text(json.loads(template.read_text())["chat_template"] + "{# a comment changes the content #}")
+    args = cli(root, tiny_model_dir, "done", "--dry-run", "--chat-template", str(changed))
+    assert train_mlx.main(args) == 0
+    assert "would stop: finished with other inputs; needs --force" in capsys.readouterr().out
+
+
+def test_test_on_a_finished_stage_runs_only_the_missing_evaluation(root, tiny_model_dir, finished, capsys):
+    assert "test" not in json.loads((finished / "stage1" / "run.json").read_text()) or \
+        json.loads((finished / "stage1" / "run.json").read_text())["test"] is None
+    assert train_mlx.main(cli(root, tiny_model_dir, "done", "--test")) == 0
+    out = capsys.readouterr().out
+    assert "synthia.worker evaluate" in out and "test_job.json" in out
+    assert "synthia.worker train" not in out and "mlx_lm fuse" not in out
+    record = json.loads((finished / "stage1" / "run.json").read_text())
+    assert record["test"]["loss"] > 0
+
+
+def test_a_failed_fuse_resumes_at_the_fuse_step(root, tiny_model_dir, capsys):
+    output = root / "fuse-fails"
+    output.mkdir()
+    (output / "synthia-stage1.partial").write_text("in the way: mlx_lm fuse cannot create its directory")
+    assert train_mlx.main(cli(root, tiny_model_dir, "fuse-fails")) == 1
+    assert "stage 1: step 'fuse' failed" in capsys.readouterr().err
+    (output / "synthia-stage1.partial").unlink()
+    assert train_mlx.main(cli(root, tiny_model_dir, "fuse-fails", "--dry-run")) == 0
+    assert "would resume after the train step" in capsys.readouterr().out
+    assert train_mlx.main(cli(root, tiny_model_dir, "fuse-fails")) == 0
+    out = capsys.readouterr().out
+    assert "train: finished by the interrupted attempt; skipping" in out
+    assert "synthia.worker train" not in out and "mlx_lm fuse" in out
+    assert (output / "synthia-stage1" / "config.json").exists()
+
+
+def test_run_json_names_the_base_model_really_used(finished, tiny_model_dir):
+    record = json.loads((finished / "stage1" / "run.json").read_text())
+    assert record["config"]["base_model"] == str(tiny_model_dir)
+
+
+def test_files_a_user_put_in_the_fused_directory_survive_a_forced_redo(root, tiny_model_dir, finished):
+    note = finished / "synthia-stage1" / "MY_NOTES.txt"
+    note.write_text("mine")
+    assert train_mlx.main(cli(root, tiny_model_dir, "done", "--force")) == 0
+    assert note.read_text() == "mine"
+    assert (finished / "synthia-stage1" / "model.safetensors").exists()
+
+
+def test_an_interrupted_attempt_with_other_inputs_is_kept_without_force(root, tiny_model_dir, capsys):
+    output = root / "interrupted"
+    (output / "stage1").mkdir(parents=True)
+    (output / "stage1" / "fingerprint.json").write_text('{"other": "inputs"}')
+    (output / "stage1" / "checkpoint.safetensors").write_bytes(b"an earlier attempt's checkpoint")
+    assert train_mlx.main(cli(root, tiny_model_dir, "interrupted")) == 2
+    err = capsys.readouterr().err
+    assert "holds an interrupted attempt made with other inputs" in err and "--force" in err
+    assert (output / "stage1" / "checkpoint.safetensors").read_bytes() == b"an earlier attempt's checkpoint"
