@@ -1,25 +1,16 @@
 """Give MLX's CPU backend a real BLAS in the child processes that train, fuse and evaluate.
 
-On Linux the mlx[cpu] wheel (distribution mlx-cpu) installs mlx/lib/libmlx.so linked against a
-reference BLAS it bundles in site-packages/mlx_cpu.libs/libblas-<hash>.so.3.10.0: netlib's textbook
-loops, single-digit float32 GFLOP/s. Preloading a system OpenBLAS (LD_PRELOAD) makes the dynamic
-loader bind MLX's cblas_sgemm & co. to it instead: same results, 15-30x faster matmul. The loader
-decides at process start, so the pipeline puts LD_PRELOAD in the environment of its child processes;
-the parent never needs a BLAS.
+On Linux the mlx[cpu] wheel's libmlx.so links a reference BLAS it bundles (site-packages/mlx_cpu.libs/
+libblas-<hash>.so.3): netlib's textbook loops, single-digit float32 GFLOP/s. Preloading a system OpenBLAS
+(LD_PRELOAD) makes the dynamic loader bind MLX's cblas_sgemm & co. to it instead: same results, 15-30x
+faster matmul. The loader decides at process start, so only the children's environment changes.
 
-The mode, first that is set:
-  1. the mode passed in (train_mlx.py --blas auto|bundled),
-  2. the environment variable SYNTHIA_BLAS=auto|bundled,
-  3. "auto".
-"auto" preloads a system CBLAS when MLX runs on a Linux CPU with the bundled reference BLAS and one is
-found: OpenBLAS (pthreads, OpenMP, then plain builds; where `ldconfig -p` says, then the usual
-Debian/Ubuntu, Fedora and /opt locations), then BLIS. "bundled" changes nothing. On macOS (Metal) and
-with mlx[cuda] nothing changes either, and a BLAS the user already preloads through LD_PRELOAD is kept.
-A Linux CPU with no system BLAS gets one warning with the install command, never an error.
+Mode, first that is set: the one passed in (train_mlx.py --blas), SYNTHIA_BLAS=auto|bundled, "auto".
+"auto" preloads a system OpenBLAS (else BLIS) when MLX runs on a Linux CPU with the bundled reference BLAS;
+"bundled" changes nothing, nor do macOS, mlx[cuda] and a BLAS already in the user's LD_PRELOAD. A Linux CPU
+without a system BLAS gets one warning with the install command, never an error.
 
-Nothing here imports mlx: the backend and the BLAS it links are read from the installed distributions
-and from libmlx.so's ELF dynamic section, and a candidate library's exported symbols from its ELF
-symbol table, so no BLAS is ever loaded into the parent.
+Nothing here imports mlx or loads a BLAS: libmlx.so and the candidates are read as ELF files.
 
     env, note = child_environment(args.blas)     # args.blas: "auto", "bundled" or None
     log(note)                                    # e.g. "BLAS: system OpenBLAS /usr/lib/... (preloaded ...)"
@@ -33,11 +24,14 @@ import os
 import platform
 import re
 import shutil
-import struct
 import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import threadpoolctl
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
 
 ENV_VAR = "SYNTHIA_BLAS"
 MODES = ("auto", "bundled")
@@ -63,107 +57,37 @@ INSTALL_COMMANDS = (
 )
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Reading ELF shared libraries (only what the loader needs: DT_NEEDED, RPATH/RUNPATH, exported symbols)
-# ---------------------------------------------------------------------------------------------------------
-SHT_DYNSYM, SHT_DYNAMIC = 11, 6
-DT_NEEDED, DT_RPATH, DT_RUNPATH = 1, 15, 29
-
-
-@dataclass(frozen=True)
-class _Section:
-    kind: int
-    offset: int
-    size: int
-    link: int
-
-
-@dataclass(frozen=True)
-class ElfIdentity:
-    is_64bit: bool
-    little_endian: bool
-    machine: int
-
-
-def _read_at(f, offset, size):
-    f.seek(offset)
-    data = f.read(size)
-    if len(data) != size:
-        raise ValueError("truncated ELF file")
-    return data
-
-
-def _elf_identity_and_sections(f):
-    ident = _read_at(f, 0, 16)
-    if ident[:4] != b"\x7fELF":
-        raise ValueError("not an ELF file")
-    identity_64, little = ident[4] == 2, ident[5] == 1
-    order = "<" if little else ">"
-    header_format = order + ("HHIQQQIHHHHHH" if identity_64 else "HHIIIIIHHHHHH")
-    fields = struct.unpack(header_format, _read_at(f, 16, struct.calcsize(header_format)))
-    machine, section_offset, section_entry_size, section_count = fields[1], fields[5], fields[10], fields[11]
-    section_format = order + ("IIQQQQIIQQ" if identity_64 else "IIIIIIIIII")
-    sections = []
-    for index in range(section_count):
-        raw = _read_at(f, section_offset + index * section_entry_size, struct.calcsize(section_format))
-        _, kind, _, _, offset, size, link, _, _, _ = struct.unpack(section_format, raw)
-        sections.append(_Section(kind, offset, size, link))
-    return ElfIdentity(identity_64, little, machine), sections
-
-
-def _string_at(table, offset):
-    return table[offset:table.index(b"\0", offset)].decode("utf-8", "replace")
-
-
-def elf_identity(path):
-    """Word size, byte order and machine of an ELF file, or None if it is not one."""
+# --- Shared libraries read as ELF files (pyelftools), never loaded -------------------------------------------------
+def read_elf(path, read):
+    """read(ELFFile) for the file at `path`, or None if it is missing or not an ELF file."""
     try:
         with open(path, "rb") as f:
-            return _elf_identity_and_sections(f)[0]
-    except (OSError, ValueError, struct.error):
+            return read(ELFFile(f))
+    except (OSError, ELFError):
         return None
 
 
-def elf_dynamic_entries(path):
-    """(DT_NEEDED names, RPATH + RUNPATH directories as written) of a shared library; ([], []) if unreadable."""
-    try:
-        with open(path, "rb") as f:
-            identity, sections = _elf_identity_and_sections(f)
-            entry_format = ("<" if identity.little_endian else ">") + ("qQ" if identity.is_64bit else "iI")
-            entry_size = struct.calcsize(entry_format)
-            needed, search_dirs = [], []
-            for section in (s for s in sections if s.kind == SHT_DYNAMIC):
-                strings = _read_at(f, sections[section.link].offset, sections[section.link].size)
-                raw = _read_at(f, section.offset, section.size)
-                for tag, value in struct.iter_unpack(entry_format, raw[:len(raw) - len(raw) % entry_size]):
-                    if tag == DT_NEEDED:
-                        needed.append(_string_at(strings, value))
-                    elif tag in (DT_RPATH, DT_RUNPATH):
-                        search_dirs += [d for d in _string_at(strings, value).split(":") if d]
-            return needed, search_dirs
-    except (OSError, ValueError, IndexError, struct.error):
+def dynamic_dependencies(elf):
+    """(DT_NEEDED names, DT_RPATH + DT_RUNPATH directories as written)."""
+    dynamic = elf.get_section_by_name(".dynamic")
+    if dynamic is None:
         return [], []
+    paths = [tag.rpath for tag in dynamic.iter_tags("DT_RPATH")]
+    paths += [tag.runpath for tag in dynamic.iter_tags("DT_RUNPATH")]
+    return [tag.needed for tag in dynamic.iter_tags("DT_NEEDED")], [d for p in paths for d in p.split(":") if d]
 
 
-def elf_defined_symbols(path):
-    """Names a shared library defines in its dynamic symbol table (what LD_PRELOAD can interpose)."""
-    try:
-        with open(path, "rb") as f:
-            identity, sections = _elf_identity_and_sections(f)
-            symbol_format = ("<" if identity.little_endian else ">") + ("IBBHQQ" if identity.is_64bit else "IIIBBH")
-            symbol_size = struct.calcsize(symbol_format)
-            defined = set()
-            for section in (s for s in sections if s.kind == SHT_DYNSYM):
-                strings = _read_at(f, sections[section.link].offset, sections[section.link].size)
-                raw = _read_at(f, section.offset, section.size)
-                for fields in struct.iter_unpack(symbol_format, raw[:len(raw) - len(raw) % symbol_size]):
-                    name_offset = fields[0]
-                    section_index = fields[3] if identity.is_64bit else fields[5]
-                    if name_offset and section_index != 0:  # section 0 = undefined: imported, not exported
-                        defined.add(_string_at(strings, name_offset))
-            return defined
-    except (OSError, ValueError, IndexError, struct.error):
-        return set()
+def architecture(elf):
+    return elf.elfclass, elf["e_machine"]
+
+
+def exports_mlx_cblas(elf):
+    """True if the library defines every CBLAS function MLX calls, so a preload can take them over."""
+    # The loader finds symbols through the hash table (a library without one exports nothing), and so do
+    # we: a lookup instead of parsing OpenBLAS's ~10,000 dynamic symbols.
+    table = elf.get_section_by_name(".gnu.hash") or elf.get_section_by_name(".hash")
+    symbols = [table.get_symbol(name) if table else None for name in CBLAS_SYMBOLS_MLX_CALLS]
+    return all(symbol is not None and symbol["st_shndx"] != "SHN_UNDEF" for symbol in symbols)
 
 
 def resolve_needed(library, name, search_dirs):
@@ -176,9 +100,7 @@ def resolve_needed(library, name, search_dirs):
     return None
 
 
-# ---------------------------------------------------------------------------------------------------------
-# The MLX installation: backend and linked BLAS
-# ---------------------------------------------------------------------------------------------------------
+# --- The MLX installation: backend and linked BLAS -----------------------------------------------------------------
 def is_linux(platform_name=None):
     return (platform_name or sys.platform).startswith("linux")
 
@@ -204,21 +126,14 @@ def find_libmlx():
         spec = importlib.util.find_spec("mlx")
     except (ImportError, ValueError):
         return None
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(location) / "lib" / "libmlx.so"
-        if candidate.is_file():
-            return candidate
-    return None
+    locations = (spec.submodule_search_locations or []) if spec else []
+    return next((Path(d) / "lib" / "libmlx.so" for d in locations if (Path(d) / "lib" / "libmlx.so").is_file()), None)
 
 
 def installed_mlx_distributions():
     """Normalised names of the installed MLX distributions: mlx, mlx-cpu, mlx-metal, mlx-cuda-12, ..."""
-    names = set()
-    for dist in importlib.metadata.distributions():
-        name = re.sub(r"[-_.]+", "-", (dist.metadata["Name"] or "").lower())
-        if name == "mlx" or name.startswith(("mlx-cpu", "mlx-cuda", "mlx-metal")):
-            names.add(name)
-    return frozenset(names)
+    names = {re.sub(r"[-_.]+", "-", (d.metadata["Name"] or "").lower()) for d in importlib.metadata.distributions()}
+    return frozenset(name for name in names if name == "mlx" or name.startswith(("mlx-cpu", "mlx-cuda", "mlx-metal")))
 
 
 @dataclass(frozen=True)
@@ -236,7 +151,7 @@ def inspect_mlx_install(platform_name=None):
     libmlx = find_libmlx() if is_linux(platform_name) else None
     if libmlx is None:
         return MlxInstall(platform_name, None, distributions=installed_mlx_distributions())
-    needed, search_dirs = elf_dynamic_entries(libmlx)
+    needed, search_dirs = read_elf(libmlx, dynamic_dependencies) or ([], [])
     blas_names = [name for name in needed if is_blas_like(name)]
     linked = resolve_needed(libmlx, blas_names[0], search_dirs) if blas_names else None
     if blas_names and linked is None:
@@ -267,39 +182,31 @@ def bundled_reference_blas(install):
     return install.linked_blas if blas_family(install.linked_blas) == "reference BLAS" else None
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Finding a system CBLAS
-# ---------------------------------------------------------------------------------------------------------
+# --- Finding a system CBLAS ----------------------------------------------------------------------------------------
 def ldconfig_output():
     """Text of `ldconfig -p` (the loader cache), or "" where there is none (musl, containers without it)."""
-    for command in (shutil.which("ldconfig"), "/sbin/ldconfig", "/usr/sbin/ldconfig"):
-        if command and os.path.isfile(command):
-            try:
-                cache = subprocess.run([command, "-p"], capture_output=True, text=True, timeout=10, check=False)
-                return cache.stdout
-            except (OSError, subprocess.SubprocessError):
-                return ""
-    return ""
+    command = shutil.which("ldconfig", path=os.pathsep.join([os.environ.get("PATH", ""), "/sbin", "/usr/sbin"]))
+    try:
+        return subprocess.run([command, "-p"], capture_output=True, text=True, timeout=10).stdout if command else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def parse_ldconfig(text):
     """{library name: [paths]} from `ldconfig -p` output, in its order."""
     found = {}
-    for line in text.splitlines():
-        match = re.match(r"\s*(\S+)\s+\(([^)]*)\)\s+=>\s+(\S.*?)\s*$", line)
-        if match:
-            found.setdefault(match.group(1), []).append(match.group(3))
+    for name, path in re.findall(r"^\s*(\S+)\s+\([^)]*\)\s+=>\s+(\S.*?)\s*$", text, re.MULTILINE):
+        found.setdefault(name, []).append(path)
     return found
 
 
 def standard_library_dirs(machine=None):
     """Where distributions put OpenBLAS/BLIS when the loader cache does not list it (or is missing)."""
-    machine = machine or platform.machine()
-    triplet = f"/usr/lib/{machine}-linux-gnu"
-    debian = [triplet] + [f"{triplet}/{flavour}" for flavour in (
-        "openblas-pthread", "openblas-openmp", "openblas-serial", "blis-pthread", "blis-openmp", "blis-serial")]
-    return [Path(d) for d in debian + ["/usr/lib64", "/usr/lib", "/usr/local/lib64", "/usr/local/lib",
-                                       "/opt/OpenBLAS/lib"]]
+    triplet = f"/usr/lib/{machine or platform.machine()}-linux-gnu"
+    flavours = [f"{triplet}/{blas}-{threads}" for blas in ("openblas", "blis")
+                for threads in ("pthread", "openmp", "serial")]
+    return [Path(d) for d in [triplet, *flavours, "/usr/lib64", "/usr/lib", "/usr/local/lib64", "/usr/local/lib",
+                              "/opt/OpenBLAS/lib"]]
 
 
 def candidate_blas_libraries(ldconfig_text=None, dirs=None):
@@ -317,23 +224,17 @@ def candidate_blas_libraries(ldconfig_text=None, dirs=None):
     return candidates
 
 
-def exports_mlx_cblas(path, reference=None):
-    """True if `path` defines every CBLAS function MLX calls (and, given `reference`, is built for its machine)."""
-    if reference is not None and elf_identity(path) != elf_identity(reference):
-        return False
-    defined = elf_defined_symbols(path)
-    return all(symbol in defined for symbol in CBLAS_SYMBOLS_MLX_CALLS)
-
-
 def find_system_blas(candidates=None, reference=None):
-    """The first usable system CBLAS library, or None."""
+    """The first candidate exporting the CBLAS MLX calls (built for `reference`'s machine, if given), or None."""
     candidates = candidate_blas_libraries() if candidates is None else candidates
-    return next((path for path in candidates if exports_mlx_cblas(path, reference)), None)
+    machine = read_elf(reference, architecture) if reference else None
+
+    def usable(elf):
+        return (machine is None or architecture(elf) == machine) and exports_mlx_cblas(elf)
+    return next((path for path in candidates if read_elf(path, usable)), None)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# The choice and the child environment
-# ---------------------------------------------------------------------------------------------------------
+# --- The choice and the child environment --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BlasChoice:
     """kind: "preload" (a system BLAS goes into LD_PRELOAD), "user-preload" (LD_PRELOAD already has one),
@@ -442,16 +343,15 @@ def missing_blas_warning(mode=None, base_env=None, choice=None):
             f"  ({OPT_OUT_HINT} or {ENV_VAR}=bundled keeps the bundled BLAS and silences this.)")
 
 
-# ---------------------------------------------------------------------------------------------------------
-# What a running process actually loaded
-# ---------------------------------------------------------------------------------------------------------
-def loaded_blas_libraries(pid="self"):
-    """BLAS-like shared libraries mapped into process `pid` (from /proc/<pid>/maps), in address order."""
-    libraries = []
-    with open(f"/proc/{pid}/maps") as maps:
-        for line in maps:
-            fields = line.split(maxsplit=5)
-            path = fields[5].strip() if len(fields) == 6 else ""
-            if path.startswith("/") and is_blas_like(path) and path not in libraries:
-                libraries.append(path)
+# --- What this process actually loaded -----------------------------------------------------------------------------
+def loaded_blas_libraries():
+    """Paths of the BLAS libraries mapped in this process: threadpoolctl's, then reference BLAS ones (Linux)."""
+    libraries = [info["filepath"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
+    # threadpoolctl skips every libblas* outside Windows (netlib's reference BLAS has no thread pool), and
+    # that is exactly what mlx[cpu] bundles, so the memory map is read for those.
+    if os.path.isfile("/proc/self/maps"):
+        with open("/proc/self/maps") as maps:
+            mapped = {line.split(maxsplit=5)[-1].strip() for line in maps}
+        libraries += sorted(path for path in mapped - set(libraries)
+                            if path.startswith("/") and Path(path).name.startswith(("libblas", "libcblas")))
     return libraries

@@ -1,5 +1,6 @@
 """BLAS choice for MLX's child processes: detection, the preload it sets up, what the child really maps."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,8 +10,8 @@ import pytest
 
 from synthia import blas
 
-ON_LINUX = sys.platform.startswith("linux")
-needs_linux = pytest.mark.skipif(not ON_LINUX, reason="LD_PRELOAD and /proc/<pid>/maps are Linux-only")
+ROOT = Path(__file__).resolve().parents[1]
+needs_linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD and ELF are Linux-only")
 
 FAKE_BUNDLED = Path("/site-packages/mlx_cpu.libs/libblas-0123abcd.so.3.10.0")
 FAKE_CPU_INSTALL = blas.MlxInstall(
@@ -20,14 +21,14 @@ FAKE_CPU_INSTALL = blas.MlxInstall(
 FAKE_OPENBLAS = "/usr/lib/x86_64-linux-gnu/libopenblas.so.0"
 PRELOAD_CHOICE = blas.BlasChoice("preload", FAKE_OPENBLAS, "mode auto, default")
 
-# Imports only mlx (not numpy, whose wheel maps an OpenBLAS of its own), multiplies, then waits so
-# the parent can read its /proc/<pid>/maps.
+# Imports only mlx (not numpy, whose wheel maps an OpenBLAS of its own), multiplies, then reports the
+# BLAS libraries it has mapped the way the training worker does.
 CHILD_SCRIPT = """
-import sys
+import json
 import mlx.core as mx
+from synthia import blas
 a = mx.arange(64 * 64, dtype=mx.float32).reshape(64, 64) / 4096.0
-print(f"ready {(a @ a.T).sum().item():.6f}", flush=True)
-sys.stdin.readline()
+print(json.dumps({"sum": (a @ a.T).sum().item(), "libraries": blas.loaded_blas_libraries()}))
 """
 
 
@@ -38,26 +39,45 @@ def real_install():
     return install
 
 
+def real_system_blas(install):
+    system = blas.find_system_blas(reference=install.libmlx)
+    if system is None:
+        pytest.skip("no system OpenBLAS here (Debian/Ubuntu: apt-get install libopenblas0-pthread)")
+    return system
+
+
+def system_libc():
+    """A real ELF shared library that is not a BLAS, from the loader cache."""
+    paths = [p for p in blas.parse_ldconfig(blas.ldconfig_output()).get("libc.so.6", []) if Path(p).is_file()]
+    if not paths:
+        pytest.skip("no libc.so.6 in the loader cache")
+    return Path(paths[0])
+
+
 def clean_environment():
     """The test runner's environment without the settings under test."""
     return {key: value for key, value in os.environ.items() if key not in ("LD_PRELOAD", blas.ENV_VAR)}
 
 
-def libraries_and_result_of_child(env):
-    """(BLAS libraries mapped in a child that imported mlx and ran a matmul, the matmul's sum)."""
-    child = subprocess.Popen([sys.executable, "-c", CHILD_SCRIPT], env=env, text=True,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        line = child.stdout.readline()
-        libraries = blas.loaded_blas_libraries(child.pid) if line.startswith("ready") else []
-    finally:
-        _, errors = child.communicate("\n", timeout=60)
-    assert line.startswith("ready"), f"the child failed: {errors}"
-    return libraries, float(line.split()[1])
+def run_child(mode):
+    """(the note, what a child started with child_environment(mode) reported: matmul sum and BLAS libraries)."""
+    env, note = blas.child_environment(mode, clean_environment())
+    child = subprocess.run([sys.executable, "-c", CHILD_SCRIPT], env=env, cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert child.returncode == 0, f"the child failed: {child.stderr}"
+    return env, note, json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def openblas_in(libraries):
-    return [path for path in libraries if "openblas" in Path(path).name.lower()]
+@pytest.fixture(scope="module")
+def bundled_child():
+    real_install()
+    return run_child("bundled")
+
+
+@pytest.fixture(scope="module")
+def auto_child():
+    real_system_blas(real_install())
+    return run_child("auto")
 
 
 @pytest.fixture
@@ -79,49 +99,56 @@ def test_libmlx_links_the_wheels_bundled_reference_blas():
 
 
 @needs_linux
-def test_elf_reader_sees_what_libmlx_imports_from_the_bundled_blas():
-    install = real_install()
-    needed, search_dirs = blas.elf_dynamic_entries(install.libmlx)
-    assert install.linked_blas.name in needed
-    assert any("$ORIGIN" in directory for directory in search_dirs)
-    assert set(blas.CBLAS_SYMBOLS_MLX_CALLS) <= blas.elf_defined_symbols(install.linked_blas)
-
-
-def test_elf_readers_return_nothing_for_non_elf_files(tmp_path):
-    text_file = tmp_path / "libopenblas.so.0"
-    text_file.write_text("not a library")
-    assert blas.elf_identity(text_file) is None
-    assert blas.elf_dynamic_entries(text_file) == ([], [])
-    assert blas.elf_defined_symbols(tmp_path / "missing.so") == set()
-    assert not blas.exports_mlx_cblas(text_file)
-
-
-# --- what a child process actually maps ------------------------------------------------------------------
-@needs_linux
-def test_auto_child_maps_system_openblas():
-    install = real_install()
-    if blas.find_system_blas(reference=install.libmlx) is None:
-        pytest.skip("no system OpenBLAS here (Debian/Ubuntu: apt-get install libopenblas0-pthread)")
-    env, note = blas.child_environment("auto", clean_environment())
-    assert env["LD_PRELOAD"] and "preloaded in child processes" in note
-    libraries, _ = libraries_and_result_of_child(env)
-    assert openblas_in(libraries), libraries
+def test_libraries_without_the_cblas_mlx_calls_are_skipped(tmp_path):
+    bundled = blas.bundled_reference_blas(real_install())  # exports cblas_sgemm & co.: the positive case
+    not_elf = tmp_path / "libopenblas.so.0"
+    not_elf.write_text("not a library")
+    truncated = tmp_path / "libblis.so.4"
+    truncated.write_bytes(b"\x7fELF")
+    skipped = [not_elf, truncated, tmp_path / "missing.so", system_libc()]
+    assert blas.find_system_blas(skipped) is None
+    assert blas.find_system_blas([*skipped, bundled]) == bundled
 
 
 @needs_linux
-def test_bundled_child_maps_reference_blas_only_and_computes_the_same():
+def test_libraries_built_for_another_machine_are_skipped(tmp_path):
     install = real_install()
-    env, note = blas.child_environment("bundled", clean_environment())
+    bundled = blas.bundled_reference_blas(install)
+    data = bytearray(bundled.read_bytes())
+    order = "little" if data[5] == 1 else "big"
+    other_machine = 62 if int.from_bytes(data[18:20], order) == 183 else 183  # EM_X86_64, EM_AARCH64
+    data[18:20] = other_machine.to_bytes(2, order)  # the ELF header's e_machine
+    foreign = tmp_path / "libopenblas.so.0"
+    foreign.write_bytes(bytes(data))
+    assert blas.find_system_blas([foreign]) == foreign  # it does export the CBLAS functions
+    assert blas.find_system_blas([foreign, bundled], reference=install.libmlx) == bundled
+
+
+# --- what a child process actually maps -------------------------------------------------------------------
+@needs_linux
+def test_auto_child_maps_the_system_openblas(auto_child):
+    env, note, reported = auto_child
+    assert "preloaded in child processes" in note
+    preloaded = os.path.realpath(env["LD_PRELOAD"])
+    assert "openblas" in preloaded.lower()
+    assert preloaded in reported["libraries"]
+
+
+@needs_linux
+def test_bundled_child_maps_only_the_reference_blas(bundled_child):
+    # threadpoolctl does not report a reference BLAS, so this list comes from loaded_blas_libraries' maps fallback.
+    env, note, reported = bundled_child
     assert "LD_PRELOAD" not in env and note == "BLAS: bundled reference BLAS (chosen with --blas bundled)"
-    libraries, bundled_result = libraries_and_result_of_child(env)
-    assert str(blas.bundled_reference_blas(install)) in libraries
-    assert not openblas_in(libraries), libraries
-    if blas.find_system_blas(reference=install.libmlx) is not None:
-        _, system_result = libraries_and_result_of_child(blas.child_environment("auto", clean_environment())[0])
-        assert system_result == pytest.approx(bundled_result, rel=1e-5)
+    assert reported["libraries"] == [os.path.realpath(blas.bundled_reference_blas(real_install()))]
 
 
-# --- decisions, with the machine faked -------------------------------------------------------------------
+@needs_linux
+def test_system_and_bundled_blas_compute_the_same(auto_child, bundled_child):
+    assert bundled_child[2]["sum"] != 0
+    assert auto_child[2]["sum"] == pytest.approx(bundled_child[2]["sum"], rel=1e-5)
+
+
+# --- decisions, with the machine faked --------------------------------------------------------------------
 def test_user_ld_preload_is_preserved(monkeypatch):
     monkeypatch.setattr(blas, "inspect_mlx_install", lambda: FAKE_CPU_INSTALL)
     monkeypatch.setattr(blas, "find_system_blas", lambda reference=None: Path(FAKE_OPENBLAS))
@@ -133,12 +160,14 @@ def test_user_ld_preload_is_preserved(monkeypatch):
     assert env["LD_PRELOAD"] == f"{FAKE_OPENBLAS} /opt/lib/libjemalloc.so.2"
 
 
-def test_a_blas_the_user_preloads_wins(monkeypatch):
+@pytest.mark.parametrize("library, family", [("/opt/intel/lib/libmkl_rt.so.2", "MKL"),
+                                             ("/opt/OpenBLAS/lib/libopenblas.so.0", "OpenBLAS")])
+def test_a_blas_the_user_preloads_wins(monkeypatch, library, family):
     monkeypatch.setattr(blas, "inspect_mlx_install", lambda: FAKE_CPU_INSTALL)
-    user_env = {"LD_PRELOAD": "/opt/intel/lib/libmkl_rt.so.2"}
+    user_env = {"LD_PRELOAD": f"/opt/lib/libjemalloc.so.2 {library}"}
     env, note = blas.child_environment("auto", user_env)
     assert env == user_env
-    assert note == "BLAS: MKL /opt/intel/lib/libmkl_rt.so.2 (already in your LD_PRELOAD, kept)"
+    assert note == f"BLAS: {family} {library} (already in your LD_PRELOAD, kept)"
 
 
 def test_no_system_blas_means_no_preload_and_one_warning(monkeypatch, no_system_blas):
@@ -146,14 +175,16 @@ def test_no_system_blas_means_no_preload_and_one_warning(monkeypatch, no_system_
     base = {"PATH": "/usr/bin", "LD_PRELOAD": "/opt/lib/libjemalloc.so.2"}
     env, note = blas.child_environment("auto", base)
     assert env == base
-    assert note.startswith("BLAS: bundled reference BLAS, slow")
+    assert note == "BLAS: bundled reference BLAS, slow (no system OpenBLAS found; see the warning)"
     warning = blas.missing_blas_warning("auto", base)
+    assert warning.count("warning:") == 1
     assert "sudo apt-get install libopenblas0-pthread" in warning
     assert "sudo dnf install openblas-threads" in warning
 
 
 def test_no_warning_when_the_bundled_blas_is_chosen_or_a_system_one_is_used(monkeypatch, no_system_blas):
     monkeypatch.setattr(blas, "inspect_mlx_install", lambda: FAKE_CPU_INSTALL)
+    assert blas.missing_blas_warning("auto", {}) is not None  # the machine does lack a system BLAS
     assert blas.missing_blas_warning("bundled", {}) is None
     assert blas.missing_blas_warning(None, {blas.ENV_VAR: "bundled"}) is None
     assert blas.missing_blas_warning(choice=PRELOAD_CHOICE) is None
@@ -199,7 +230,7 @@ def test_explicit_mode_beats_the_environment_variable():
     assert blas.resolve_mode("auto", {blas.ENV_VAR: "bundled"}) == ("auto", "--blas auto", None)
     assert blas.resolve_mode(None, {blas.ENV_VAR: "Bundled"}) == ("bundled", "SYNTHIA_BLAS=bundled", None)
     assert blas.resolve_mode(None, {}) == ("auto", "default", None)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="openblas"):
         blas.resolve_mode("openblas", {})
 
 
@@ -237,18 +268,6 @@ def test_candidates_are_openblas_first_lp64_only_and_deduplicated(tmp_path):
     assert candidates == [fedora_dir / "libopenblasp.so.0", cache_dir / "libopenblas.so.0", cache_dir / "libblis.so.4"]
 
 
-def test_libraries_without_the_cblas_mlx_calls_are_skipped(tmp_path):
-    empty = tmp_path / "libopenblas.so.0"
-    empty.write_bytes(b"\x7fELF")
-    assert blas.find_system_blas([empty]) is None
-
-
 def test_standard_dirs_cover_debian_fedora_and_aarch64():
     dirs = [str(d) for d in blas.standard_library_dirs("aarch64")]
     assert "/usr/lib/aarch64-linux-gnu/openblas-pthread" in dirs and "/usr/lib64" in dirs
-
-
-@needs_linux
-def test_loaded_blas_libraries_reads_proc_maps():
-    libraries = blas.loaded_blas_libraries(os.getpid())
-    assert all(path.startswith("/") and blas.is_blas_like(path) for path in libraries)

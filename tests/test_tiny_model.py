@@ -163,7 +163,6 @@ def test_model_directory_looks_like_qwen2(tiny_model_dir):
 
 def test_loads_and_runs_with_mlx_lm(loaded):
     import mlx.core as mx
-    from mlx_lm import generate
 
     model, tokenizer = loaded
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in tokenizer.eos_token_ids
@@ -172,7 +171,23 @@ def test_loads_and_runs_with_mlx_lm(loaded):
     logits = model(mx.array([prompt]))
     assert logits.shape == (1, len(prompt), model.args.vocab_size)
     assert mx.all(mx.isfinite(logits)).item()
-    generate(model, tokenizer, prompt, max_tokens=3)
+
+
+def test_mlx_lm_generate_is_greedy_decoding_of_the_model(loaded):
+    """mlx_lm's generate (KV cache, default sampler) emits the argmax of a cache-free forward pass at each step."""
+    import mlx.core as mx
+    from mlx_lm import generate
+
+    model, tokenizer = loaded
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True)
+    tokens = list(prompt)
+    for _ in range(3):
+        token = mx.argmax(model(mx.array([tokens]))[0, -1]).item()
+        if token in tokenizer.eos_token_ids:
+            break
+        tokens.append(token)
+    assert len(tokens) > len(prompt), "the tiny model ends its reply at once: nothing to compare"
+    assert generate(model, tokenizer, prompt, max_tokens=3) == tokenizer.decode(tokens[len(prompt):])
 
 
 @pytest.mark.parametrize("token", ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>"])
