@@ -133,9 +133,6 @@ def model_config(meta, tensors, path):
     if arch == "qwen2" and head_dim * heads != hidden:
         raise GGUFImportError(f"{path}: qwen2 heads of {head_dim} dimensions x {heads} != hidden size {hidden}; "
                               "mlx_lm's qwen2 cannot hold that. Fix: import the original Hugging Face model.")
-    if "rope_freqs.weight" in tensors:
-        raise GGUFImportError(f"{path}: the file carries rope_freqs.weight (Llama 3.1-style RoPE scaling), which "
-                              "the importer cannot turn back into rope_scaling. Fix: use the Hugging Face model.")
     config = {
         "architectures": [SUPPORTED_ARCHITECTURES[arch]],
         "model_type": arch,
@@ -152,6 +149,8 @@ def model_config(meta, tensors, path):
         "tie_word_embeddings": "output.weight" not in tensors,
         "rope_scaling": rope_scaling(meta, arch, path),
     }
+    if "rope_freqs.weight" in tensors:
+        config["rope_scaling"] = llama3_rope_scaling(tensors["rope_freqs.weight"], config["rope_theta"], head_dim, path)
     if arch == "llama":
         config["head_dim"] = head_dim
         config["attention_bias"] = "blk.0.attn_q.bias" in tensors
@@ -167,6 +166,38 @@ def float32_value(value):
     import numpy as np
 
     return float(str(np.float32(value)))
+
+
+LLAMA3_ROPE = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
+def llama3_rope_factors(scaling, theta, head_dim):
+    """Per-frequency period multipliers of Llama 3.1's RoPE scaling (what mlx_lm's Llama3RoPE applies)."""
+    import numpy as np
+
+    wavelens = 2 * np.pi * theta ** (np.arange(0, head_dim, 2) / head_dim)
+    low, high, context = (scaling[k] for k in ("low_freq_factor", "high_freq_factor", "original_max_position_embeddings"))
+    smooth = (context / wavelens - low) / (high - low)
+    medium = 1 / ((1 - smooth) / scaling["factor"] + smooth)
+    return np.where(wavelens < context / high, 1.0, np.where(wavelens > context / low, scaling["factor"], medium))
+
+
+def llama3_rope_scaling(tensor, theta, head_dim, path):
+    """rope_scaling behind a rope_freqs.weight tensor, the factors llama.cpp's converter stores for Llama 3.1+.
+
+    The file keeps only the factors; Meta's parameters (low 1, high 4, 8192 original positions) with the
+    largest factor are taken when they give the same factors back.
+    """
+    import gguf
+    import numpy as np
+
+    factors = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(-1)
+    scaling = {"rope_type": "llama3", "factor": float32_value(factors.max()), **LLAMA3_ROPE}
+    if factors.shape != (head_dim // 2,) or not np.allclose(llama3_rope_factors(scaling, theta, head_dim),
+                                                            factors, rtol=1e-4):
+        raise GGUFImportError(f"{path}: rope_freqs.weight holds RoPE factors that Llama 3.1's scaling with "
+                              f"{LLAMA3_ROPE} does not reproduce. Fix: import the original Hugging Face model.")
+    return scaling
 
 
 def rope_scaling(meta, arch, path):
@@ -217,7 +248,7 @@ def tensor_plan(config, tensors, path):
             heads = config["num_key_value_heads"]
         plan.append((name, tensor, heads))
         used.add(gguf_name)
-    unused = sorted(set(tensors) - used)
+    unused = sorted(set(tensors) - used - {"rope_freqs.weight"})  # rope_freqs went into config.json
     if unused:
         raise GGUFImportError(f"{path}: tensors {', '.join(unused[:6])} have no place in mlx_lm's {arch} model. "
                               "Fix: import the original Hugging Face model instead.")
@@ -563,8 +594,8 @@ def import_gguf(gguf_path, cache_root, *, tokenizer_dir=None, chat_template=None
     """
     from filelock import FileLock
 
-    path = Path(gguf_path)
-    tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir is not None else None
+    path = Path(gguf_path).expanduser()
+    tokenizer_dir = Path(tokenizer_dir).expanduser() if tokenizer_dir is not None else None
     if dtype not in (None, "float32", "float16", "bfloat16"):
         raise GGUFImportError(f"dtype {dtype!r}: choose float32, float16 or bfloat16.")
     if not path.is_file():

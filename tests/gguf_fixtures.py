@@ -144,7 +144,8 @@ def write_json(path, data):
 
 
 def build_llama_source(out_dir, *, style="llama3", texts, vocab_size=1024, hidden_size=256, num_layers=2,
-                       num_heads=4, num_kv_heads=2, intermediate_size=512, tie_word_embeddings=False, seed=1):
+                       num_heads=4, num_kv_heads=2, intermediate_size=512, tie_word_embeddings=False, seed=1,
+                       rope_scaling=None):
     """A tiny random Llama in HF layout; style "llama3" (BOS added, untied head) or "smollm" (ChatML, tied)."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -162,7 +163,7 @@ def build_llama_source(out_dir, *, style="llama3", texts, vocab_size=1024, hidde
         "num_attention_heads": num_heads, "num_key_value_heads": num_kv_heads, "rms_norm_eps": 1e-5,
         "rope_theta": 500000.0, "max_position_embeddings": 2048, "vocab_size": vocab_size,
         "tie_word_embeddings": tie_word_embeddings, "bos_token_id": tokenizer.token_to_id(bos),
-        "eos_token_id": tokenizer.token_to_id(eos), "torch_dtype": "float32",
+        "eos_token_id": tokenizer.token_to_id(eos), "torch_dtype": "float32", "rope_scaling": rope_scaling,
     }
     mx.random.seed(seed)
     model = llama.Model(llama.ModelArgs.from_dict(config))
@@ -219,6 +220,25 @@ def tensor_type_for(hf_name, shape, file_type):
         sensitive = ("v_proj", "down_proj", "lm_head", "embed_tokens")
         return "Q6_K" if any(s in hf_name for s in sensitive) else "Q4_K"
     return file_type
+
+
+def llama3_rope_factors(config):
+    """The rope_freqs.weight llama.cpp's converter writes for a Llama 3.1-style rope_scaling: one factor per pair."""
+    scaling, head_dim = config["rope_scaling"], config["hidden_size"] // config["num_attention_heads"]
+    context = scaling["original_max_position_embeddings"]
+    low_wavelen, high_wavelen = context / scaling["low_freq_factor"], context / scaling["high_freq_factor"]
+    factors = []
+    for period in config["rope_theta"] ** (np.arange(0, head_dim, 2) / head_dim):
+        wavelen = 2 * np.pi * period
+        if wavelen < high_wavelen:
+            factors.append(1.0)
+        elif wavelen > low_wavelen:
+            factors.append(scaling["factor"])
+        else:
+            smooth = (context / wavelen - scaling["low_freq_factor"]) / (
+                scaling["high_freq_factor"] - scaling["low_freq_factor"])
+            factors.append(1 / ((1 - smooth) / scaling["factor"] + smooth))
+    return np.array(factors, dtype=np.float32)
 
 
 def write_gguf(source_dir, out_path, file_type, *, pre, arch=None, name="tiny"):
@@ -278,6 +298,8 @@ def write_gguf(source_dir, out_path, file_type, *, pre, arch=None, name="tiny"):
         data = quantize(w, type_name)
         writer.add_tensor(names.get_name(hf_name, try_suffixes=(".weight", ".bias")), data,
                           raw_dtype=gguf.GGMLQuantizationType[type_name])
+    if (config.get("rope_scaling") or {}).get("rope_type") == "llama3":
+        writer.add_tensor("rope_freqs.weight", llama3_rope_factors(config))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

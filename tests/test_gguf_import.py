@@ -22,6 +22,8 @@ PRE = {"qwen2": "qwen2", "llama3": "llama-bpe", "smollm": "smollm"}
 # Largest logit difference from the source model, as a fraction of its largest logit, by file type: F16 only
 # rounds the weights; Q8_0 keeps 8 bits per weight; Q4_K_M keeps 4 to 6.
 LOGIT_TOLERANCE = {"F16": 0.002, "Q8_0": 0.02, "Q4_K_M": 0.25}
+LLAMA31_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192}
 
 
 def quiet(_message):
@@ -39,7 +41,8 @@ def sources(tmp_path_factory):
     return {
         "qwen2": (build_tiny_model(root / "qwen2", corpus_texts=texts, hidden_size=256, num_heads=4,
                                    num_kv_heads=2, intermediate_size=512), "qwen2"),
-        "llama3": (fx.build_llama_source(root / "llama3", style="llama3", texts=texts), "llama"),
+        "llama3": (fx.build_llama_source(root / "llama3", style="llama3", texts=texts, rope_scaling=LLAMA31_ROPE),
+                   "llama"),
         "smollm": (fx.build_llama_source(root / "smollm", style="smollm", texts=texts, tie_word_embeddings=True),
                    "llama"),
     }
@@ -161,8 +164,10 @@ def test_imported_logits_match_the_source_model(sources, imported, rendered_conv
     assert np.abs(got - want).max() <= LOGIT_TOLERANCE[file_type] * np.abs(want).max()
 
 
-@pytest.mark.parametrize("file_type", ["Q8_0", "Q4_K_M"])
-@pytest.mark.parametrize("source", ["qwen2", "llama3"])
+@pytest.mark.parametrize("source, file_type", [
+    ("qwen2", "Q8_0"), ("qwen2", "Q4_K_M"), ("qwen2", "Q4_0"), ("qwen2", "F32"),
+    ("llama3", "Q8_0"), ("llama3", "Q4_K_M"), ("llama3", "Q4_1"), ("llama3", "BF16"),
+])
 def test_imported_logits_equal_those_of_the_gguf_tensors_dequantized_by_gguf(
         sources, gguf_file, imported, rendered_conversations, source, file_type):
     """The reference keeps llama.cpp's row order and computes RoPE on adjacent pairs, as llama.cpp does for llama."""
@@ -179,6 +184,11 @@ def test_tied_and_untied_output_layers_follow_the_file(sources, imported):
     assert (qwen["tie_word_embeddings"], llama["tie_word_embeddings"]) == (True, False)
     assert qwen["model_type"] == "qwen2" and llama["model_type"] == "llama"
     assert llama["num_key_value_heads"] == 2 and llama["rope_theta"] == 500000.0 and llama["rms_norm_eps"] == 1e-5
+
+
+def test_llama_31_rope_scaling_comes_back_from_the_rope_freqs_tensor(imported):
+    assert json.loads((imported("llama3", "Q8_0") / "config.json").read_text())["rope_scaling"] == LLAMA31_ROPE
+    assert "rope_scaling" not in json.loads((imported("smollm", "Q8_0") / "config.json").read_text())
 
 
 @pytest.mark.parametrize("file_type, bits", [("Q8_0", 8), ("Q4_0", 4)])
