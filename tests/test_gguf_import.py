@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from synthia import render
-from synthia.gguf_import import GGUFImportError, import_gguf, smollm2_gguf_path
+from synthia.gguf_import import GGUFImportError, import_gguf, main, smollm2_gguf_path
 from synthia.tiny_model import build_tiny_model, default_corpus_texts
 from tests import gguf_fixtures as fx
 
@@ -319,6 +319,14 @@ def test_a_file_that_is_not_gguf_is_named(tmp_path):
 def test_unreadable_chat_template_is_named(gguf_file, tmp_path):
     with pytest.raises(GGUFImportError, match=r"--chat-template .*missing\.jinja: cannot read it"):
         import_gguf(gguf_file("qwen2", "Q8_0"), tmp_path, chat_template=tmp_path / "missing.jinja", log=quiet)
+
+
+def test_command_line_prints_the_model_directory_or_the_error_without_a_traceback(gguf_file, tmp_path, capsys):
+    main([str(gguf_file("qwen2", "Q8_0")), "--cache-root", str(tmp_path)])
+    out = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out.parent == tmp_path and (out / "config.json").is_file()
+    with pytest.raises(SystemExit, match=r"error: .*missing\.gguf: no such file"):
+        main([str(tmp_path / "missing.gguf"), "--cache-root", str(tmp_path)])
 
 
 # ---------------------------------------------------------------------------------------------------------
