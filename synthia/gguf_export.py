@@ -571,14 +571,41 @@ def parse_args(argv=None):
     parser.add_argument("out_dir", type=Path, help="where NAME-<type>.gguf files go (e.g. models/gguf)")
     parser.add_argument("name", help="file name stem and general.name, e.g. synthia-7b")
     parser.add_argument("--types", nargs="+", default=list(GGUF_TYPES), choices=GGUF_TYPES)
+    parser.add_argument("--chat-template", type=Path, metavar="FILE",
+                        help="the template training used, when it was not the model directory's own")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip the llama.cpp check (it runs whenever llama-cpp-python is installed)")
+    parser.add_argument("--dataset", type=Path, default=Path("dataset.jsonl"),
+                        help="conversations for the llama.cpp check")
+    parser.add_argument("--min-margin", type=float, default=0.0,
+                        help="llama.cpp check: count only positions where MLX's top-1 leads by this many logits")
+    parser.add_argument("--lmstudio-dir", type=Path, metavar="DIR",
+                        help="also copy the files to DIR/<publisher>/NAME/ (LM Studio: ~/.lmstudio/models)")
+    parser.add_argument("--publisher", default="synthia", help="LM Studio publisher folder")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        export_gguf(args.model_dir, args.out_dir, args.name, types=args.types)
-    except GGUFExportError as e:
+        template = args.chat_template.read_text(encoding="utf-8") if args.chat_template else None
+        paths = export_gguf(args.model_dir, args.out_dir, args.name, types=args.types, chat_template=template)
+        if not args.no_verify and llama_cpp_available():
+            from synthia import gguf_verify
+
+            conversations = gguf_verify.dataset_conversations(args.dataset)
+            results = gguf_verify.verify_exports(paths, args.model_dir, conversations, chat_template=template,
+                                                 min_margin=args.min_margin)
+            failures = [problem for figures in results for problem in gguf_verify.problems(figures)]
+            if failures:
+                raise SystemExit("error: " + "\n  ".join(failures))
+        elif not args.no_verify:
+            print("[gguf] NOTE: not checked with llama.cpp: llama-cpp-python is not installed")
+        if args.lmstudio_dir:
+            copy_to_lmstudio(paths, args.lmstudio_dir, args.publisher, args.name)
+    except OSError as e:
+        raise SystemExit(f"error: {e.filename}: {e.strerror}")
+    except ValueError as e:  # GGUFExportError, GGUFVerifyError
         raise SystemExit(f"error: {e}")
 
 

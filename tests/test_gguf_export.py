@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from synthia import gguf_export, gguf_verify
-from synthia.tiny_model import CHAT_TEMPLATE_PATH, build_tiny_model
+from synthia.tiny_model import CHAT_TEMPLATE_PATH, build_tiny_model, random_weights, tokenizer_config
 
 DATASET = Path(__file__).resolve().parents[1] / "dataset.jsonl"
 CONVERSATIONS = 3
@@ -334,3 +334,40 @@ def test_a_template_other_than_the_training_one_is_reported(tiny_model_dir, qwen
                                       max_tokens=MAX_TOKENS)
     assert not figures["template_matches"]
     assert "at char" in figures["template_difference"]
+
+
+def with_qwen25_tokenizer(model_dir, out_dir):
+    """The tiny Qwen2 model grown to Qwen2.5's real vocabulary (151,665 tokens, 151,387 merges) and tokenizer."""
+    import mlx.core as mx
+
+    from synthia.starter_data import tokenizer as qwen_tokenizer
+
+    try:
+        tokenizer = qwen_tokenizer.load(fetch=False)
+    except qwen_tokenizer.TokenizerUnavailable as e:
+        pytest.skip(f"Qwen2.5's tokenizer is not available here ({e}); .ci/run builds it")
+    shutil.copytree(model_dir, out_dir)
+    config = {**json.loads((out_dir / "config.json").read_text()), "vocab_size": 151936}  # Qwen2.5's embedding rows
+    mx.save_safetensors(str(out_dir / "model.safetensors"), random_weights(config, 0, "float32"))
+    tokenizer.save(str(out_dir / "tokenizer.json"))
+    settings = tokenizer_config(tokenizer, CHAT_TEMPLATE_PATH.read_text(encoding="utf-8"), 4096)
+    # All 22 added tokens, as Qwen2.5's own file lists them: transformers renumbers any it is not told about.
+    settings["added_tokens_decoder"] = {
+        str(t["id"]): {key: t[key] for key in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
+        for t in json.loads(tokenizer.to_str())["added_tokens"]}
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(settings))
+    (out_dir / "config.json").write_text(json.dumps(config))
+    return out_dir
+
+
+@needs_llama_cpp
+def test_qwen25_real_tokenizer_tokenizes_every_text_as_training_does(tiny_model_dir, tmp_path):
+    model_dir = with_qwen25_tokenizer(tiny_model_dir, tmp_path / "model")
+    paths = gguf_export.export_gguf(model_dir, tmp_path / "out", "tiny", types=("f16",), log=lambda line: None)
+    fields, _ = read_gguf(paths[0])
+    assert fields["tokenizer.ggml.pre"] == "qwen2"
+    conversations = gguf_verify.dataset_conversations(DATASET, 12)
+    [figures] = gguf_verify.verify_exports(paths, model_dir, conversations, max_tokens=32, log=lambda line: None)
+    assert figures["tokenization_mismatches"] == []
+    assert figures["tokenization_identical"] == 12
+    assert figures["template_matches"], figures["template_difference"]
