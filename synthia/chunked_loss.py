@@ -8,8 +8,8 @@ and the backward pass recomputes one chunk's logits at a time to get the gradien
 Loss and gradients equal worker.masked_loss's up to the order of a float32 sum.
 
 The peak is a few chunk-sized arrays, not one: MLX allocates an op's output when it queues the op, and
-queues about ten ahead of the one running, so ~11 [batch x chunk x vocabulary] buffers can be alive
-(measured on the CPU; bench/memory.py). Smaller chunks lower it further at some speed.
+queues about ten ahead of the one running, so ~7 [batch x chunk x vocabulary] arrays are alive at the
+peak (measured on the CPU with bench/memory.py); smaller chunks lower it further.
 
 Every position is computed, including those without loss: picking only the masked ones needs the mask's
 values on the host, which mlx_lm's compiled training step cannot read, and the chunking already bounds
@@ -19,7 +19,7 @@ the memory.
 import mlx.core as mx
 import mlx.nn as nn
 
-DEFAULT_CHUNK_SIZE = 512  # positions per chunk; the loss's peak is ~11 x batch x chunk x vocabulary x 4 B
+DEFAULT_CHUNK_SIZE = 128  # positions per chunk: the loss's peak is ~7 x rows x chunk x vocabulary x dtype
 # mlx_lm models whose logits are exactly head(model.model(inputs)), the head being lm_head or the tied
 # embedding; others scale or soft-cap their logits after the head (gemma, cohere), which this would skip.
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama", "mistral")
@@ -33,17 +33,34 @@ def supports_chunked_loss(model):
     return getattr(model, "model_type", None) in SUPPORTED_MODEL_TYPES and hasattr(model, "model")
 
 
-def output_head(model):
-    """hidden -> logits: lm_head, or the tied embedding's transpose."""
-    if not supports_chunked_loss(model):
-        raise ChunkedLossUnsupported(
-            f"chunked loss supports model types {', '.join(SUPPORTED_MODEL_TYPES)}; this model is "
-            f"{getattr(model, 'model_type', type(model).__name__)!r}. Fix: turn the chunked loss off for it.")
-    head = model.lm_head if "lm_head" in model else model.model.embed_tokens
-    if head.trainable_parameters():
-        raise ChunkedLossUnsupported("the output head is trainable, and the chunked loss treats it as frozen. "
-                                     "Fix: freeze it (LoRA leaves it frozen) or turn the chunked loss off.")
-    return head if "lm_head" in model else head.as_linear
+class OutputHead:
+    """The model's output projection: hidden -> logits, and the (dequantized) weight rows of given tokens,
+    which are d logit[token] / d hidden."""
+
+    def __init__(self, model):
+        if not supports_chunked_loss(model):
+            raise ChunkedLossUnsupported(
+                f"chunked loss supports model types {', '.join(SUPPORTED_MODEL_TYPES)}; this model is "
+                f"{getattr(model, 'model_type', type(model).__name__)!r}. Fix: turn the chunked loss off for it.")
+        tied = "lm_head" not in model
+        self.module = model.model.embed_tokens if tied else model.lm_head
+        if self.module.trainable_parameters():
+            raise ChunkedLossUnsupported("the output head is trainable, and the chunked loss treats it as frozen. "
+                                         "Fix: freeze it (LoRA leaves it frozen) or turn the chunked loss off.")
+        if not isinstance(self.module, (nn.Embedding, nn.QuantizedEmbedding, nn.Linear, nn.QuantizedLinear)):
+            raise ChunkedLossUnsupported(f"the output head is a {type(self.module).__name__}; the chunked loss "
+                                         "knows Embedding and Linear heads. Fix: turn the chunked loss off.")
+        self.project = self.module.as_linear if tied else self.module
+
+    def rows(self, tokens):
+        head = self.module
+        if isinstance(head, (nn.Embedding, nn.QuantizedEmbedding)):
+            return head(tokens)
+        if isinstance(head, nn.QuantizedLinear):
+            biases = head.get("biases")
+            return mx.dequantize(head.weight[tokens], head.scales[tokens], None if biases is None else biases[tokens],
+                                 group_size=head.group_size, bits=head.bits, mode=head.mode)
+        return head.weight[tokens]
 
 
 def chunk_slices(length, chunk_size):
@@ -53,44 +70,52 @@ def chunk_slices(length, chunk_size):
     return [slice(start, min(start + chunk_size, length)) for start in range(0, length, chunk_size)]
 
 
-def chunked_masked_loss(model, tokens, mask, chunk_size=DEFAULT_CHUNK_SIZE):
-    """Mean cross-entropy over the target tokens the mask marks, and their count: worker.masked_loss's
-    (loss, ntoks), without ever holding more than one chunk's logits."""
+def chunked_summed_loss(model, tokens, mask, chunk_size=DEFAULT_CHUNK_SIZE):
+    """worker.summed_loss's (sum of cross-entropy over the targets the mask marks, their count), without
+    ever holding more than a few chunks' logits."""
     inputs, targets, weights = tokens[:, :-1], tokens[:, 1:], mask[:, 1:]
-    project = output_head(model)
+    head = OutputHead(model)
     hidden = model.model(inputs)
-    ntoks = weights.sum()
-    return head_loss_sum(project, hidden, targets, weights, chunk_size) / mx.maximum(ntoks, 1), ntoks
+    return head_loss_sum(head, hidden, targets, weights, chunk_size), weights.sum()
 
 
-def head_loss_sum(project, hidden, targets, weights, chunk_size):
-    """Summed masked cross-entropy of project(hidden), one chunk of positions after another.
+def chunked_masked_loss(model, tokens, mask, chunk_size=DEFAULT_CHUNK_SIZE):
+    """worker.masked_loss's (mean cross-entropy over the targets the mask marks, their count)."""
+    ce_sum, ntoks = chunked_summed_loss(model, tokens, mask, chunk_size)
+    return ce_sum / mx.maximum(ntoks, 1), ntoks
 
-    Each chunk's input is made to depend on the previous chunk's result (mx.depends): otherwise MLX
-    evaluates independent chunks side by side and holds all their logits at once. The backward pass
-    recomputes each chunk's logits the same way, one chunk at a time, so nothing [tokens x vocabulary]
-    is kept between the passes. Gradients flow to `hidden` only: the head's weights are constants here.
+
+def head_loss_sum(head, hidden, targets, weights, chunk_size):
+    """Summed masked cross-entropy of head.project(hidden), one chunk of positions after another.
+
+    Each chunk's input depends on the previous chunk's result (mx.depends), so MLX orders the chunks one
+    after the other instead of side by side. The backward pass recomputes each chunk's logits and writes
+    the gradient by hand, (softmax - one-hot) x weight, with the one-hot part taken as the target rows of
+    the head's weights: half the [chunk x vocabulary] arrays of differentiating cross_entropy.
+    Gradients flow to `hidden` only: the head's weights are constants here.
     """
     # Slices, not mx.split: a multi-output split inside the custom vjp breaks mx.compile (MLX 0.32).
     chunks = chunk_slices(hidden.shape[1], chunk_size)
-
-    def chunk_loss(hidden_chunk, chunk):
-        ce = nn.losses.cross_entropy(project(hidden_chunk), targets[:, chunk]) * weights[:, chunk]
-        return ce.astype(mx.float32).sum()
 
     @mx.custom_function
     def loss_sum(hidden):
         losses = []
         for chunk in chunks:
-            losses.append(chunk_loss(after(hidden[:, chunk], losses[-1:]), chunk))
+            logits = head.project(after(hidden[:, chunk], losses[-1:]))
+            ce = nn.losses.cross_entropy(logits, targets[:, chunk]) * weights[:, chunk]
+            losses.append(ce.astype(mx.float32).sum())
         return sum(losses[1:], losses[0])
 
     @loss_sum.vjp
     def loss_sum_vjp(hidden, cotangent, _):
         grads = []
         for chunk in chunks:
-            _, (grad,) = mx.vjp(lambda h: chunk_loss(h, chunk), [after(hidden[:, chunk], grads[-1:])], [cotangent])
-            grads.append(grad)
+            hidden_chunk = after(hidden[:, chunk], grads[-1:])
+            logits = head.project(hidden_chunk)
+            scale = (weights[:, chunk] * cotangent).astype(logits.dtype)[..., None]
+            softmax_part = mx.softmax(logits, axis=-1, precise=True) * scale
+            _, (grad,) = mx.vjp(head.project, [hidden_chunk], [softmax_part])
+            grads.append(grad - scale * head.rows(targets[:, chunk]))
         return mx.concatenate(grads, axis=1)
 
     return loss_sum(hidden)

@@ -1,5 +1,7 @@
 """chunked_masked_loss equals worker.masked_loss (loss, token count, LoRA gradients) with a far lower peak."""
 
+from functools import partial
+
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
@@ -9,8 +11,8 @@ from mlx.utils import tree_flatten
 from mlx_lm.models import qwen2
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
-from synthia.chunked_loss import ChunkedLossUnsupported, chunk_slices, chunked_masked_loss
-from synthia.worker import masked_loss
+from synthia.chunked_loss import ChunkedLossUnsupported, chunk_slices, chunked_masked_loss, chunked_summed_loss
+from synthia.worker import masked_loss, summed_loss
 
 LORA = {"rank": 4, "scale": 20.0, "dropout": 0.0}
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
@@ -82,12 +84,26 @@ def test_any_chunk_size_gives_the_plain_loss_with_a_separate_lm_head(chunk_size)
     assert_same_loss_and_gradients(model, tokens, mask, chunk_size)
 
 
-def test_a_quantized_base_gives_the_plain_loss():
-    model = random_qwen2()
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_quantized_base_gives_the_plain_loss(tied):
+    model = random_qwen2(tied=tied)
     nn.quantize(model, group_size=32, bits=4)
     model = with_trained_lora(model)
     tokens, mask = batch(512, rows=1, length=50)
     assert_same_loss_and_gradients(model, tokens, mask, chunk_size=16)
+
+
+def test_the_summed_form_equals_the_workers_summed_loss():
+    model = with_trained_lora(random_qwen2())
+    tokens, mask = batch(512, rows=2, length=40)
+    plain = loss_and_grads(model, summed_loss, tokens, mask)
+    chunked = loss_and_grads(model, lambda m, t, k: chunked_summed_loss(m, t, k, 8), tokens, mask)
+    ntoks = plain[1]
+    assert chunked[1].item() == ntoks.item()
+    # Sums grow with the token count: compare per token, the scale of the mean loss the worker reports.
+    assert mx.allclose(chunked[0] / ntoks, plain[0] / ntoks, **TOLERANCE).item()
+    for name, grad in plain[2].items():
+        assert mx.allclose(chunked[2][name] / ntoks, grad / ntoks, **TOLERANCE).item(), name
 
 
 def test_a_batch_without_targets_has_zero_loss_and_zero_tokens():
@@ -97,22 +113,25 @@ def test_a_batch_without_targets_has_zero_loss_and_zero_tokens():
     assert loss.item() == 0.0 and ntoks.item() == 0.0
 
 
-def test_it_trains_inside_a_compiled_step_like_mlx_lms_trainer():
+def test_it_trains_inside_a_compiled_step_that_returns_the_gradients_like_the_worker():
     losses = {}
-    for name, loss in {"plain": masked_loss, "chunked": lambda m, t, k: chunked_masked_loss(m, t, k, 16)}.items():
+    for name, loss in {"plain": summed_loss, "chunked": lambda m, t, k: chunked_summed_loss(m, t, k, 16)}.items():
         model = with_trained_lora(random_qwen2())
         optimizer = optim.Adam(learning_rate=1e-2)
         value_and_grad = nn.value_and_grad(model, loss)
         state = [model.state, optimizer.state]
 
+        @partial(mx.compile, inputs=state, outputs=state)
         def step(tokens, mask):
-            (value, _), grads = value_and_grad(model, tokens, mask)
-            optimizer.update(model, grads)
-            return value
+            (ce_sum, ntoks), grads = value_and_grad(model, tokens, mask)
+            return ce_sum / ntoks, grads
 
-        step = mx.compile(step, inputs=state, outputs=state)
         tokens, mask = batch(512, rows=2, length=48)
-        losses[name] = [step(tokens, mask).item() for _ in range(3)]
+        losses[name] = []
+        for _ in range(3):
+            value, grads = step(tokens, mask)
+            optimizer.update(model, grads)
+            losses[name].append(value.item())
     assert losses["chunked"][-1] < losses["chunked"][0]
     assert np.allclose(losses["chunked"], losses["plain"], rtol=1e-5, atol=1e-5)
 
