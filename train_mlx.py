@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from synthia import blas, data, render, runstate, validate
+from synthia import blas, data, progress, render, runstate, validate
 from synthia.config import GLOBAL, ConfigError, Setting, check_config, fingerprint_view, load_yaml_file, resolve
 
 # ---------------------------------------------------------------------------------------------------------
@@ -407,10 +407,11 @@ def run_step(number, name, command, env, log_file, rerun):
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                    bufsize=1)
         try:
-            for line in process.stdout:
-                print(f"[stage {number}] {line}", end="", flush=True)
-                logf.write(line)
-                tail.append(line.rstrip("\n"))
+            with progress.child_output(f"[stage {number}] ") as show:
+                for line in process.stdout:
+                    logf.write(line)
+                    show(line)
+                    tail.append(line.rstrip("\n"))
             returncode = process.wait()
         except KeyboardInterrupt:
             process.terminate()  # the child first; the lock is released last, on the way out

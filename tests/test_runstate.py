@@ -61,3 +61,19 @@ def test_checkpoint_iteration_reads_the_safetensors_header(tmp_path):
     assert runstate.checkpoint_iteration(tmp_path / "missing.safetensors") == 0
     (tmp_path / "bad.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{oops")
     assert runstate.checkpoint_iteration(tmp_path / "bad.safetensors") == 0
+
+
+def test_training_lines_drive_a_progress_bar_on_a_terminal_and_print_plainly_elsewhere(capsys):
+    from synthia import progress
+
+    lines = ["resuming from iteration 2\n", "iter 3/10  train 1.2345  lr 1e-05  512 tok/s  peak 0.10 GB  ETA 0m07s\n"]
+    with progress.child_output("[stage 1] ", interactive=False) as show:
+        for line in lines:
+            show(line)
+    assert capsys.readouterr().out == "".join(f"[stage 1] {line}" for line in lines)
+    match = progress.TRAIN_LINE.search(lines[1])
+    assert match.groups() == ("3", "10", "1.2345", "512")
+    with progress.child_output("[stage 1] ", interactive=True) as show:
+        for line in lines:
+            show(line)
+    assert "[stage 1] iter 3/10  train 1.2345" in capsys.readouterr().out
