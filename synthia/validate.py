@@ -75,6 +75,8 @@ FIX_TOOLS = ('give "tools" as a non-empty list of {"type": "function", "function
              f"or leave it out to use {DEFAULT_TOOLS_FILE.name}")
 FIX_ROLE = f"use one of: {', '.join(ROLES)}"
 
+MISSING = object()  # a key that is absent, told apart from one that holds null
+
 
 class Finding(NamedTuple):
     """One problem of one line, before it is tied to a file and line number."""
@@ -154,7 +156,7 @@ def shown(value, limit=60):
     if isinstance(value, str):
         return repr(value[:limit]) + ("..." if len(value) > limit else "")
     if isinstance(value, (dict, list)):
-        return f"an {json_type(value)}" if isinstance(value, list) else "an object"
+        return "an array" if isinstance(value, list) else "an object"
     text = json.dumps(value) if value is None or isinstance(value, (bool, int, float)) else repr(value)
     return text[:limit] + "..." if len(text) > limit else text
 
@@ -298,7 +300,7 @@ def value_problems(value, root="", strings=False):
         scalar(value, None)
         return findings
     stack = [(children(value), 2, None)]  # (children, their nesting level, the container's crumbs)
-    while stack and len(findings) <= MAX_PROBLEMS_PER_LINE:
+    while stack and len(findings) < MAX_PROBLEMS_PER_LINE:
         pairs, level, crumbs = stack[-1]
         pair = next(pairs, None)
         if pair is None:
@@ -314,6 +316,8 @@ def value_problems(value, root="", strings=False):
                 stack.append((children(child), level + 1, (key, crumbs)))
         else:
             scalar(child, (key, crumbs))
+    if stack:
+        findings.append(Finding(root, "... and perhaps more on this line (the search stopped here)", "see above"))
     return findings
 
 
@@ -460,14 +464,10 @@ class CallPairing:
         return [Finding(f"messages[{i}].tool_call_id", f"{shown(call_id)} answers no open call of "
                         f"messages[{self.last_assistant}]{again}", FIX_TOOL_RESULT)]
 
-
     def take_any_open_call(self):
         """A result with a wrong id was most likely meant for the first open call: it is not reported again."""
         if self.open:
             self.open.pop(next(iter(self.open)))
-
-
-MISSING = object()
 
 
 def parse_arguments(raw, where):
@@ -492,10 +492,10 @@ def call_problems(call, where, i, validators, pairing):
         yield Finding(where, f"must be an object, {got(call)}", FIX_CALL)
         pairing.call_without_id()
         return
-    call_id = call.get("id")
+    call_id = call.get("id", MISSING)
     if not isinstance(call_id, str) or not call_id:
-        yield Finding(f"{where}.id", "is missing" if call_id is None else f"must be a non-empty string, {got(call_id)}",
-                      FIX_CALL_ID)
+        yield Finding(f"{where}.id", "is missing" if call_id is MISSING else
+                      f"must be a non-empty string, {got(call_id)}", FIX_CALL_ID)
         pairing.call_without_id()
     else:
         yield from pairing.call(call_id, where, i)
@@ -505,10 +505,10 @@ def call_problems(call, where, i, validators, pairing):
     if not isinstance(fn, dict):
         yield Finding(f"{where}.function", f"must be an object with name and arguments, {got(fn)}", FIX_CALL)
         return
-    name = fn.get("name")
+    name = fn.get("name", MISSING)
     if not isinstance(name, str) or not name:
-        yield Finding(f"{where}.function.name", "is missing" if name is None else f"must be a string, {got(name)}",
-                      "name the tool to call")
+        yield Finding(f"{where}.function.name", "is missing" if name is MISSING else
+                      f"must be a non-empty string, {got(name)}", "name the tool to call")
     arguments, problems = parse_arguments(fn.get("arguments", MISSING), f"{where}.function.arguments")
     yield from problems
     if not isinstance(name, str) or not name or not validators:
@@ -699,7 +699,7 @@ def check_line(text, default_tools):
     """(normalised record or None, errors, warnings) of one line's text."""
     record, problems = parse_json(text)
     if problems:
-        return None, *kept(problems)
+        return None, problems, []  # at most MAX_PROBLEMS_PER_LINE + 1
     errors, warnings = kept(record_problems(record, default_tools))
     if errors:
         return None, errors, warnings

@@ -266,3 +266,45 @@ def test_cli_exit_codes(tmp_path):
     bad.write_text("{bad\n")
     assert validate.main([str(good)]) == 0
     assert validate.main([str(bad)]) == 2
+
+
+def test_a_line_with_a_thousand_problems_keeps_twenty_and_counts_the_rest():
+    calls = [call(name="nope", call_id=f"call_{i}") for i in range(1000)]
+    record = {"messages": [{"role": "user", "content": "go"}, {"role": "assistant", "content": None,
+                                                                "tool_calls": calls}]}
+    errors = errors_for(record)
+    assert len(errors) == validate.MAX_PROBLEMS_PER_LINE + 1
+    assert errors[-1].message == f"... and {1000 - validate.MAX_PROBLEMS_PER_LINE} more on this line"
+
+
+def test_a_line_full_of_nan_stops_listing_after_twenty():
+    record = {"messages": good_messages(), "scores": [float("nan")] * 10_000}
+    errors = errors_for(record)
+    assert len(errors) == validate.MAX_PROBLEMS_PER_LINE + 1 and "perhaps more" in errors[-1].message
+    assert errors[0].field == "scores[0]" and errors[0].message == "NaN is not a JSON number"
+
+
+def test_nesting_up_to_the_limit_is_accepted_and_one_level_more_is_not():
+    def nested(levels):  # the record is level 1, so `x` adds levels - 1
+        return {"messages": good_messages(), "x": json.loads("[" * (levels - 1) + "]" * (levels - 1))}
+    assert errors_for(nested(validate.MAX_NESTING)) == []
+    assert "nested more than 100 levels deep" in errors_for(nested(validate.MAX_NESTING + 1))[0].message
+
+
+def test_a_valid_surrogate_pair_is_accepted():
+    assert errors_for(with_message(1, content="\U0001F600 emoji")) == []  # json.dumps writes \ud83d\ude00
+
+
+def test_each_distinct_tools_list_is_compiled_once():
+    validate.compiled_tool_set.cache_clear()
+    tools = validate.load_default_tools()
+    lines = [json.dumps({"messages": good_messages(), "tools": tools, "n": i}) for i in range(50)]
+    lines.append(json.dumps({"messages": good_messages(), "tools": tools[:3]}))
+    report = validate.validate_lines(lines, "d.jsonl", tools)
+    assert report.errors == [] and len(report.examples) == 51
+    assert validate.compiled_tool_set.cache_info().misses == 2
+
+
+def test_check_record_returns_no_errors_for_a_good_record():
+    errors, warnings, objects = validate.check_record({"messages": good_messages()}, validate.load_default_tools())
+    assert (errors, warnings, objects) == ([], [], 0)

@@ -87,7 +87,10 @@ def mutated_record(draw):
     string field with an odd character spliced in."""
     result = copy.deepcopy(BASE)
     for _ in range(draw(st.integers(0, 3))):
-        path = draw(st.sampled_from(list(places(result))))
+        choices = list(places(result))
+        if not choices:  # everything was deleted
+            break
+        path = draw(st.sampled_from(choices))
         parent = result
         for key in path[:-1]:
             parent = parent[key]
