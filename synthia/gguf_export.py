@@ -103,7 +103,7 @@ def head_dim(config):
 
 def quantization_of(config, module_path):
     """MLX quantization settings of one module (`None` when it is stored in full precision)."""
-    quantization = config.get("quantization") or config.get("quantization_config")
+    quantization = config.get("quantization")  # mlx_lm's key; quantization_config repeats it for transformers
     if not quantization:
         return None
     override = quantization.get(module_path)

@@ -51,8 +51,8 @@ def dataset_conversations(path, count=DEFAULT_CONVERSATIONS):
 
     report = validate.validate_file(path)
     if not report.examples:
-        problems = "; ".join(str(e) for e in report.errors[:3]) or "no conversations"
-        raise GGUFVerifyError(f"{path}: no valid conversation to check the GGUF file with ({problems}); "
+        errors = "; ".join(str(e) for e in report.errors[:3]) or "no conversations"
+        raise GGUFVerifyError(f"{path}: no valid conversation to check the GGUF file with ({errors}); "
                               "pass a dataset that trains (see --dry-run)")
     records = [ex.record for ex in report.examples]
     first_with_tools = next((r for r in records if has_tool_call(r)), None)
@@ -135,8 +135,9 @@ def load_gguf(gguf_path, n_ctx):
                               "(compiles llama.cpp, 10-20 min); or export without --verify") from None
     if not Path(gguf_path).is_file():
         raise GGUFVerifyError(f"{gguf_path}: not found; export it first (--export gguf)")
+    # n_gpu_layers=-1: every layer on the GPU where llama.cpp has one (Metal on a Mac); ignored by a CPU build.
     return Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True,
-                 verbose=False)
+                 n_gpu_layers=-1, verbose=False)
 
 
 def llama_tokens(llama, text):

@@ -240,6 +240,18 @@ def test_lmstudio_names_with_a_slash_are_rejected(qwen2_export, tmp_path):
         gguf_export.copy_to_lmstudio([qwen2_export.paths["f16"]], tmp_path, "a/b", "m")
 
 
+def test_command_line_reports_a_directory_without_a_model_as_one_error_line(tmp_path):
+    with pytest.raises(SystemExit, match=r"^error: .*config\.json: not found; point --model at an MLX model"):
+        gguf_export.main([str(tmp_path), str(tmp_path / "out"), "tiny", "--no-verify"])
+
+
+def test_command_line_exports_and_copies_to_lmstudio(tiny_model_dir, tmp_path, capsys):
+    gguf_export.main([str(tiny_model_dir), str(tmp_path / "gguf"), "tiny", "--types", "q8_0", "--no-verify",
+                      "--lmstudio-dir", str(tmp_path / "lmstudio")])
+    assert (tmp_path / "lmstudio" / "synthia" / "tiny" / "tiny-q8_0.gguf").is_file()
+    assert "[gguf] wrote" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------- checked by llama.cpp
 
 @pytest.fixture(scope="module")
