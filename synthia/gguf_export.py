@@ -399,37 +399,57 @@ def file_type(out_type):
             "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M}[out_type]
 
 
-def write_gguf(model_dir, out_path, out_type, name, *, pre_tokenizer=None, chat_template=None, log=print):
-    """Write one GGUF file of `out_type` ("f16" or "q8_0"), streaming the tensors one at a time."""
+def metadata_writer(path, model_dir, config, out_type, name, pre_tokenizer=None, chat_template=None):
+    """A GGUFWriter for `path` holding every key: general, hyperparameters, tokenizer and chat template."""
     import gguf
 
-    model_dir, out_path = Path(model_dir), Path(out_path)
-    config = model_config(model_dir)
-    weights = lazy_weights(weight_files(model_dir))
-    tensors = source_tensors(weights, config)
-    n_vocab = config["vocab_size"]
-    partial = out_path.with_name(out_path.name + ".partial")  # never a half-written file under the final name
-
-    writer = gguf.GGUFWriter(partial, gguf.MODEL_ARCH_NAMES[gguf_arch(config)])
+    writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[gguf_arch(config)])
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(name)
     writer.add_file_type(file_type(out_type))
     if out_type != "f16":
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    add_hyperparameters(writer, config, n_vocab)
-    add_tokenizer(writer, model_dir, n_vocab, pre_tokenizer, chat_template)
-    types = [ggml_type_for(t, out_type) for t in tensors]
-    for tensor, ggml_type in zip(tensors, types):
-        writer.add_tensor_info(tensor.gguf_name, tensor.shape, np.dtype(np.float32), tensor_nbytes(tensor.shape, ggml_type),
-                               raw_dtype=ggml_type)
-    started = time.perf_counter()
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
+    add_hyperparameters(writer, config, config["vocab_size"])
+    add_tokenizer(writer, model_dir, config["vocab_size"], pre_tokenizer, chat_template)
+    return writer
+
+
+def stream_tensors(writer, weights, config, tensors, types, *, label, log):
+    """Convert and write the tensors one at a time, dropping each source tensor once it is written."""
+    total = sum(tensor_nbytes(t.shape, ggml_type) for t, ggml_type in zip(tensors, types))
+    written, next_report = 0, 0.25
     for tensor, ggml_type in zip(tensors, types):
         writer.write_tensor_data(encoded_tensor(float32_tensor(weights, config, tensor), ggml_type))
         if tensor.mlx_name:
             release(weights, tensor.mlx_name)
+        written += tensor_nbytes(tensor.shape, ggml_type)
+        if total > 1e9 and written >= next_report * total:  # progress only where it takes a while
+            log(f"[gguf] {label}: {written / total:.0%} ({human_size(written)} of {human_size(total)})")
+            next_report += 0.25
+
+
+def write_gguf(model_dir, out_path, out_type, name, *, pre_tokenizer=None, chat_template=None, log=print):
+    """Write one GGUF file of `out_type` ("f16" or "q8_0"), streaming the tensors one at a time."""
+    model_dir, out_path = Path(model_dir), Path(out_path)
+    config = model_config(model_dir)
+    weights = lazy_weights(weight_files(model_dir))
+    tensors = source_tensors(weights, config)
+    types = [ggml_type_for(t, out_type) for t in tensors]
+    partial = out_path.with_name(out_path.name + ".partial")  # never a half-written file under the final name
+    writer = metadata_writer(partial, model_dir, config, out_type, name, pre_tokenizer, chat_template)
+    for tensor, ggml_type in zip(tensors, types):
+        writer.add_tensor_info(tensor.gguf_name, tensor.shape, np.dtype(np.float32),
+                               tensor_nbytes(tensor.shape, ggml_type), raw_dtype=ggml_type)
+    started = time.perf_counter()
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        stream_tensors(writer, weights, config, tensors, types, label=out_path.name, log=log)
+    except BaseException:  # interrupted or failed: leave no partial file behind
+        writer.close()
+        partial.unlink(missing_ok=True)
+        raise
     writer.close()
     partial.replace(out_path)
     log(f"[gguf] wrote {out_path} ({human_size(out_path.stat().st_size)}, {len(tensors)} tensors) "

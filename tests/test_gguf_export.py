@@ -189,6 +189,16 @@ def test_export_stops_before_writing_when_the_disk_is_too_small(tiny_model_dir, 
     assert not list(tmp_path.iterdir())
 
 
+def test_a_failed_export_leaves_no_file_behind(tiny_model_dir, tmp_path, monkeypatch):
+    def fail(array, ggml_type):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gguf_export, "encoded_tensor", fail)
+    with pytest.raises(KeyboardInterrupt):
+        gguf_export.export_gguf(tiny_model_dir, tmp_path, "tiny", types=("f16",), log=lambda line: None)
+    assert not list(tmp_path.iterdir())
+
+
 def test_needed_space_is_the_sum_of_the_tensor_sizes(tiny_model_dir):
     config = json.loads((tiny_model_dir / "config.json").read_text())
     parameters = sum(int(np.prod(a.shape)) for a in gguf_export.lazy_weights(
