@@ -105,22 +105,16 @@ def mlx_logits(model, tokens):
 
 def mlx_reference(model_dir, conversations, *, chat_template=None, max_tokens=DEFAULT_MAX_TOKENS):
     """Render, tokenize and run every conversation through the MLX model once, for all files to compare against."""
-    if not conversations:
-        raise GGUFVerifyError("no conversations to check the GGUF file with; pass at least one")
     from synthia import render
 
+    chosen = next((i for i, record in enumerate(conversations) if has_tool_call(record)), None)
+    if chosen is None:
+        raise GGUFVerifyError(f"none of the {len(conversations)} conversations has a tool call, so the embedded chat "
+                              "template cannot be checked for tool calling; include one")
     model, tokenizer = load_mlx(model_dir, chat_template)
-    texts, tokens, top1, margin = [], [], [], []
-    for record in conversations:
-        text, ids = training_text_and_tokens(tokenizer, record)
-        predicted, lead = top1_and_margin(mlx_logits(model, ids[:max_tokens]))
-        texts.append(text), tokens.append(ids), top1.append(predicted), margin.append(lead)
-    with_tools = [i for i, r in enumerate(conversations) if has_tool_call(r)]
-    if not with_tools:
-        raise GGUFVerifyError("none of the conversations has a tool call, so the embedded chat template cannot be "
-                              "checked for tool calling; include one")
-    chosen = with_tools[0]
-    return Reference(texts, tokens, top1, margin, chosen,
+    texts, tokens = zip(*(training_text_and_tokens(tokenizer, record) for record in conversations))
+    top1, margin = zip(*(top1_and_margin(mlx_logits(model, ids[:max_tokens])) for ids in tokens))
+    return Reference(list(texts), list(tokens), list(top1), list(margin), chosen,
                      template_messages=render.template_messages(conversations[chosen]["messages"]),
                      template_tools=conversation_tools(conversations[chosen]))
 

@@ -264,6 +264,12 @@ def test_command_line_exports_and_copies_to_lmstudio(tiny_model_dir, tmp_path, c
     assert "[gguf] wrote" in capsys.readouterr().out
 
 
+def test_the_check_needs_a_conversation_with_a_tool_call(tiny_model_dir):
+    chat = {"messages": [{"role": "user", "content": "Hello?"}, {"role": "assistant", "content": "Hello."}]}
+    with pytest.raises(gguf_verify.GGUFVerifyError, match="none of the 2 conversations has a tool call"):
+        gguf_verify.mlx_reference(tiny_model_dir, [chat, chat])
+
+
 # ---------------------------------------------------------------- checked by llama.cpp
 
 @pytest.fixture(scope="module")
