@@ -1,12 +1,14 @@
 """Export an MLX model directory (qwen2 or llama) to GGUF files that llama.cpp and LM Studio load.
 
-    python -m synthia.gguf_export MODEL_DIR OUT_DIR NAME [--types f16 q8_0 q4_k_m]
+    python -m synthia.gguf_export MODEL_DIR models/gguf NAME                  # f16, q8_0 (+ q4_k_m), checked
+    python -m synthia.gguf_export MODEL_DIR models/gguf NAME --types q4_k_m --lmstudio-dir ~/.lmstudio/models
 
 Writes OUT_DIR/NAME-f16.gguf and NAME-q8_0.gguf with the `gguf` package (llama.cpp's own Python library),
 and NAME-q4_k_m.gguf with llama.cpp's quantizer when llama-cpp-python is installed. Each file carries the
 tokenizer (vocabulary, merges, pre-tokenizer, special tokens) and the chat template the model was trained
 with, so LM Studio renders tool calls the way training did. Tensors stream one at a time: a 7B export holds
-one tensor (plus its converted copy) in memory, never the model.
+one tensor (plus its converted copy) in memory, never the model. When llama-cpp-python is installed, every
+file is then checked in llama.cpp against the MLX model (synthia.gguf_verify).
 """
 
 import argparse
