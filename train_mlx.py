@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from synthia import blas, data, progress, render, runstate, validate
+from synthia import blas, data, progress, render, runstate, stagedir, validate
 from synthia.config import GLOBAL, ConfigError, Setting, check_config, fingerprint_view, load_yaml_file, resolve
 
 # ---------------------------------------------------------------------------------------------------------
@@ -185,23 +185,9 @@ def describe_schedule(schedule, updates):
 # ---------------------------------------------------------------------------------------------------------
 # Models and paths
 # ---------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StagePaths:
-    stage_dir: Path  # models/stageN: data, adapters, run.json, logs
-    fused_dir: Path  # models/synthia-stageN: the fused model
-
-    @property
-    def run_json(self):
-        return self.stage_dir / "run.json"
-
-
-def stage_paths(output_dir, number):
-    return StagePaths(Path(output_dir) / f"stage{number}", Path(output_dir) / f"synthia-stage{number}")
-
-
 def stage_base(number, output_dir, base_model):
     """Stage 1 starts from the base model; every later stage from the previous stage's fused model."""
-    return base_model if number == 1 else str(stage_paths(output_dir, number - 1).fused_dir)
+    return base_model if number == 1 else str(stagedir.stage_paths(output_dir, number - 1).fused_dir)
 
 
 def resolve_model_dir(name_or_path):
@@ -360,27 +346,23 @@ def stage_plan(number, values, base_dir, files, paths, with_test):
     steps = []
     if values["train_bits"] and not is_quantized(base_dir):
         train_base = paths.stage_dir / f"train-base-q{values['train_bits']}"
-        steps.append(("quantize", quantize_command(base_dir, partial_path(train_base), values["train_bits"]),
+        steps.append(("quantize", quantize_command(base_dir, stagedir.partial_path(train_base), values["train_bits"]),
                       None, train_base))
     steps.append(("train", worker_command("train", paths.stage_dir / "train_job.json"),
                   train_job(values, train_base, files, paths), None))
     # Fusing into a quantized base would re-quantize it and round small updates away: fuse into the
     # full-precision base (dequantized if the user's base was quantized), so the chain keeps every update.
-    steps.append(("fuse", fuse_command(base_dir, paths.stage_dir, fused_tmp(paths), is_quantized(base_dir)),
+    steps.append(("fuse", fuse_command(base_dir, paths.stage_dir, stagedir.fused_tmp(paths), is_quantized(base_dir)),
                   None, None))
     # Training measured its own base (iteration 0) and the kept adapters; only a quantized copy's full-precision
     # base, and the fused model, still need a loss.
-    runs = [{"label": "fused", "model": str(fused_tmp(paths)),
+    runs = [{"label": "fused", "model": str(stagedir.fused_tmp(paths)),
              "splits": {"valid": files["valid"], **({"test": files["test"]} if with_test else {})}}]
     if train_base != base_dir:
         runs.insert(0, {"label": "base", "model": str(base_dir), "splits": {"valid": files["valid"]}})
     steps.append(("evaluate", worker_command("evaluate", paths.stage_dir / "eval_job.json"),
                   evaluate_job(values, runs, paths.stage_dir / "eval_result.json"), None))
     return steps
-
-
-def fused_tmp(paths):
-    return partial_path(paths.fused_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -451,35 +433,9 @@ def stage_fingerprint(values, base_model, inputs):
             "chat_template": inputs.template, "default_tools": inputs.tools}
 
 
-def read_run_json(paths):
-    try:
-        return json.loads(paths.run_json.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def fused_files(directory):
-    return {f.name: f.stat().st_size for f in sorted(Path(directory).iterdir()) if f.is_file()}
-
-
-def finished_stage(paths):
-    """run.json of a stage that completed and whose fused model is intact, else None (damage is said)."""
-    record = read_run_json(paths)
-    if not record or record.get("status") != "done":
-        return None
-    expected = record.get("fused_files", {})
-    actual = fused_files(paths.fused_dir) if paths.fused_dir.is_dir() else {}
-    damaged = sorted(name for name, size in expected.items() if actual.get(name) != size)
-    if damaged or not expected:
-        log(f"WARNING: {paths.fused_dir} does not match what run.json recorded (missing or changed: "
-            f"{', '.join(damaged) or 'the whole model'}); the stage will be redone")
-        return None
-    return record
-
-
 def run_stage(number, values, base_model, inputs, args, env, blas_note):
     """Prepare-train-fuse-evaluate one stage, skipping steps an interrupted attempt finished; returns run.json."""
-    paths = stage_paths(args.output_dir, number)
+    paths = stagedir.stage_paths(args.output_dir, number)
     fingerprint = stage_fingerprint(values, base_model, inputs)
     previous = prepare_stage_dir(number, paths, fingerprint, args)
     base_dir = resolve_model_dir(base_model)
@@ -499,18 +455,13 @@ def run_stage(number, values, base_model, inputs, args, env, blas_note):
         record["timings"][name] = run_step(number, name, command, env, paths.stage_dir / "stage.log",
                                            rerun_command(args))
         if produces is not None:
-            partial_path(produces).rename(produces)
+            stagedir.partial_path(produces).rename(produces)
         runstate.write_json(paths.run_json, record)
-    finish_fused_model(paths, args.chat_template)
-    record.update(collect_results(paths), status="done", fused_files=fused_files(paths.fused_dir))
+    stagedir.finish_fused_model(paths, args.chat_template)
+    record.update(collect_results(paths), status="done", fused_files=stagedir.fused_files(paths.fused_dir))
     runstate.write_json(paths.run_json, record)
     report_stage(number, record)
     return record
-
-
-PIPELINE_FILES = ("data", "stage.log", "run.json", "fingerprint.json", "train_job.json", "eval_job.json",
-                  "train_result.json", "eval_result.json", "adapter_config.json", "adapters.safetensors",
-                  "best_adapters.safetensors", "last_adapters.safetensors", "checkpoint.safetensors")
 
 
 def prepare_stage_dir(number, paths, fingerprint, args):
@@ -518,14 +469,14 @@ def prepare_stage_dir(number, paths, fingerprint, args):
     inputs is discarded only with --force, and then only the files the pipeline wrote."""
     marker = paths.stage_dir / "fingerprint.json"
     same = marker.exists() and json.loads(marker.read_text()) == json.loads(json.dumps(fingerprint, default=str))
-    record = read_run_json(paths) if same else None
+    record = stagedir.read_run_json(paths) if same else None
     if same and not args.force:
         log(f"continuing the interrupted attempt in {paths.stage_dir}", number)
         runstate.write_json(marker, fingerprint)
         return record if record and record.get("status") == "running" else None
-    attempt = [name for name in PIPELINE_FILES if (paths.stage_dir / name).exists()]
+    attempt = [name for name in stagedir.PIPELINE_FILES if (paths.stage_dir / name).exists()]
     attempt += [p.name for p in paths.stage_dir.glob("train-base-q*")]
-    if attempt and not args.force and finished_stage(paths) is None:
+    if attempt and not args.force and stagedir.finished_stage(paths, warn=log) is None:
         raise PipelineError(
             f"stage {number}: {paths.stage_dir} holds an interrupted attempt made with other inputs (dataset, "
             f"config, template or base model changed); it was kept.\n  Re-run with --force to discard it and train "
@@ -533,39 +484,10 @@ def prepare_stage_dir(number, paths, fingerprint, args):
     for name in attempt:
         target = paths.stage_dir / name
         shutil.rmtree(target) if target.is_dir() else target.unlink()
-    shutil.rmtree(fused_tmp(paths), ignore_errors=True)
+    shutil.rmtree(stagedir.fused_tmp(paths), ignore_errors=True)
     paths.stage_dir.mkdir(parents=True, exist_ok=True)
     runstate.write_json(marker, fingerprint)
     return None
-
-
-MODEL_FILE_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json",
-                       "tokenizer*", "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt",
-                       "added_tokens.json")
-
-
-def partial_path(path):
-    return path.with_name(path.name + ".partial")
-
-
-def finish_fused_model(paths, chat_template_file):
-    """Carry a --chat-template override into the fused model, then move it into place. Files a user put in the
-    fused directory stay; the previous model's files are replaced."""
-    tmp = fused_tmp(paths)
-    if chat_template_file:
-        config_file = tmp / "tokenizer_config.json"
-        tokenizer_config = json.loads(config_file.read_text())
-        tokenizer_config["chat_template"] = Path(chat_template_file).read_text()
-        runstate.write_json(config_file, tokenizer_config)
-        (tmp / "chat_template.jinja").unlink(missing_ok=True)
-    if not paths.fused_dir.exists():
-        tmp.rename(paths.fused_dir)
-        return
-    for stale in (f for pattern in MODEL_FILE_PATTERNS for f in paths.fused_dir.glob(pattern)):
-        stale.unlink()  # an old shard left beside new ones would be loaded with them
-    for item in tmp.iterdir():
-        os.replace(item, paths.fused_dir / item.name)
-    tmp.rmdir()
 
 
 def collect_results(paths):
@@ -632,6 +554,100 @@ def add_missing_test(number, values, paths, record, args, env):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Scoring: tool calls by generation (--test after each stage, --evaluate on any model), the scorecard
+# ---------------------------------------------------------------------------------------------------------
+def score_splits(number, output_dir, eval_data):
+    """{label: OpenAI JSONL}: stage N's test split, every earlier stage's (the forgetting check), --eval-data."""
+    files = {k: stagedir.stage_paths(output_dir, k).stage_dir / "data" / "test.jsonl" for k in range(1, number + 1)}
+    splits = {f"stage{k} test": str(path) for k, path in files.items() if path.exists()}
+    return {**splits, **({"eval-data": str(eval_data)} if eval_data else {})}
+
+
+def score_model(label, model_dir, splits, out_dir, args, env, max_prompt_tokens, samples=True):
+    """Score `model_dir` on `splits` in a child process; writes out_dir/eval.json (+ samples.md) and returns it.
+    Splits already scored from the same file (by content) are kept, so the base model is scored once."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    eval_file = out_dir / "eval.json"
+    cached = json.loads(eval_file.read_text()) if eval_file.exists() else {}
+    digests = {name: digest(Path(path).read_text()) for name, path in splits.items()}
+    todo = {name: path for name, path in splits.items() if cached.get(name, {}).get("file_digest") != digests[name]}
+    if todo:
+        job = {"model": str(model_dir), "splits": todo, "chat_template": args.chat_template, "limit": args.test_limit,
+               "max_new_tokens": None, "max_prompt_tokens": max_prompt_tokens,
+               "samples": str(out_dir / "samples.md") if samples else None, "result": str(out_dir / "scores.json")}
+        command = worker_command("score", out_dir / "score_job.json")
+        runstate.write_json(Path(command[-1]), job)
+        run_step(label, "score", command, env, out_dir / "score.log", rerun_command(args))
+        fresh = json.loads((out_dir / "scores.json").read_text())
+        cached.update({name: {**result, "file_digest": digests[name]} for name, result in fresh.items()})
+        runstate.write_json(eval_file, cached)
+    else:
+        log(f"score: {eval_file} already holds these splits; skipping", label)
+    return {name: cached[name] for name in splits}
+
+
+def write_reports(output_dir, numbers, base_results):
+    """models/scorecard.md (base and every scored stage side by side) and models/loss.png; prints the scorecard."""
+    from synthia import scorecard
+
+    output_dir = Path(output_dir)
+    columns, curves = [("base", base_results)], []
+    for number in numbers:
+        paths = stagedir.stage_paths(output_dir, number)
+        if (paths.stage_dir / "eval.json").exists():
+            columns.append((f"stage {number}", json.loads((paths.stage_dir / "eval.json").read_text())))
+        record = stagedir.read_run_json(paths) or {}
+        if record.get("curves"):
+            curves.append((f"stage {number}", record["curves"]["train"], record["curves"]["valid"]))
+    text = scorecard.write_scorecard(columns, output_dir / "scorecard.md")
+    if curves:
+        scorecard.plot_losses(curves, output_dir / "loss.png")
+    log(text)
+    log(f"wrote {output_dir / 'scorecard.md'}" + (f" and {output_dir / 'loss.png'}" if curves else ""))
+
+
+def test_stages(numbers, configs, base_model, args, env):
+    """--test: score every stage on its own and earlier test splits, the base model once, then the scorecard."""
+    needed = score_splits(numbers[-1], args.output_dir, args.eval_data)
+    for number in numbers:
+        paths = stagedir.stage_paths(args.output_dir, number)
+        score_model(number, paths.fused_dir, score_splits(number, args.output_dir, args.eval_data), paths.stage_dir,
+                    args, env, configs[number]["max_seq_length"])
+    base_dir = resolve_model_dir(base_model)
+    base = score_model("base", base_dir, needed, Path(args.output_dir) / "base-eval", args, env,
+                       configs[numbers[0]]["max_seq_length"], samples=False)
+    write_reports(args.output_dir, sorted(STAGES), base)
+
+
+def evaluate_only(args):
+    """--evaluate MODEL_DIR: score one model on --eval-data (or the dataset's test split) and train nothing."""
+    model_dir = Path(args.evaluate)
+    if not (model_dir / "config.json").is_file():
+        raise PipelineError(f"--evaluate {model_dir}: not a model directory (no config.json)", EXIT_INVALID)
+    with runstate.output_lock(Path(args.output_dir)):
+        out_dir = Path(args.output_dir) / "evaluate" / model_dir.name
+        splits = {"eval-data": str(args.eval_data)} if args.eval_data else held_out_test_split(args, out_dir)
+        env, _ = child_process_blas(args.blas)
+        results = score_model("evaluate", model_dir, splits, out_dir, args, env, None)
+        from synthia import scorecard
+
+        log(scorecard.write_scorecard([(model_dir.name, results)], out_dir / "scorecard.md"))
+        log(f"wrote {out_dir / 'eval.json'}, {out_dir / 'samples.md'} and {out_dir / 'scorecard.md'}")
+
+
+def held_out_test_split(args, out_dir):
+    """The dataset's test split (every category), as the stages draw it."""
+    examples = validate_dataset(args.dataset, args.strict)
+    values, _ = resolve_stage_config(3, load_yaml_config(args.config) if args.config else {"shared": {}}, {})
+    assignment = data.split_of_examples(examples, values["seed"], values["valid_fraction"], values["test_fraction"])
+    path = out_dir / "test.jsonl"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(ex.record, ensure_ascii=False) + "\n" for ex in examples
+                            if assignment[ex.line] == "test"))
+    return {"dataset test": str(path)}
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The pipeline
 # ---------------------------------------------------------------------------------------------------------
 def selected_stages(stage_arg):
@@ -655,8 +671,8 @@ def check_stage_inputs(numbers, args):
     first = numbers[0]
     if first == 1:
         return
-    previous = stage_paths(args.output_dir, first - 1)
-    if finished_stage(previous) is None:
+    previous = stagedir.stage_paths(args.output_dir, first - 1)
+    if stagedir.finished_stage(previous, warn=log) is None:
         command = rerun_command(args).replace(f"--stage {first}", f"--stage {first - 1}")
         raise PipelineError(
             f"--stage {first} starts from {previous.fused_dir}, which is missing or unfinished.\n"
@@ -668,7 +684,7 @@ def check_dataset_unchanged(number, output_dir, dataset_fp, args):
     that stage trained on could now be held out here."""
     if number == 1:
         return
-    previous = read_run_json(stage_paths(output_dir, number - 1)) or {}
+    previous = stagedir.read_run_json(stagedir.stage_paths(output_dir, number - 1)) or {}
     trained_on = previous.get("fingerprint", {}).get("dataset")
     if trained_on and trained_on != dataset_fp:
         raise PipelineError(
@@ -680,8 +696,8 @@ def check_dataset_unchanged(number, output_dir, dataset_fp, args):
 
 def decide_skip(number, values, base_model, inputs, args):
     """True when the stage already finished with the same inputs; an error when its inputs changed."""
-    paths = stage_paths(args.output_dir, number)
-    done = finished_stage(paths)
+    paths = stagedir.stage_paths(args.output_dir, number)
+    done = stagedir.finished_stage(paths, warn=log)
     if done is None:
         return False
     same = done["fingerprint"] == json.loads(json.dumps(stage_fingerprint(values, base_model, inputs), default=str))
@@ -699,8 +715,8 @@ def decide_skip(number, values, base_model, inputs, args):
 
 def stage_status(number, values, base_model, inputs, args):
     """What a real run would do with this stage, for --dry-run."""
-    paths = stage_paths(args.output_dir, number)
-    done = finished_stage(paths)
+    paths = stagedir.stage_paths(args.output_dir, number)
+    done = stagedir.finished_stage(paths, warn=log)
     if done is not None:
         same = done["fingerprint"] == json.loads(json.dumps(stage_fingerprint(values, base_model, inputs),
                                                             default=str))
@@ -710,7 +726,7 @@ def stage_status(number, values, base_model, inputs, args):
     marker = paths.stage_dir / "fingerprint.json"
     fingerprint = json.loads(json.dumps(stage_fingerprint(values, base_model, inputs), default=str))
     if marker.exists() and json.loads(marker.read_text()) == fingerprint:
-        record = read_run_json(paths) or {}
+        record = stagedir.read_run_json(paths) or {}
         finished = list(record.get("timings", {}))
         iteration = runstate.checkpoint_iteration(paths.stage_dir / "checkpoint.safetensors")
         if "train" in finished:
@@ -721,7 +737,7 @@ def stage_status(number, values, base_model, inputs, args):
 
 
 def print_plan(number, values, base_model, inputs, args):
-    paths = stage_paths(args.output_dir, number)
+    paths = stagedir.stage_paths(args.output_dir, number)
     base_dir = Path(base_model) if number > 1 else resolve_model_dir(base_model)
     status = stage_status(number, values, base_model, inputs, args)
     # A finished stage's data stays as it was trained on; an unfinished one gets its data to look at.
@@ -767,9 +783,11 @@ def run_pipeline(args):
                 check_dataset_unchanged(number, args.output_dir, inputs.dataset, args)
                 run_stage(number, configs[number], base, inputs, args, env, blas_note)
                 redo = True  # every stage after a (re)trained one must be redone too
-            elif args.test and not (read_run_json(stage_paths(args.output_dir, number)) or {}).get("test"):
-                paths = stage_paths(args.output_dir, number)
-                add_missing_test(number, configs[number], paths, read_run_json(paths), args, env)
+            elif args.test and not (stagedir.read_run_json(stagedir.stage_paths(args.output_dir, number)) or {}).get("test"):
+                paths = stagedir.stage_paths(args.output_dir, number)
+                add_missing_test(number, configs[number], paths, stagedir.read_run_json(paths), args, env)
+        if args.test:
+            test_stages(numbers, configs, base_model, args, env)
 
 
 def resolve_configs(args, numbers):
@@ -824,7 +842,8 @@ def build_demo_model(output_dir, dataset_path):
     path = Path(output_dir) / "demo-base"
     if not (path / "config.json").exists():
         log(f"demo: building a tiny random-weight Qwen2 model in {path}")
-        dataset_text = Path(dataset_path).read_text(encoding="utf-8", errors="replace")[:DEMO_CORPUS_CHARS]
+        with open(dataset_path, encoding="utf-8", errors="replace") as f:
+            dataset_text = f.read(DEMO_CORPUS_CHARS)
         build_tiny_model(path, vocab_size=4096, corpus_texts=default_corpus_texts() + [dataset_text])
     return str(path)
 
@@ -832,7 +851,7 @@ def build_demo_model(output_dir, dataset_path):
 def preview(args):
     """Print dataset line N as the model sees it, trained spans marked."""
     report = validate.validate_file(args.dataset)
-    errors = [e for e in report.errors if e.line == args.preview]
+    errors = [e for e in report.errors if e.line in (0, args.preview)]  # line 0: the file as a whole
     if errors:
         raise PipelineError("\n".join(str(e) for e in errors), EXIT_INVALID)
     example = next((ex for ex in report.examples if ex.line == args.preview), None)
@@ -866,11 +885,15 @@ def build_parser():
     what = p.add_argument_group("what to run")
     what.add_argument("--stage", choices=["1", "2", "3", "all"], default="all",
                       help="stage to run; 2 and 3 start from the previous stage's fused model (default: all)")
-    what.add_argument("--test", action="store_true", help="after each stage, test loss and perplexity on its test split")
+    what.add_argument("--test", action="store_true",
+                      help="after the stages: test loss, and a tool-calling scorecard of the base model and every "
+                           "stage on each stage's test split (models/scorecard.md, models/loss.png)")
     what.add_argument("--dry-run", action="store_true",
                       help="validate, prepare the data and print the plan with every command; train nothing")
     what.add_argument("--preview", type=int, metavar="N", help="show dataset line N as the model sees it and exit")
     what.add_argument("--json", action="store_true", help="with --preview: print segments as JSON")
+    what.add_argument("--evaluate", metavar="MODEL_DIR",
+                      help="score any MLX model's tool calls on --eval-data (or the dataset's test split); no training")
     what.add_argument("--demo", action="store_true",
                       help=f"build a tiny local model and run on it with {DEMO_SETTINGS['iters']} iterations a stage "
                            "(offline)")
@@ -880,6 +903,8 @@ def build_parser():
     inputs.add_argument("--output-dir", default="models", help="where stages and fused models go (default: models)")
     inputs.add_argument("--config", help="YAML file overriding SETTINGS (top level) and STAGES (under stages:)")
     inputs.add_argument("--chat-template", help="Jinja chat template to use instead of the model's own")
+    inputs.add_argument("--eval-data", help="a held-out OpenAI JSONL file of yours, scored with --test/--evaluate")
+    inputs.add_argument("--test-limit", type=int, metavar="N", help="score at most N conversations per split")
     knobs = p.add_argument_group("overrides (every stage)")
     knobs.add_argument("--iters", type=int, help="iterations per stage, e.g. 3 for a smoke run")
     knobs.add_argument("--batch-size", type=int, help="examples per step")
@@ -905,6 +930,8 @@ def main(argv=None):
                                 f"{args.base_model}", EXIT_INVALID)
         if args.preview is not None:
             preview(args)
+        elif args.evaluate:
+            evaluate_only(args)
         else:
             run_pipeline(args)
     except (PipelineError, runstate.RunLocked) as e:

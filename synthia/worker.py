@@ -2,6 +2,7 @@
 
     python -m synthia.worker train JOB.json       # LoRA training: our loop, mlx_lm's parts, our loss mask
     python -m synthia.worker evaluate JOB.json    # masked loss / perplexity of models on token files
+    python -m synthia.worker score JOB.json       # tool-calling scorecard of a model, by generation
 
 train_mlx.py writes JOB.json with every setting resolved (this file keeps no defaults); the result goes to
 the job's "result" path as JSON. Token files hold one {"tokens": [...], "spans": [[start, end], ...]} per
@@ -315,10 +316,32 @@ def evaluate_job(job):
     return results
 
 
+def score_job(job):
+    """Tool-calling scores of one model on held-out files, by generation: {split label: eval result}."""
+    from synthia import scoring, validate
+
+    model, tokenizer = load(job["model"])
+    if job["chat_template"]:
+        tokenizer._tokenizer.chat_template = Path(job["chat_template"]).read_text()
+    tools, results = validate.load_default_tools(), {}
+    for label, path in job["splits"].items():
+        examples = validate.validate_file(path).examples
+        results[label] = scoring.score_conversations(
+            model, tokenizer, examples, tools, max_new_tokens=job["max_new_tokens"],
+            max_prompt_tokens=job["max_prompt_tokens"], limit=job["limit"], progress=False, label=label)
+        overall = results[label]["metrics"]["overall"]
+        print(f"{label}: {results[label]['counts']['turns_scored']} turns, exact {overall['exact']['rate'] or 0:.1%}, "
+              f"valid {overall['valid']['rate'] or 0:.1%}", flush=True)
+    if job["samples"]:
+        held_out = scoring.pick_held_out(next(iter(results.values()))) if results else ()
+        scoring.write_samples(model, tokenizer, tools, job["samples"], held_out=held_out)
+    return results
+
+
 def main(argv=None):
     command, job_path = sys.argv[1:] if argv is None else argv
     job = json.loads(Path(job_path).read_text())
-    result = {"train": train_job, "evaluate": evaluate_job}[command](job)
+    result = {"train": train_job, "evaluate": evaluate_job, "score": score_job}[command](job)
     if mx.distributed.init().rank() == 0:
         tmp = Path(job["result"] + ".tmp")
         tmp.write_text(json.dumps(result, indent=2))

@@ -268,3 +268,28 @@ def test_force_redoes_a_changed_stage_and_the_next_stage_sees_its_new_base(full_
     assert run_record(full_run, 1)["config"]["iters"] == 4
     assert train_mlx.main(cli(workspace, tiny_model_dir, "--stage", "2", "--iters", "3")) == 2
     assert "stage 2 finished earlier with different inputs" in capsys.readouterr().err
+
+
+def test_test_writes_a_scorecard_with_base_and_every_stage(full_run):
+    card = (full_run / "scorecard.md").read_text()
+    header = next(line for line in card.splitlines() if line.startswith("| ") and "base" in line)
+    assert [c.strip() for c in header.strip("|").split("|")][1:] == ["base", "stage 1", "stage 2", "stage 3"]
+    assert (full_run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for number in (1, 2, 3):
+        scores = json.loads((full_run / f"stage{number}" / "eval.json").read_text())
+        assert sorted(scores) == [f"stage{k} test" for k in range(1, number + 1)]  # the forgetting check
+        assert scores[f"stage{number} test"]["counts"]["turns_scored"] > 0
+        assert (full_run / f"stage{number}" / "samples.md").exists()
+    base = json.loads((full_run / "base-eval" / "eval.json").read_text())
+    assert sorted(base) == ["stage1 test", "stage2 test", "stage3 test"]
+
+
+def test_evaluate_scores_a_model_and_trains_nothing(full_run, workspace, tmp_path, capsys):
+    held_out = tmp_path / "mine.jsonl"
+    held_out.write_text("".join((workspace / "data.jsonl").read_text().splitlines(True)[:3]))
+    args = ["--evaluate", str(full_run / "synthia-stage3"), "--eval-data", str(held_out), "--output-dir",
+            str(tmp_path / "out")]
+    assert train_mlx.main(args) == 0
+    scores = json.loads((tmp_path / "out" / "evaluate" / "synthia-stage3" / "eval.json").read_text())
+    assert scores["eval-data"]["counts"]["conversations"] == 3 and scores["eval-data"]["turns"]
+    assert not list((tmp_path / "out").rglob("*adapters.safetensors"))
