@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from synthia import blas, data, progress, render, runstate, stagedir, validate
+from synthia import blas, data, progress, render, reports, runstate, stagedir, validate
 from synthia.config import GLOBAL, ConfigError, Setting, check_config, fingerprint_view, load_yaml_file, resolve
 
 # ---------------------------------------------------------------------------------------------------------
@@ -191,8 +191,13 @@ def stage_base(number, output_dir, base_model):
 
 
 def resolve_model_dir(name_or_path):
-    """A local model directory for `name_or_path`, downloading from the Hugging Face Hub when needed."""
+    """A local model directory for `name_or_path` (checked: it must load), downloading from the Hub when needed."""
     if Path(name_or_path).exists():
+        problems = runstate.model_dir_problems(name_or_path)
+        if problems:
+            raise PipelineError(f"the model directory {name_or_path} cannot be loaded:\n  " + "\n  ".join(problems)
+                                + "\n  Fix: point --base-model at a complete MLX model directory (config.json, "
+                                  "tokenizer, *.safetensors), or copy or download it again", EXIT_INVALID)
         return Path(name_or_path)
     try:
         from huggingface_hub import snapshot_download
@@ -204,7 +209,7 @@ def resolve_model_dir(name_or_path):
             f"cannot get the model {name_or_path!r}: it is not a local directory and the Hugging Face Hub "
             f"download failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).\n"
             f"  Offline? Pass a local MLX model directory with --base-model PATH, or download it first with "
-            f"`huggingface-cli download {name_or_path}` (then HF_HUB_OFFLINE=1 uses the cache).")
+            f"`hf download {name_or_path}` (then HF_HUB_OFFLINE=1 uses the cache).")
 
 
 def import_gguf_base(gguf_path, args):
@@ -284,59 +289,19 @@ def encode_examples(tokenizer, examples, default_tools):
     return encoded
 
 
-def prepare_stage_data(number, values, examples, encoded, paths, dataset_path, strict, with_test, write=True):
-    """Write models/stageN/data/*.jsonl (unless write is False); return the per-split token files and the
-    statistics. Splits that training or --test cannot do without are errors here, before anything runs."""
-    assignment = data.split_of_examples(examples, values["seed"], values["valid_fraction"], values["test_fraction"])
-    splits = data.stage_examples(examples, assignment, values["categories"])
-    files, stats = {}, {}
-    for split in data.SPLITS:
-        pairs, lengths = data.fit_split(encoded, splits[split], values["max_seq_length"])
-        report_lengths(number, split, lengths, values["max_seq_length"], dataset_path, strict)
-        directory = paths.stage_dir / "data"
-        files[split] = str(data.write_split(directory, split, pairs) if write else data.token_file(directory, split))
-        stats[split] = data.split_stats(pairs)
-    check_split_sizes(number, values, stats, with_test)
-    return files, stats
-
-
-def check_split_sizes(number, values, stats, with_test):
-    counts = ", ".join(f"{s} {stats[s]['examples']}" for s in data.SPLITS)
-    categories = ", ".join(values["categories"]) if values["categories"] else "every category"
-    fix = (f"add examples in {categories}, raise valid_fraction/test_fraction (now {values['valid_fraction']}/"
-           f"{values['test_fraction']}), or raise max_seq_length if long examples were left out")
-    if stats["train"]["examples"] < values["batch_size"]:
-        raise PipelineError(f"stage {number}: {stats['train']['examples']} training examples ({counts}), fewer than "
-                            f"batch_size={values['batch_size']}. Fix: {fix}, or lower batch_size", EXIT_INVALID)
-    if not stats["valid"]["examples"]:
-        raise PipelineError(f"stage {number}: the valid split is empty ({counts}); the best checkpoint and early "
-                            f"stopping need a validation loss. Fix: {fix}", EXIT_INVALID)
-    if with_test and not stats["test"]["examples"]:
-        raise PipelineError(f"stage {number}: the test split is empty ({counts}) and --test scores it. Fix: {fix}, "
-                            "or drop --test", EXIT_INVALID)
-
-
-def report_lengths(number, split, lengths, max_seq_length, dataset_path, strict):
-    if not lengths.too_long:
-        return
-    message = (f"{split}: {lengths.too_long} example(s) longer than max_seq_length={max_seq_length}: "
-               f"{lengths.shortened} kept with {lengths.dropped_turns} turn(s) dropped from the end, "
-               f"{len(lengths.left_out)} left out (no complete assistant turn fits)")
-    if lengths.left_out:
-        needed = max(n for _, n in lengths.left_out)
-        lines = ", ".join(str(line) for line, _ in lengths.left_out[:10])
-        message += f"; left out: {dataset_path} line(s) {lines}; max_seq_length={needed} would keep them all"
-    if strict:
-        raise PipelineError(f"stage {number}: {message}", EXIT_INVALID)
-    log(f"WARNING: {message}", number)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Commands: each external step is a list[str], shown with shlex.join before it runs (and by --dry-run)
 # ---------------------------------------------------------------------------------------------------------
 def quantize_command(model_dir, out_dir, bits):
     return [sys.executable, "-m", "mlx_lm", "convert", "--hf-path", str(model_dir), "--mlx-path", str(out_dir),
             "-q", "--q-bits", str(bits)]
+
+
+def export_command(model_dir, out_dir, name, chat_template, dataset, lmstudio_dir, verify):
+    command = [sys.executable, "-m", "synthia.gguf_export", str(model_dir), str(out_dir), name, "--dataset", str(dataset)]
+    command += ["--chat-template", str(chat_template)] if chat_template else []
+    command += ["--lmstudio-dir", str(lmstudio_dir)] if lmstudio_dir else []
+    return command + ([] if verify else ["--no-verify"])
 
 
 def worker_command(kind, job_file):
@@ -460,8 +425,8 @@ def run_stage(number, values, base_model, inputs, args, env, blas_note):
     fingerprint = stage_fingerprint(values, base_model, inputs)
     previous = prepare_stage_dir(number, paths, fingerprint, args)
     base_dir = resolve_model_dir(base_model)
-    files, stats = prepare_stage_data(number, values, inputs.examples, inputs.encoded, paths, args.dataset,
-                                      args.strict, args.test)
+    files, stats = data.prepare_stage_data(number, values, inputs.examples, inputs.encoded, paths.stage_dir,
+                                           args.dataset, args.strict, args.test, log=log)
     log_stage_summary(number, values, stats)
     record = previous or {"stage": number, "status": "running", "config": {**values, "base_model": base_model},
                           "base_model": base_model, "base_model_dir": str(base_dir), "fingerprint": fingerprint, "data": stats,
@@ -577,13 +542,6 @@ def add_missing_test(number, values, paths, record, args, env):
 # ---------------------------------------------------------------------------------------------------------
 # Scoring: tool calls by generation (--test after each stage, --evaluate on any model), the scorecard
 # ---------------------------------------------------------------------------------------------------------
-def score_splits(number, output_dir, eval_data):
-    """{label: OpenAI JSONL}: stage N's test split, every earlier stage's (the forgetting check), --eval-data."""
-    files = {k: stagedir.stage_paths(output_dir, k).stage_dir / "data" / "test.jsonl" for k in range(1, number + 1)}
-    splits = {f"stage{k} test": str(path) for k, path in files.items() if path.exists()}
-    return {**splits, **({"eval-data": str(eval_data)} if eval_data else {})}
-
-
 def score_model(label, model_dir, splits, out_dir, args, env, max_prompt_tokens, samples=True):
     """Score `model_dir` on `splits` in a child process; writes out_dir/eval.json (+ samples.md) and returns it.
     Splits already scored from the same file (by content) are kept, so the base model is scored once."""
@@ -607,37 +565,17 @@ def score_model(label, model_dir, splits, out_dir, args, env, max_prompt_tokens,
     return {name: cached[name] for name in splits}
 
 
-def write_reports(output_dir, numbers, base_results):
-    """models/scorecard.md (base and every scored stage side by side) and models/loss.png; prints the scorecard."""
-    from synthia import scorecard
-
-    output_dir = Path(output_dir)
-    columns, curves = [("base", base_results)], []
-    for number in numbers:
-        paths = stagedir.stage_paths(output_dir, number)
-        if (paths.stage_dir / "eval.json").exists():
-            columns.append((f"stage {number}", json.loads((paths.stage_dir / "eval.json").read_text())))
-        record = stagedir.read_run_json(paths) or {}
-        if record.get("curves"):
-            curves.append((f"stage {number}", record["curves"]["train"], record["curves"]["valid"]))
-    text = scorecard.write_scorecard(columns, output_dir / "scorecard.md")
-    if curves:
-        scorecard.plot_losses(curves, output_dir / "loss.png")
-    log(text)
-    log(f"wrote {output_dir / 'scorecard.md'}" + (f" and {output_dir / 'loss.png'}" if curves else ""))
-
-
 def test_stages(numbers, configs, base_model, args, env):
     """--test: score every stage on its own and earlier test splits, the base model once, then the scorecard."""
-    needed = score_splits(numbers[-1], args.output_dir, args.eval_data)
+    needed = reports.score_splits(numbers[-1], args.output_dir, args.eval_data)
     for number in numbers:
         paths = stagedir.stage_paths(args.output_dir, number)
-        score_model(number, paths.fused_dir, score_splits(number, args.output_dir, args.eval_data), paths.stage_dir,
-                    args, env, configs[number]["max_seq_length"])
+        splits = reports.score_splits(number, args.output_dir, args.eval_data)
+        score_model(number, paths.fused_dir, splits, paths.stage_dir, args, env, configs[number]["max_seq_length"])
     base_dir = resolve_model_dir(base_model)
     base = score_model("base", base_dir, needed, Path(args.output_dir) / "base-eval", args, env,
                        configs[numbers[0]]["max_seq_length"], samples=False)
-    write_reports(args.output_dir, sorted(STAGES), base)
+    reports.write_reports(args.output_dir, sorted(STAGES), base, log)
 
 
 def evaluate_only(args):
@@ -647,25 +585,28 @@ def evaluate_only(args):
         raise PipelineError(f"--evaluate {model_dir}: not a model directory (no config.json)", EXIT_INVALID)
     with runstate.output_lock(Path(args.output_dir)):
         out_dir = Path(args.output_dir) / "evaluate" / model_dir.name
-        splits = {"eval-data": str(args.eval_data)} if args.eval_data else held_out_test_split(args, out_dir)
+        splits = ({"eval-data": str(args.eval_data)} if args.eval_data else reports.held_out_test_split(
+            validate_dataset(args.dataset, args.strict), resolve_configs(args, [3])[3], out_dir))
         env, _ = child_process_blas(args.blas)
         results = score_model("evaluate", model_dir, splits, out_dir, args, env, None)
-        from synthia import scorecard
-
-        log(scorecard.write_scorecard([(model_dir.name, results)], out_dir / "scorecard.md"))
+        log(reports.scorecard.write_scorecard([(model_dir.name, results)], out_dir / "scorecard.md"))
         log(f"wrote {out_dir / 'eval.json'}, {out_dir / 'samples.md'} and {out_dir / 'scorecard.md'}")
 
 
-def held_out_test_split(args, out_dir):
-    """The dataset's test split (every category), as the stages draw it."""
-    examples = validate_dataset(args.dataset, args.strict)
-    values, _ = resolve_stage_config(3, load_yaml_config(args.config) if args.config else {"shared": {}}, {})
-    assignment = data.split_of_examples(examples, values["seed"], values["valid_fraction"], values["test_fraction"])
-    path = out_dir / "test.jsonl"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(ex.record, ensure_ascii=False) + "\n" for ex in examples
-                            if assignment[ex.line] == "test"))
-    return {"dataset test": str(path)}
+def export_model(args, env):
+    """--export gguf: the last stage's fused model (or --model DIR) as GGUF files for LM Studio, checked by
+    llama.cpp when llama-cpp-python is installed (--no-verify skips the check)."""
+    model_dir = Path(args.model) if args.model else stagedir.stage_paths(args.output_dir, 3).fused_dir
+    if not (model_dir / "config.json").is_file():
+        raise PipelineError(f"--export: {model_dir} is not a model directory (no config.json). Train the stages "
+                            "first, or name one with --model DIR", EXIT_INVALID)
+    command = export_command(model_dir, Path(args.output_dir) / "gguf", model_dir.name, args.chat_template,
+                             args.dataset, args.lmstudio_dir, not args.no_verify)
+    if args.dry_run:
+        log(f"would run export: {shlex.join(command)}")
+        return
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    run_step("export", "export", command, env, Path(args.output_dir) / "export.log", rerun_command(args))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -762,8 +703,8 @@ def print_plan(number, values, base_model, inputs, args):
     base_dir = Path(base_model) if number > 1 else resolve_model_dir(base_model)
     status = stage_status(number, values, base_model, inputs, args)
     # A finished stage's data stays as it was trained on; an unfinished one gets its data to look at.
-    files, stats = prepare_stage_data(number, values, inputs.examples, inputs.encoded, paths, args.dataset,
-                                      args.strict, args.test, write=status == "train")
+    files, stats = data.prepare_stage_data(number, values, inputs.examples, inputs.encoded, paths.stage_dir,
+                                           args.dataset, args.strict, args.test, write=status == "train", log=log)
     log(f"{values['name']}: {values['focus']}", number)
     log(f"would {status}", number)
     log(f"base model: {base_model}; iters {values['iters']}, learning_rate {values['learning_rate']}, "
@@ -809,6 +750,8 @@ def run_pipeline(args):
                 add_missing_test(number, configs[number], paths, stagedir.read_run_json(paths), args, env)
         if args.test:
             test_stages(numbers, configs, base_model, args, env)
+        if args.export:
+            export_model(args, env)
 
 
 def resolve_configs(args, numbers):
@@ -918,6 +861,14 @@ def build_parser():
     what.add_argument("--demo", action="store_true",
                       help=f"build a tiny local model and run on it with {DEMO_SETTINGS['iters']} iterations a stage "
                            "(offline)")
+    ship = p.add_argument_group("ship it")
+    ship.add_argument("--export", choices=["gguf"],
+                      help="after the stages (or alone with --model): write models/gguf/*-{f16,q8_0,q4_k_m}.gguf for "
+                           "LM Studio / llama.cpp, checked by llama.cpp when llama-cpp-python is installed")
+    ship.add_argument("--model", metavar="DIR", help="with --export: the MLX model directory to export")
+    ship.add_argument("--no-verify", action="store_true", help="with --export: skip the llama.cpp check")
+    ship.add_argument("--lmstudio-dir", metavar="DIR",
+                      help="with --export: also copy the files to DIR/synthia/<name>/ (LM Studio: ~/.lmstudio/models)")
     inputs = p.add_argument_group("inputs and outputs")
     inputs.add_argument("--base-model", help=f"model for stage 1: a Hub name, an MLX model directory, or a .gguf "
                                              f"file from LM Studio / llama.cpp (default: {DEFAULTS['base_model']})")
@@ -957,11 +908,22 @@ def main(argv=None):
             preview(args)
         elif args.evaluate:
             evaluate_only(args)
+        elif args.export and args.model:
+            with runstate.output_lock(Path(args.output_dir)):
+                export_model(args, child_process_blas(args.blas)[0])
         else:
             run_pipeline(args)
-    except (PipelineError, runstate.RunLocked) as e:
+    except (PipelineError, runstate.RunLocked, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", EXIT_FAILED)
+        return getattr(e, "exit_code", EXIT_INVALID if isinstance(e, data.DataError) else EXIT_FAILED)
+    except BrokenPipeError:  # `--preview 5 --json | head`: the reader left; end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as e:  # the environment: an unwritable or full output directory, a file that vanished
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}. Fix: check that the path exists, is writable and has free space "
+              "(or choose another --output-dir)", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("\ninterrupted: finished stages are kept; re-run the same command to resume from the last checkpoint",
               file=sys.stderr)

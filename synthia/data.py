@@ -9,6 +9,12 @@ from pathlib import Path
 from synthia import render
 
 SPLITS = ("train", "valid", "test")
+
+
+class DataError(ValueError):
+    """A stage's data cannot train as configured; the message names the stage, the split, the counts and the fix."""
+
+
 UNCATEGORIZED = "(none)"
 
 
@@ -105,3 +111,54 @@ def dataset_fingerprint(examples):
     for ex in examples:
         digest.update(ex.fingerprint.encode())
     return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A stage's data, checked before anything runs
+# ---------------------------------------------------------------------------------------------------------
+def prepare_stage_data(number, values, examples, encoded, stage_dir, dataset_path, strict, with_test, write=True,
+                       log=print):
+    """Write models/stageN/data/*.jsonl (unless write is False); return the per-split token files and the
+    statistics. Splits that training or --test cannot do without are errors here, before anything runs."""
+    assignment = split_of_examples(examples, values["seed"], values["valid_fraction"], values["test_fraction"])
+    splits = stage_examples(examples, assignment, values["categories"])
+    files, stats = {}, {}
+    for split in SPLITS:
+        pairs, lengths = fit_split(encoded, splits[split], values["max_seq_length"])
+        report_lengths(number, split, lengths, values["max_seq_length"], dataset_path, strict, log)
+        directory = Path(stage_dir) / "data"
+        files[split] = str(write_split(directory, split, pairs) if write else token_file(directory, split))
+        stats[split] = split_stats(pairs)
+    check_split_sizes(number, values, stats, with_test)
+    return files, stats
+
+
+def check_split_sizes(number, values, stats, with_test):
+    counts = ", ".join(f"{s} {stats[s]['examples']}" for s in SPLITS)
+    categories = ", ".join(values["categories"]) if values["categories"] else "every category"
+    fix = (f"add examples in {categories}, raise valid_fraction/test_fraction (now {values['valid_fraction']}/"
+           f"{values['test_fraction']}), or raise max_seq_length if long examples were left out")
+    if stats["train"]["examples"] < values["batch_size"]:
+        raise DataError(f"stage {number}: {stats['train']['examples']} training examples ({counts}), fewer than "
+                        f"batch_size={values['batch_size']}. Fix: {fix}, or lower batch_size")
+    if not stats["valid"]["examples"]:
+        raise DataError(f"stage {number}: the valid split is empty ({counts}); the best checkpoint and early "
+                        f"stopping need a validation loss. Fix: {fix}")
+    if with_test and not stats["test"]["examples"]:
+        raise DataError(f"stage {number}: the test split is empty ({counts}) and --test scores it. Fix: {fix}, "
+                        "or drop --test")
+
+
+def report_lengths(number, split, lengths, max_seq_length, dataset_path, strict, log):
+    if not lengths.too_long:
+        return
+    message = (f"{split}: {lengths.too_long} example(s) longer than max_seq_length={max_seq_length}: "
+               f"{lengths.shortened} kept with {lengths.dropped_turns} turn(s) dropped from the end, "
+               f"{len(lengths.left_out)} left out (no complete assistant turn fits)")
+    if lengths.left_out:
+        needed = max(n for _, n in lengths.left_out)
+        lines = ", ".join(str(line) for line, _ in lengths.left_out[:10])
+        message += f"; left out: {dataset_path} line(s) {lines}; max_seq_length={needed} would keep them all"
+    if strict:
+        raise DataError(f"stage {number}: {message}")
+    log(f"WARNING: {message}", number)

@@ -50,12 +50,54 @@ def write_json(path, value):
     tmp.replace(path)
 
 
+def safetensors_header(path):
+    """The JSON header of a safetensors file (8 bytes of length, then JSON), read without MLX."""
+    with open(path, "rb") as f:
+        return json.loads(f.read(int.from_bytes(f.read(8), "little")))
+
+
+def safetensors_problem(path):
+    """Why a safetensors file cannot be loaded (unreadable, not safetensors, shorter than its header says), or None."""
+    try:
+        with open(path, "rb") as f:
+            header_length = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(header_length))
+        data_end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        size = Path(path).stat().st_size
+    except OSError as e:
+        return f"cannot read it ({e.strerror})"
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return "not a safetensors file (its header does not parse)"
+    if size < 8 + header_length + data_end:
+        return f"truncated: {size} bytes, its header describes {8 + header_length + data_end}"
+    return None
+
+
+def model_dir_problems(path):
+    """What keeps a local model directory from loading: config.json, the tokenizer, every weight file."""
+    path = Path(path)
+    if not path.is_dir():
+        return [f"{path}: not a directory"]
+    problems = []
+    try:
+        json.loads((path / "config.json").read_text())
+    except FileNotFoundError:
+        problems.append(f"{path / 'config.json'}: missing")
+    except (OSError, ValueError) as e:
+        problems.append(f"{path / 'config.json'}: unreadable or not JSON ({e})")
+    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+        problems.append(f"{path}: no tokenizer (tokenizer.json)")
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        problems.append(f"{path}: no *.safetensors weight files")
+    problems += [f"{w}: {problem}" for w in weights if (problem := safetensors_problem(w))]
+    return problems
+
+
 def checkpoint_iteration(path):
     """The iteration a training checkpoint was written at, read from its safetensors header; 0 when there is none.
     (The parent never imports MLX, so it reads the header itself: 8 bytes of length, then JSON.)"""
     try:
-        with open(path, "rb") as f:
-            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
-        return json.loads(header["__metadata__"]["record"])["iteration"]
+        return json.loads(safetensors_header(path)["__metadata__"]["record"])["iteration"]
     except (OSError, ValueError, KeyError):
         return 0

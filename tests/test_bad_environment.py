@@ -1,0 +1,66 @@
+"""Broken models, unwritable outputs and closed pipes end in a clear message and the right exit code."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import train_mlx
+from synthia import runstate
+from tests.sample_data import write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(tmp_path, base, *extra):
+    write_dataset(tmp_path / "d.jsonl")
+    return train_mlx.main(["--base-model", str(base), "--dataset", str(tmp_path / "d.jsonl"), "--output-dir",
+                           str(tmp_path / "models"), "--dry-run", *extra])
+
+
+def test_an_empty_model_directory_names_what_is_missing(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert run(tmp_path, tmp_path / "empty") == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'empty' / 'config.json'}: missing" in err and "no *.safetensors weight files" in err
+    assert "Traceback" not in err
+
+
+def test_a_truncated_weight_file_is_named(tmp_path, tiny_model_dir, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    assert run(tmp_path, broken) == 2
+    err = capsys.readouterr().err
+    assert f"{weights}: truncated" in err
+
+
+def test_a_corrupt_weight_file_is_named(tmp_path, tiny_model_dir, capsys):
+    broken = tmp_path / "corrupt"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    assert run(tmp_path, broken) == 2
+    assert "model.safetensors: not a safetensors file" in capsys.readouterr().err
+
+
+def test_an_output_directory_that_cannot_be_made_is_an_environment_error(tmp_path, tiny_model_dir, capsys):
+    (tmp_path / "a-file").write_text("not a directory")
+    args = ["--base-model", str(tiny_model_dir), "--dataset", str(write_dataset(tmp_path / "d.jsonl")),
+            "--output-dir", str(tmp_path / "a-file" / "models"), "--dry-run"]
+    assert train_mlx.main(args) == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / "a-file" / "models") in err and "Traceback" not in err
+
+
+def test_preview_into_a_closed_pipe_ends_quietly(tmp_path, tiny_model_dir):
+    data = write_dataset(tmp_path / "d.jsonl")
+    command = (f"{sys.executable} {ROOT / 'train_mlx.py'} --base-model {tiny_model_dir} --dataset {data} "
+               f"--preview 1 --json | head -n 1")
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=ROOT)
+    assert result.stdout.strip() == "{"
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+
+
+def test_a_complete_model_directory_has_no_problems(tiny_model_dir):
+    assert runstate.model_dir_problems(tiny_model_dir) == []
