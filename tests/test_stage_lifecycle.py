@@ -115,3 +115,16 @@ def test_an_interrupted_attempt_with_other_inputs_is_kept_without_force(root, ti
     err = capsys.readouterr().err
     assert "holds an interrupted attempt made with other inputs" in err and "--force" in err
     assert (output / "stage1" / "checkpoint.safetensors").read_bytes() == b"an earlier attempt's checkpoint"
+
+
+def test_a_later_stage_refuses_a_dataset_that_changed_since_the_stage_it_starts_from(root, tiny_model_dir, finished,
+                                                                                       capsys):
+    changed = root / "changed.jsonl"
+    lines = (root / "data.jsonl").read_text().splitlines(True)
+    changed.write_text("".join(lines[1:]))  # one conversation fewer
+    args = cli(root, tiny_model_dir, "done") + ["--stage", "2", "--dataset", str(changed)]
+    assert train_mlx.main(args) == 2
+    err = capsys.readouterr().err
+    assert "stage 2: the dataset changed since stage 1 was trained" in err
+    assert "--stage all" in err and "--force" in err
+    assert not (finished / "stage2").exists()
