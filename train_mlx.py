@@ -662,8 +662,7 @@ def decide_skip(number, values, base_model, inputs, args):
     done = stagedir.finished_stage(paths, warn=log)
     if done is None:
         return False
-    same = done["fingerprint"] == json.loads(json.dumps(stage_fingerprint(values, base_model, inputs), default=str))
-    if same and not args.force:
+    if fingerprint_matches(done["fingerprint"], values, base_model, inputs) and not args.force:
         log(f"already done with the same inputs ({paths.fused_dir}); skipping", number)
         return True
     if args.force:
@@ -675,19 +674,21 @@ def decide_skip(number, values, base_model, inputs, args):
         f"{rerun_command(args, '--force')}", EXIT_INVALID)
 
 
+def fingerprint_matches(stored, values, base_model, inputs):
+    """Whether a fingerprint read back from JSON is this stage's, for these inputs."""
+    return stored == json.loads(json.dumps(stage_fingerprint(values, base_model, inputs), default=str))
+
+
 def stage_status(number, values, base_model, inputs, args):
     """What a real run would do with this stage, for --dry-run."""
     paths = stagedir.stage_paths(args.output_dir, number)
     done = stagedir.finished_stage(paths, warn=log)
     if done is not None:
-        same = done["fingerprint"] == json.loads(json.dumps(stage_fingerprint(values, base_model, inputs),
-                                                            default=str))
-        if same and not args.force:
+        if fingerprint_matches(done["fingerprint"], values, base_model, inputs) and not args.force:
             return "skip: already done with the same inputs"
         return "redo (--force)" if args.force else "stop: finished with other inputs; needs --force"
     marker = paths.stage_dir / "fingerprint.json"
-    fingerprint = json.loads(json.dumps(stage_fingerprint(values, base_model, inputs), default=str))
-    if marker.exists() and json.loads(marker.read_text()) == fingerprint:
+    if marker.exists() and fingerprint_matches(json.loads(marker.read_text()), values, base_model, inputs):
         record = stagedir.read_run_json(paths) or {}
         finished = list(record.get("timings", {}))
         iteration = runstate.checkpoint_iteration(paths.stage_dir / "checkpoint.safetensors")
