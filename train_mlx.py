@@ -16,16 +16,13 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
-import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from synthia import blas, data, progress, render, reports, runstate, stagedir, validate
+from synthia import blas, data, render, reports, runstate, stagedir, steps, validate
 from synthia.config import GLOBAL, ConfigError, Setting, check_config, fingerprint_view, load_yaml_file, resolve
 
 # ---------------------------------------------------------------------------------------------------------
@@ -290,30 +287,8 @@ def encode_examples(tokenizer, examples, default_tools):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Commands: each external step is a list[str], shown with shlex.join before it runs (and by --dry-run)
+# A stage's plan: its steps (commands from synthia.steps) and the jobs the worker reads
 # ---------------------------------------------------------------------------------------------------------
-def quantize_command(model_dir, out_dir, bits):
-    return [sys.executable, "-m", "mlx_lm", "convert", "--hf-path", str(model_dir), "--mlx-path", str(out_dir),
-            "-q", "--q-bits", str(bits)]
-
-
-def export_command(model_dir, out_dir, name, chat_template, dataset, lmstudio_dir, verify):
-    command = [sys.executable, "-m", "synthia.gguf_export", str(model_dir), str(out_dir), name, "--dataset", str(dataset)]
-    command += ["--chat-template", str(chat_template)] if chat_template else []
-    command += ["--lmstudio-dir", str(lmstudio_dir)] if lmstudio_dir else []
-    return command + ([] if verify else ["--no-verify"])
-
-
-def worker_command(kind, job_file):
-    return [sys.executable, "-m", "synthia.worker", kind, str(job_file)]
-
-
-def fuse_command(model_dir, adapter_dir, save_path, dequantize):
-    command = [sys.executable, "-m", "mlx_lm", "fuse", "--model", str(model_dir), "--adapter-path",
-               str(adapter_dir), "--save-path", str(save_path)]
-    return command + ["--dequantize"] if dequantize else command
-
-
 def train_job(values, base_dir, files, paths):
     """Every resolved setting goes to the worker, which keeps no defaults of its own."""
     return {**values, "lr_schedule": stage_schedule(values), "model": str(base_dir),
@@ -329,16 +304,16 @@ def evaluate_job(values, runs, result):
 def stage_plan(number, values, base_dir, files, paths, with_test):
     """The steps of one stage: (name, command, job or None, the path it produces or None)."""
     train_base = base_dir
-    steps = []
+    plan = []
     if values["train_bits"] and not is_quantized(base_dir):
         train_base = paths.stage_dir / f"train-base-q{values['train_bits']}"
-        steps.append(("quantize", quantize_command(base_dir, stagedir.partial_path(train_base), values["train_bits"]),
+        plan.append(("quantize", steps.quantize_command(base_dir, stagedir.partial_path(train_base), values["train_bits"]),
                       None, train_base))
-    steps.append(("train", worker_command("train", paths.stage_dir / "train_job.json"),
+    plan.append(("train", steps.worker_command("train", paths.stage_dir / "train_job.json"),
                   train_job(values, train_base, files, paths), None))
     # Fusing into a quantized base would re-quantize it and round small updates away: fuse into the
     # full-precision base (dequantized if the user's base was quantized), so the chain keeps every update.
-    steps.append(("fuse", fuse_command(base_dir, paths.stage_dir, stagedir.fused_tmp(paths), is_quantized(base_dir)),
+    plan.append(("fuse", steps.fuse_command(base_dir, paths.stage_dir, stagedir.fused_tmp(paths), is_quantized(base_dir)),
                   None, None))
     # Training measured its own base (iteration 0) and the kept adapters; only a quantized copy's full-precision
     # base, and the fused model, still need a loss.
@@ -346,51 +321,9 @@ def stage_plan(number, values, base_dir, files, paths, with_test):
              "splits": {"valid": files["valid"], **({"test": files["test"]} if with_test else {})}}]
     if train_base != base_dir:
         runs.insert(0, {"label": "base", "model": str(base_dir), "splits": {"valid": files["valid"]}})
-    steps.append(("evaluate", worker_command("evaluate", paths.stage_dir / "eval_job.json"),
+    plan.append(("evaluate", steps.worker_command("evaluate", paths.stage_dir / "eval_job.json"),
                   evaluate_job(values, runs, paths.stage_dir / "eval_result.json"), None))
-    return steps
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Running a step in a child process
-# ---------------------------------------------------------------------------------------------------------
-OOM_SIGNS = ("out of memory", "insufficient memory", "bad_alloc", "memoryerror", "failed to allocate")
-
-
-def failure_hint(returncode, tail, rerun):
-    text = "\n".join(tail).lower()
-    if returncode in (-9, 137) or any(sign in text for sign in OOM_SIGNS):
-        return ("This looks like running out of memory. In order of cost to quality: set grad_checkpoint: true; "
-                "lower batch_size (2 -> 1); lower max_seq_length (only if few examples are that long); "
-                "lower num_layers (16 -> 8); keep train_bits: 4. Edit SETTINGS in train_mlx.py or pass --config.")
-    return f"Read the output above; fix the cause and re-run (finished steps are skipped): {rerun}"
-
-
-def run_step(number, name, command, env, log_file, rerun):
-    """Run one command, streaming its output to the terminal and, line by line, to log_file."""
-    log(f"{name}: {shlex.join(command)}", number)
-    tail = deque(maxlen=25)
-    started = time.perf_counter()
-    with open(log_file, "a", buffering=1) as logf:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                   bufsize=1)
-        try:
-            with progress.child_output(f"[stage {number}] ") as show:
-                for line in process.stdout:
-                    logf.write(line)
-                    show(line)
-                    tail.append(line.rstrip("\n"))
-            returncode = process.wait()
-        except KeyboardInterrupt:
-            process.terminate()  # the child first; the lock is released last, on the way out
-            process.wait()
-            raise
-    if returncode != 0:
-        raise PipelineError(
-            f"stage {number}: step '{name}' failed (exit code {returncode}).\n  command: {shlex.join(command)}\n"
-            f"  last lines of its output (full log: {log_file}):\n"
-            + "\n".join(f"    {line}" for line in tail) + f"\n  {failure_hint(returncode, tail, rerun)}")
-    return round(time.perf_counter() - started, 2)
+    return plan
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -438,7 +371,7 @@ def run_stage(number, values, base_model, inputs, args, env, blas_note):
         if job is not None:
             runstate.write_json(Path(command[-1]), job)
         record["commands"][name] = shlex.join(command)
-        record["timings"][name] = run_step(number, name, command, env, paths.stage_dir / "stage.log",
+        record["timings"][name] = steps.run_step(number, name, command, env, paths.stage_dir / "stage.log",
                                            rerun_command(args))
         if produces is not None:
             stagedir.partial_path(produces).rename(produces)
@@ -531,9 +464,9 @@ def add_missing_test(number, values, paths, record, args, env):
     test_file = data.token_file(paths.stage_dir / "data", "test")
     job = evaluate_job(values, [{"label": "fused", "model": str(paths.fused_dir), "splits": {"test": str(test_file)}}],
                        paths.stage_dir / "test_result.json")
-    command = worker_command("evaluate", paths.stage_dir / "test_job.json")
+    command = steps.worker_command("evaluate", paths.stage_dir / "test_job.json")
     runstate.write_json(Path(command[-1]), job)
-    run_step(number, "test", command, env, paths.stage_dir / "stage.log", rerun_command(args))
+    steps.run_step(number, "test", command, env, paths.stage_dir / "stage.log", rerun_command(args))
     record["test"] = json.loads((paths.stage_dir / "test_result.json").read_text())["fused"]["test"]
     runstate.write_json(paths.run_json, record)
     report_stage(number, record)
@@ -554,9 +487,9 @@ def score_model(label, model_dir, splits, out_dir, args, env, max_prompt_tokens,
         job = {"model": str(model_dir), "splits": todo, "chat_template": args.chat_template, "limit": args.test_limit,
                "max_new_tokens": None, "max_prompt_tokens": max_prompt_tokens,
                "samples": str(out_dir / "samples.md") if samples else None, "result": str(out_dir / "scores.json")}
-        command = worker_command("score", out_dir / "score_job.json")
+        command = steps.worker_command("score", out_dir / "score_job.json")
         runstate.write_json(Path(command[-1]), job)
-        run_step(label, "score", command, env, out_dir / "score.log", rerun_command(args))
+        steps.run_step(label, "score", command, env, out_dir / "score.log", rerun_command(args))
         fresh = json.loads((out_dir / "scores.json").read_text())
         cached.update({name: {**result, "file_digest": digests[name]} for name, result in fresh.items()})
         runstate.write_json(eval_file, cached)
@@ -600,13 +533,13 @@ def export_model(args, env):
     if not (model_dir / "config.json").is_file():
         raise PipelineError(f"--export: {model_dir} is not a model directory (no config.json). Train the stages "
                             "first, or name one with --model DIR", EXIT_INVALID)
-    command = export_command(model_dir, Path(args.output_dir) / "gguf", model_dir.name, args.chat_template,
+    command = steps.export_command(model_dir, Path(args.output_dir) / "gguf", model_dir.name, args.chat_template,
                              args.dataset, args.lmstudio_dir, not args.no_verify)
     if args.dry_run:
         log(f"would run export: {shlex.join(command)}")
         return
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    run_step("export", "export", command, env, Path(args.output_dir) / "export.log", rerun_command(args))
+    steps.run_step("export", "export", command, env, Path(args.output_dir) / "export.log", rerun_command(args))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -914,7 +847,7 @@ def main(argv=None):
                 export_model(args, child_process_blas(args.blas)[0])
         else:
             run_pipeline(args)
-    except (PipelineError, runstate.RunLocked, data.DataError) as e:
+    except (PipelineError, runstate.RunLocked, data.DataError, steps.StepFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", EXIT_INVALID if isinstance(e, data.DataError) else EXIT_FAILED)
     except BrokenPipeError:  # `--preview 5 --json | head`: the reader left; end quietly

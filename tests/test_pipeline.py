@@ -12,7 +12,7 @@ import pytest
 from mlx_lm.utils import load, load_tokenizer
 
 import train_mlx
-from synthia import blas, render, runstate, worker
+from synthia import blas, render, runstate, steps, worker
 from synthia.validate import load_default_tools
 from tests.sample_data import write_dataset
 
@@ -176,8 +176,8 @@ def test_masked_loss_is_cross_entropy_over_trained_targets_only(tiny_model_dir):
 
 def test_a_failed_step_names_stage_command_tail_and_fix(tmp_path):
     command = [sys.executable, "-c", "print('loading'); raise MemoryError('failed to allocate')"]
-    with pytest.raises(train_mlx.PipelineError) as failure:
-        train_mlx.run_step(2, "train", command, None, tmp_path / "log", "python train_mlx.py --stage 2")
+    with pytest.raises(steps.StepFailed) as failure:
+        steps.run_step(2, "train", command, None, tmp_path / "log", "python train_mlx.py --stage 2")
     text = str(failure.value)
     assert "stage 2: step 'train' failed" in text and "MemoryError" in text and "loading" in text
     assert "batch_size" in text and "grad_checkpoint" in text and "max_seq_length" in text
