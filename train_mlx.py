@@ -352,12 +352,30 @@ def stage_fingerprint(values, base_model, inputs):
             "chat_template": inputs.template, "default_tools": inputs.tools}
 
 
+def stage_disk_bytes(base_dir, values):
+    """What a stage writes: the fused model (full precision), a quantized training copy, data and checkpoints."""
+    model_bytes = sum(f.stat().st_size for f in Path(base_dir).glob("*.safetensors"))
+    quantization = json.loads((Path(base_dir) / "config.json").read_text()).get("quantization") or {}
+    fused = model_bytes * 16 / quantization["bits"] if quantization.get("bits") else model_bytes
+    copy = fused * values["train_bits"] / 16 if values["train_bits"] and not quantization else 0
+    return int(fused + copy + 16e6)  # + data, adapters and checkpoints
+
+
+def check_free_disk(number, base_dir, values, output_dir):
+    needed, free = stage_disk_bytes(base_dir, values), shutil.disk_usage(output_dir).free
+    if needed > free:
+        raise PipelineError(f"stage {number} needs about {needed / 1e9:.2f} GB of disk in {output_dir} (the fused "
+                            f"model, a quantized training copy, data and checkpoints) but {free / 1e9:.2f} GB is free."
+                            "\n  Fix: free some space, or choose another --output-dir")
+
+
 def run_stage(number, values, base_model, inputs, args, env, blas_note):
     """Prepare-train-fuse-evaluate one stage, skipping steps an interrupted attempt finished; returns run.json."""
     paths = stagedir.stage_paths(args.output_dir, number)
     fingerprint = stage_fingerprint(values, base_model, inputs)
     previous = prepare_stage_dir(number, paths, fingerprint, args)
     base_dir = resolve_model_dir(base_model)
+    check_free_disk(number, base_dir, values, args.output_dir)
     files, stats = data.prepare_stage_data(number, values, inputs.examples, inputs.encoded, paths.stage_dir,
                                            args.dataset, args.strict, args.test, log=log)
     log_stage_summary(number, values, stats)

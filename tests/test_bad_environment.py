@@ -64,3 +64,23 @@ def test_preview_into_a_closed_pipe_ends_quietly(tmp_path, tiny_model_dir):
 
 def test_a_complete_model_directory_has_no_problems(tiny_model_dir):
     assert runstate.model_dir_problems(tiny_model_dir) == []
+
+
+def test_a_stage_that_cannot_fit_on_disk_stops_before_training(tmp_path, tiny_model_dir, capsys):
+    small = tmp_path / "small-disk"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], capture_output=True)
+    if mounted.returncode != 0:
+        import pytest
+
+        pytest.skip(f"cannot mount a 4 MB tmpfs here ({mounted.stderr.decode().strip()}); needs root")
+    try:
+        (tmp_path / "c.yaml").write_text("train_bits: null\nnum_layers: -1\n")
+        args = ["--base-model", str(tiny_model_dir), "--dataset", str(write_dataset(tmp_path / "d.jsonl")),
+                "--config", str(tmp_path / "c.yaml"), "--output-dir", str(small / "models"), "--stage", "1"]
+        assert train_mlx.main(args) == 1
+        err = capsys.readouterr().err
+        assert "stage 1 needs about 0.02 GB of disk" in err and "GB is free" in err
+        assert not (small / "models" / "stage1" / "train_job.json").exists()
+    finally:
+        subprocess.run(["umount", str(small)])
