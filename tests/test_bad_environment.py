@@ -84,3 +84,28 @@ def test_a_stage_that_cannot_fit_on_disk_stops_before_training(tmp_path, tiny_mo
         assert not (small / "models" / "stage1" / "train_job.json").exists()
     finally:
         subprocess.run(["umount", str(small)])
+
+
+def test_ctrl_c_stops_the_child_first_and_frees_the_lock(tmp_path, tiny_model_dir):
+    import signal
+
+    (tmp_path / "c.yaml").write_text("train_bits: null\nnum_layers: -1\nsteps_per_report: 1\nsteps_per_eval: 50\n"
+                                     "grad_checkpoint: false\n")
+    command = [sys.executable, str(ROOT / "train_mlx.py"), "--base-model", str(tiny_model_dir), "--dataset",
+               str(write_dataset(tmp_path / "d.jsonl")), "--config", str(tmp_path / "c.yaml"), "--output-dir",
+               str(tmp_path / "models"), "--stage", "1", "--iters", "200"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    child = None
+    for line in process.stdout:
+        if "iter 2/200  train" in line:
+            child = int(next(iter((Path(f"/proc/{process.pid}/task") / str(process.pid) / "children")
+                                  .read_text().split())))
+            process.send_signal(signal.SIGINT)
+            break
+    assert child is not None
+    process.stdout.read()
+    assert process.wait(timeout=60) == 130
+    assert "interrupted: finished stages are kept" in process.stderr.read()
+    assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text()
+    with runstate.output_lock(tmp_path / "models"):
+        pass
