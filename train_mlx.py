@@ -560,6 +560,24 @@ def export_model(args, env):
     steps.run_step("export", "export", command, env, Path(args.output_dir) / "export.log", rerun_command(args))
 
 
+def upload(args):
+    """--upload REPO: the newest fused model (and with --upload-gguf the GGUF files) with a model card."""
+    from synthia import hub
+
+    if args.upload_gguf and not (Path(args.output_dir) / "gguf").is_dir():
+        raise PipelineError("--upload-gguf: no models/gguf yet; export first with --export gguf", EXIT_INVALID)
+    try:
+        with runstate.output_lock(Path(args.output_dir)):
+            hub.upload(args.upload, args.output_dir, include_gguf=args.upload_gguf, dry_run=args.dry_run, log=log)
+    except hub.HubUploadError as e:
+        raise PipelineError(f"--upload {args.upload}: {e}")
+
+
+def finished_all(args):
+    """True when every stage is done: `--upload REPO` alone then uploads without re-checking the data."""
+    return all(stagedir.finished_stage(stagedir.stage_paths(args.output_dir, n), warn=log) for n in STAGES)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The pipeline
 # ---------------------------------------------------------------------------------------------------------
@@ -689,21 +707,28 @@ def run_pipeline(args):
             for number in numbers:
                 print_plan(number, configs[number], stage_base(number, args.output_dir, base_model), inputs, args)
             log("dry run: nothing was trained")
-            return
-        redo = False
-        for number in numbers:
-            base = stage_base(number, args.output_dir, base_model)
-            if redo or not decide_skip(number, configs[number], base, inputs, args):
-                check_dataset_unchanged(number, args.output_dir, inputs.dataset, args)
-                run_stage(number, configs[number], base, inputs, args, env, blas_note)
-                redo = True  # every stage after a (re)trained one must be redone too
-            elif args.test and not (stagedir.read_run_json(stagedir.stage_paths(args.output_dir, number)) or {}).get("test"):
-                paths = stagedir.stage_paths(args.output_dir, number)
-                add_missing_test(number, configs[number], paths, stagedir.read_run_json(paths), args, env)
-        if args.test:
-            test_stages(numbers, configs, base_model, args, env)
-        if args.export:
-            export_model(args, env)
+        else:
+            train_stages(numbers, configs, base_model, inputs, args, env, blas_note)
+    if args.upload:
+        upload(args)
+
+
+def train_stages(numbers, configs, base_model, inputs, args, env, blas_note):
+    """Each stage runs unless it finished with the same inputs; then --test, then --export."""
+    redo = False
+    for number in numbers:
+        base = stage_base(number, args.output_dir, base_model)
+        if redo or not decide_skip(number, configs[number], base, inputs, args):
+            check_dataset_unchanged(number, args.output_dir, inputs.dataset, args)
+            run_stage(number, configs[number], base, inputs, args, env, blas_note)
+            redo = True  # every stage after a (re)trained one must be redone too
+        elif args.test and not (stagedir.read_run_json(stagedir.stage_paths(args.output_dir, number)) or {}).get("test"):
+            paths = stagedir.stage_paths(args.output_dir, number)
+            add_missing_test(number, configs[number], paths, stagedir.read_run_json(paths), args, env)
+    if args.test:
+        test_stages(numbers, configs, base_model, args, env)
+    if args.export:
+        export_model(args, env)
 
 
 def resolve_configs(args, numbers):
@@ -818,6 +843,11 @@ def build_parser():
                       help="after the stages (or alone with --model): write models/gguf/*-{f16,q8_0,q4_k_m}.gguf for "
                            "LM Studio / llama.cpp, checked by llama.cpp when llama-cpp-python is installed")
     ship.add_argument("--model", metavar="DIR", help="with --export: the MLX model directory to export")
+    ship.add_argument("--upload", metavar="REPO",
+                      help="after the stages (or alone): upload the newest fused model to the Hugging Face Hub "
+                           "repository REPO (made if needed) with a generated model card; log in first with "
+                           "`hf auth login` or set HF_TOKEN")
+    ship.add_argument("--upload-gguf", action="store_true", help="with --upload: also upload models/gguf/*.gguf")
     ship.add_argument("--no-verify", action="store_true", help="with --export: skip the llama.cpp check")
     ship.add_argument("--lmstudio-dir", metavar="DIR",
                       help="with --export: also copy the files to DIR/synthia/<name>/ (LM Studio: ~/.lmstudio/models)")
@@ -863,6 +893,8 @@ def main(argv=None):
         elif args.export and args.model:
             with runstate.output_lock(Path(args.output_dir)):
                 export_model(args, child_process_blas(args.blas)[0])
+        elif args.upload and not (args.test or args.export) and finished_all(args):
+            upload(args)  # everything is trained: no need to load the data again
         else:
             run_pipeline(args)
     except (PipelineError, runstate.RunLocked, data.DataError, steps.StepFailed) as e:

@@ -128,3 +128,18 @@ def test_a_later_stage_refuses_a_dataset_that_changed_since_the_stage_it_starts_
     assert "stage 2: the dataset changed since stage 1 was trained" in err
     assert "--stage all" in err and "--force" in err
     assert not (finished / "stage2").exists()
+
+
+def test_upload_dry_run_lists_the_newest_finished_model_and_sends_nothing(root, tiny_model_dir, finished, capsys,
+                                                                          monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing may leave the machine; a dry run needs no network
+    assert train_mlx.main(cli(root, tiny_model_dir, "done", "--upload", "you/synthia-test", "--dry-run")) == 0
+    out = capsys.readouterr().out
+    assert "[upload] would upload stage 1's model" in out and "you/synthia-test" in out
+    assert "model.safetensors" in out and "[upload] dry run: nothing was sent" in out
+
+
+def test_upload_gguf_without_an_export_says_to_export_first(root, tiny_model_dir, finished, capsys):
+    args = cli(root, tiny_model_dir, "done", "--upload", "you/synthia-test", "--upload-gguf", "--dry-run")
+    assert train_mlx.main(args) == 2
+    assert "export first with --export gguf" in capsys.readouterr().err
