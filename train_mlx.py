@@ -388,6 +388,8 @@ def run_stage(number, values, base_model, inputs, args, env, blas_note):
             continue
         if job is not None:
             runstate.write_json(Path(command[-1]), job)
+        if name == "fuse":
+            shutil.rmtree(stagedir.fused_tmp(paths), ignore_errors=True)  # a fuse that was cut off
         record["commands"][name] = shlex.join(command)
         record["timings"][name] = steps.run_step(number, name, command, env, paths.stage_dir / "stage.log",
                                            rerun_command(args))

@@ -15,8 +15,9 @@ class StepFailed(Exception):
 
 
 def quantize_command(model_dir, out_dir, bits):
-    return [sys.executable, "-m", "mlx_lm", "convert", "--hf-path", str(model_dir), "--mlx-path", str(out_dir),
-            "-q", "--q-bits", str(bits)]
+    """A quantized copy, written tensor by tensor (synthia.fuse; the same arithmetic as `mlx_lm convert -q`)."""
+    return [sys.executable, "-m", "synthia.fuse", "quantize", "--hf-path", str(model_dir), "--mlx-path", str(out_dir),
+            "--q-bits", str(bits)]
 
 
 def export_command(model_dir, out_dir, name, chat_template, dataset, lmstudio_dir, verify):
@@ -31,7 +32,8 @@ def worker_command(kind, job_file):
 
 
 def fuse_command(model_dir, adapter_dir, save_path, dequantize):
-    command = [sys.executable, "-m", "mlx_lm", "fuse", "--model", str(model_dir), "--adapter-path",
+    """Adapters fused into the base, streamed shard by shard (synthia.fuse; bit-identical to `mlx_lm fuse`)."""
+    command = [sys.executable, "-m", "synthia.fuse", "fuse", "--model", str(model_dir), "--adapter-path",
                str(adapter_dir), "--save-path", str(save_path)]
     return command + ["--dequantize"] if dequantize else command
 

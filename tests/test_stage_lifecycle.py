@@ -72,7 +72,7 @@ def test_test_on_a_finished_stage_runs_only_the_missing_evaluation(root, tiny_mo
     assert train_mlx.main(cli(root, tiny_model_dir, "done", "--test")) == 0
     out = capsys.readouterr().out
     assert "synthia.worker evaluate" in out and "test_job.json" in out
-    assert "synthia.worker train" not in out and "mlx_lm fuse" not in out
+    assert "synthia.worker train" not in out and "synthia.fuse fuse" not in out
     record = json.loads((finished / "stage1" / "run.json").read_text())
     assert record["test"]["loss"] > 0
 
@@ -80,7 +80,7 @@ def test_test_on_a_finished_stage_runs_only_the_missing_evaluation(root, tiny_mo
 def test_a_failed_fuse_resumes_at_the_fuse_step(root, tiny_model_dir, capsys):
     output = root / "fuse-fails"
     output.mkdir()
-    (output / "synthia-stage1.partial").write_text("in the way: mlx_lm fuse cannot create its directory")
+    (output / "synthia-stage1.partial").write_text("in the way: the fuse cannot create its directory")
     assert train_mlx.main(cli(root, tiny_model_dir, "fuse-fails")) == 1
     assert "stage 1: step 'fuse' failed" in capsys.readouterr().err
     (output / "synthia-stage1.partial").unlink()
@@ -89,7 +89,7 @@ def test_a_failed_fuse_resumes_at_the_fuse_step(root, tiny_model_dir, capsys):
     assert train_mlx.main(cli(root, tiny_model_dir, "fuse-fails")) == 0
     out = capsys.readouterr().out
     assert "train: finished by the interrupted attempt; skipping" in out
-    assert "synthia.worker train" not in out and "mlx_lm fuse" in out
+    assert "synthia.worker train" not in out and "synthia.fuse fuse" in out
     assert (output / "synthia-stage1" / "config.json").exists()
 
 
