@@ -27,6 +27,8 @@ from mlx.utils import tree_flatten, tree_map_with_path, tree_unflatten
 from mlx_lm.tuner.utils import load_adapters
 from mlx_lm.utils import dequantize_model, get_total_parameters, load_model, quantize_model, save_config
 
+from synthia.memory_plan import plan_shards
+
 DEFAULT_MAX_SHARD_BYTES = 2 << 30  # mlx_lm writes 5 GB shards; smaller ones keep a 16 GB Mac's peak low
 # What a model directory holds besides its weights (mlx_lm downloads the same patterns).
 SIDE_FILE_PATTERNS = ("*.json", "*.py", "*.txt", "*.jinja", "tokenizer.model", "*.tiktoken", "tiktoken.model")
@@ -168,18 +170,6 @@ def write_model(weights, config, info, src_dir, out_dir, max_shard_bytes):
     return {**stats, "copied_files": copy_side_files(src_dir, out_dir)}
 
 
-def plan_shards(sizes, max_bytes):
-    """Names in order, cut into shards of at most max_bytes (a bigger tensor gets a shard of its own)."""
-    shards, used = [], 0
-    for name, size in sizes.items():
-        if not shards or used + size > max_bytes:
-            shards.append([])
-            used = 0
-        shards[-1].append(name)
-        used += size
-    return shards
-
-
 def shard_file_names(count):
     """mlx_lm's and Hugging Face's names: one shard is model.safetensors."""
     if count == 1:
@@ -195,7 +185,10 @@ def write_shards(weights, out_dir, max_shard_bytes, total_parameters):
              "weight_map": {}}
     largest = 0
     for names, file_name in zip(shards, shard_file_names(len(shards))):
-        shard = {name: weights.pop(name) for name in names}
+        shard = {}
+        for name in names:  # one at a time: MLX would otherwise compute the shard's tensors side by side
+            shard[name] = weights.pop(name)
+            mx.eval(shard[name])
         mx.save_safetensors(str(out_dir / file_name), shard, metadata={"format": "mlx"})
         largest = max(largest, sum(v.nbytes for v in shard.values()))
         index["weight_map"].update({name: file_name for name in names})

@@ -31,20 +31,25 @@ DEFAULT_MAX_SHARD_BYTES = 2 << 30  # synthia.fuse's output shard
 RUNTIME_BYTES = 0.5 * GB  # Python, MLX, mlx_lm and the tokenizer: outside mx.get_peak_memory
 FEW_EXAMPLES = 0.05  # a shorter max_seq_length is offered only if at most this share of examples is longer
 
-# Multipliers measured with bench/memory.py (CPU, mlx 0.32); each says how many arrays of a size are alive
-# at the peak. On the CPU, MLX allocates an op's output when it queues it, ~10 ops ahead of the one
-# running, which is why a chunked loss holds ~11 chunk-sized arrays rather than 2.
+# Multipliers fitted to bench/memory.py's measurements (CPU, mlx 0.32, 2 runs of its grid): how many arrays
+# of a given size are alive at a step's peak. On the CPU, MLX allocates an op's output when it queues the
+# op, ahead of the one running, so neighbouring ops' arrays overlap more than the maths needs.
 CALIBRATION = {
-    "layer_hidden": 12.0,  # [tokens x hidden] arrays a block keeps for its backward pass
-    "layer_kv": 4.0,  # [tokens x kv_dim] (keys, values, their rotations)
-    "layer_intermediate": 4.0,  # [tokens x intermediate] (gate, up, silu, product)
-    "layer_attention": 2.0,  # [heads x tokens x tokens] per row (scores and softmax)
-    "checkpoint_hidden": 2.0,  # [tokens x hidden] kept per checkpointed block (its input and output)
-    "logits": 4.0,  # [tokens x vocabulary] arrays of the plain loss in the backward pass
-    "chunk_logits": 11.0,  # [rows x chunk x vocabulary] arrays of the chunked loss
-    "eval_logits": 3.0,  # [tokens x vocabulary] arrays of an evaluation batch
-    "eval_layer": 1.0,  # one block's transient activations (hidden + kv + intermediate + attention)
-    "tensor_temporaries": 3.0,  # copies of the largest tensor while it is fused or quantized
+    # training: per LoRA block below the top one, kept for the backward pass (no checkpointing)
+    "kept_intermediate": 5.5, "kept_attention": 0.9,
+    # training: the block whose backward pass runs at the peak (its activations and gradients)
+    "block_intermediate": 2.8, "block_attention": 1.7,
+    "checkpoint_hidden": 15.0,  # [tokens x hidden] arrays per LoRA block under checkpointing (see below)
+    "logits": 4.7,  # [tokens x vocabulary] arrays of the plain loss's backward pass
+    "chunk_logits": 6.4,  # [rows x chunk x vocabulary] arrays of the chunked loss (at most 2 per chunk)
+    "matrix_copies": 2.1,  # copies of a block's largest matrix (transposed or dequantized for the backward)
+    # evaluation (forward only)
+    "eval_intermediate": 2.5, "eval_attention": 0.9,
+    "eval_logits": 2.2,  # [tokens x vocabulary] arrays of the plain loss
+    "eval_chunk_logits": 6.4,  # [rows x chunk x vocabulary] arrays of the chunked loss (at most 2 per chunk)
+    # synthia.fuse
+    "quantize_tensor": 1.0,  # the full-precision tensor being quantized, beside its quantized form
+    "fuse_update": 1.0,  # the float32 [out x in] LoRA update of the matrix being fused
 }
 
 
@@ -85,6 +90,20 @@ class ModelShape:
         return {"self_attn.q_proj": (h, h), "self_attn.k_proj": (h, kv), "self_attn.v_proj": (h, kv),
                 "self_attn.o_proj": (h, h), "mlp.gate_proj": (h, i), "mlp.up_proj": (h, i),
                 "mlp.down_proj": (i, h)}
+
+    def tensors(self):
+        """(input dims, output dims, block index or None, LoRA key or None) of every weight in mlx_lm's
+        order; vectors (norms, biases) have input dims 1."""
+        h = self.hidden_size
+        tensors = [(h, self.vocab_size, None, None)]
+        for layer in range(self.num_layers):
+            for key, (i, o) in self.projections().items():
+                tensors.append((i, o, layer, key))
+                if self.qkv_bias and key in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
+                    tensors.append((1, o, layer, None))
+            tensors += [(1, h, layer, None), (1, h, layer, None)]  # the two norms
+        tensors.append((1, h, None, None))
+        return tensors + ([] if self.tied_embeddings else [(h, self.vocab_size, None, None)])
 
     def matrices(self):
         """(input dims, output dims) of every weight matrix: embedding, blocks, and lm_head if untied."""
@@ -187,61 +206,98 @@ def activation_dtype_bytes(inputs):
     return inputs.model.dtype_bytes  # a quantized model computes in its scales' dtype, the original one
 
 
-def block_activation_bytes(inputs, rows, positions, kept):
-    """Bytes of one block's activations: `kept` for the backward pass, else its forward transients."""
-    m, c, tokens = inputs.model, CALIBRATION, rows * positions
-    if kept:
-        width = c["layer_hidden"] * m.hidden_size + c["layer_kv"] * m.kv_dim \
-            + c["layer_intermediate"] * m.intermediate_size
-        attention = c["layer_attention"] * rows * m.num_heads * positions ** 2
-    else:
-        width = c["eval_layer"] * (2 * m.hidden_size + 2 * m.kv_dim + 3 * m.intermediate_size)
-        attention = c["eval_layer"] * 2 * rows * m.num_heads * positions ** 2
-    return (width * tokens + attention) * activation_dtype_bytes(inputs)
+def block_bytes(inputs, rows, positions, kind):
+    """[tokens x intermediate] and [heads x positions^2] arrays of one block (the [tokens x hidden] ones
+    are folded into the first), counted with CALIBRATION's `{kind}_intermediate` and `{kind}_attention`.
+    The block in its backward pass holds gradients, float32 whatever the model's dtype (the float32
+    adapters promote them)."""
+    m, c = inputs.model, CALIBRATION
+    arrays = c[f"{kind}_intermediate"] * rows * positions * m.intermediate_size \
+        + c[f"{kind}_attention"] * rows * m.num_heads * positions ** 2
+    return arrays * (LORA_BYTES if kind == "block" else activation_dtype_bytes(inputs))
 
 
 def train_activation_bytes(inputs, rows, positions):
-    """Blocks below the lowest LoRA block need no backward pass, so only the LoRA blocks keep theirs."""
-    full_block = block_activation_bytes(inputs, rows, positions, kept=True)
-    if not inputs.grad_checkpoint:
-        return inputs.lora_layers * full_block
-    kept = CALIBRATION["checkpoint_hidden"] * rows * positions * inputs.model.hidden_size
-    return inputs.lora_layers * kept * activation_dtype_bytes(inputs) + full_block  # one block recomputed
+    """The LoRA blocks' kept activations plus the block being differentiated (blocks below the lowest
+    LoRA block need no backward pass). Under checkpointing a LoRA block keeps only its input and output,
+    but on the CPU MLX queues the recomputation of several blocks ahead of their gradients, which the
+    measured checkpoint_hidden (15 [tokens x hidden] arrays a block) folds in; Metal is unmeasured."""
+    top = block_bytes(inputs, rows, positions, "block")
+    if inputs.grad_checkpoint:
+        kept = CALIBRATION["checkpoint_hidden"] * rows * positions * inputs.model.hidden_size \
+            * activation_dtype_bytes(inputs)
+        return inputs.lora_layers * kept + top
+    return (inputs.lora_layers - 1) * block_bytes(inputs, rows, positions, "kept") + top
 
 
-def loss_logit_bytes(inputs, rows, positions, factor):
+def loss_logit_bytes(inputs, rows, positions, plain_arrays, chunk_arrays):
     vocabulary_row = inputs.model.vocab_size * activation_dtype_bytes(inputs)
     if inputs.chunked_loss:
-        return CALIBRATION["chunk_logits"] * rows * min(inputs.chunk_size, positions) * vocabulary_row
-    return factor * rows * positions * vocabulary_row
+        chunk = min(inputs.chunk_size, positions)
+        return min(chunk_arrays, 2 * math.ceil(positions / chunk)) * rows * chunk * vocabulary_row
+    return plain_arrays * rows * positions * vocabulary_row
 
 
 def train_step(inputs):
+    m = inputs.model
     rows, positions = batch_positions(inputs.lengths, inputs.batch_size, inputs.max_seq_length)
-    return StepPlan("train", {
-        "weights": inputs.model.weight_bytes(inputs.train_base_bits, inputs.group_size),
+    parts = {
+        "weights": m.weight_bytes(inputs.train_base_bits, inputs.group_size),
         "adapters+optimizer": adapter_and_optimizer_bytes(inputs),
         "activations": train_activation_bytes(inputs, rows, positions),
-        "logits": loss_logit_bytes(inputs, rows, positions, CALIBRATION["logits"]),
-    })
+        "logits": loss_logit_bytes(inputs, rows, positions, CALIBRATION["logits"], CALIBRATION["chunk_logits"]),
+    }
+    largest_block_matrix = max(i * o for i, o in m.projections().values())
+    parts["temporaries"] = CALIBRATION["matrix_copies"] * largest_block_matrix * m.dtype_bytes
+    return StepPlan("train", parts)
 
 
-def streamed_write_bytes(inputs, output_bytes, tensor_bytes):
-    """synthia.fuse: one output shard (at least the largest tensor) plus one tensor's temporaries."""
-    shard = min(output_bytes, max(inputs.max_shard_bytes, tensor_bytes))
-    return {"weights": shard, "temporaries": CALIBRATION["tensor_temporaries"] * tensor_bytes}
+def plan_shards(sizes, max_bytes):
+    """Names in order, cut into shards of at most max_bytes (a bigger tensor gets a shard of its own):
+    how synthia.fuse cuts its output."""
+    shards, used = [], 0
+    for name, size in sizes.items():
+        if not shards or used + size > max_bytes:
+            shards.append([])
+            used = 0
+        shards[-1].append(name)
+        used += size
+    return shards
+
+
+def streamed_peak(units, max_shard_bytes):
+    """Peak of writing (output bytes, temporary bytes) units one at a time into shards that are saved and
+    dropped when the next unit would not fit: the shard so far, the unit, and its temporaries."""
+    shards = plan_shards(dict(enumerate(out for out, _ in units)), max_shard_bytes)
+    peak = 0
+    for shard in shards:
+        filled = 0
+        for index in shard:
+            out, temporary = units[index]
+            peak = max(peak, filled + out + temporary)
+            filled += out
+    return peak
 
 
 def quantize_step(inputs):
-    m = inputs.model
-    output = m.weight_bytes(inputs.train_bits, inputs.group_size)
-    return StepPlan("quantize", streamed_write_bytes(inputs, output, m.largest_matrix_bytes()))
+    """synthia.fuse quantizes tensor by tensor: the shard so far, plus a full-precision tensor, its
+    quantized form and the quantization's temporaries."""
+    m, bits, group = inputs.model, inputs.train_bits, inputs.group_size
+    units = [(matrix_bytes(i, o, m.dtype_bytes, bits if i > 1 else None, group),
+              CALIBRATION["quantize_tensor"] * i * o * m.dtype_bytes if i > 1 else 0) for i, o, _, _ in m.tensors()]
+    return StepPlan("quantize", {"weights": streamed_peak(units, inputs.max_shard_bytes)})
 
 
 def fuse_step(inputs):
-    """Into the full-precision base (dequantized when the base is quantized), as train_mlx.py fuses."""
+    """Into the full-precision base (dequantized when the base is quantized), as train_mlx.py fuses: the
+    shard so far, plus a fused matrix and its float32 LoRA update."""
     m = inputs.model
-    return StepPlan("fuse", streamed_write_bytes(inputs, m.weight_bytes(), m.largest_matrix_bytes()))
+    first_adapted = m.num_layers - inputs.lora_layers
+    # The update is made in float32 and, for a 16-bit model, cast to its dtype before the addition.
+    update_bytes = CALIBRATION["fuse_update"] * LORA_BYTES + (m.dtype_bytes if m.dtype_bytes < LORA_BYTES else 0)
+    units = [(i * o * m.dtype_bytes, i * o * update_bytes if key in inputs.lora_keys and layer >= first_adapted else 0)
+             for i, o, layer, key in m.tensors()]
+    return StepPlan("fuse", {"weights": streamed_peak(units, inputs.max_shard_bytes)})
 
 
 def evaluate_step(inputs):
@@ -255,8 +311,9 @@ def evaluate_step(inputs):
     rows, positions = batch_positions(lengths, inputs.batch_size, inputs.max_seq_length)
     return StepPlan("evaluate", {
         "weights": max(full, adapters),
-        "activations": block_activation_bytes(inputs, rows, positions, kept=False),
-        "logits": loss_logit_bytes(inputs, rows, positions, CALIBRATION["eval_logits"]),
+        "activations": block_bytes(inputs, rows, positions, "eval"),
+        "logits": loss_logit_bytes(inputs, rows, positions, CALIBRATION["eval_logits"],
+                                   CALIBRATION["eval_chunk_logits"]),
     })
 
 

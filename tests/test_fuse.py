@@ -9,7 +9,8 @@ import mlx.core as mx
 import pytest
 from mlx.utils import tree_flatten
 
-from synthia.fuse import FuseError, fuse_streaming, plan_shards, quantize_streaming
+from synthia.fuse import FuseError, fuse_streaming, quantize_streaming
+from synthia.memory_plan import plan_shards
 
 REPO = Path(__file__).resolve().parents[1]
 LORA_PARAMETERS = {"rank": 4, "scale": 20.0, "dropout": 0.0}

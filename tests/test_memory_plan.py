@@ -70,13 +70,28 @@ def test_logits_grow_with_the_widest_batch_and_chunking_bounds_them():
     assert train_step(inputs).parts["logits"] == CALIBRATION["logits"] * 2 * 2047 * 152064 * 2
     chunked = train_step(replace(inputs, chunked_loss=True, chunk_size=128)).parts["logits"]
     assert chunked == CALIBRATION["chunk_logits"] * 2 * 128 * 152064 * 2
+    # A sequence of two chunks holds at most two arrays per chunk.
+    two_chunks = train_step(replace(inputs, chunked_loss=True, chunk_size=1024)).parts["logits"]
+    assert two_chunks == 4 * 2 * 1024 * 152064 * 2
 
 
-def test_checkpointing_keeps_two_hidden_states_per_lora_block_plus_one_recomputed_block():
-    plain = train_step(qwen_7b(grad_checkpoint=False, num_layers=16)).parts["activations"]
-    checkpointed = train_step(qwen_7b(grad_checkpoint=True, num_layers=16)).parts["activations"]
-    assert checkpointed == 16 * CALIBRATION["checkpoint_hidden"] * 2 * 2047 * 3584 * 2 + plain / 16
-    assert checkpointed < plain / 5
+def qwen_7b_block(kind, rows=2, positions=2047):
+    """One block's arrays by hand: intermediate 18944, 28 heads; bf16 activations, float32 gradients."""
+    c = CALIBRATION
+    arrays = c[f"{kind}_intermediate"] * rows * positions * 18944 + c[f"{kind}_attention"] * rows * 28 * positions**2
+    return arrays * (4 if kind == "block" else 2)
+
+
+def test_without_checkpointing_every_lora_block_keeps_its_activations():
+    activations = train_step(qwen_7b(grad_checkpoint=False, num_layers=16)).parts["activations"]
+    assert activations == pytest.approx(15 * qwen_7b_block("kept") + qwen_7b_block("block"), rel=1e-12)
+
+
+def test_checkpointing_keeps_hidden_states_per_lora_block_plus_the_block_in_its_backward_pass():
+    activations = train_step(qwen_7b(grad_checkpoint=True, num_layers=16)).parts["activations"]
+    kept = 16 * CALIBRATION["checkpoint_hidden"] * 2 * 2047 * 3584 * 2
+    assert activations == pytest.approx(kept + qwen_7b_block("block"), rel=1e-12)
+    assert activations < train_step(qwen_7b(grad_checkpoint=False, num_layers=16)).parts["activations"] / 2
 
 
 def test_a_stage_on_a_full_precision_base_plans_quantize_train_fuse_evaluate():
