@@ -35,7 +35,8 @@ def supports_chunked_loss(model):
 
 class OutputHead:
     """The model's output projection: hidden -> logits, and the (dequantized) weight rows of given tokens,
-    which are d logit[token] / d hidden."""
+    which are d logit[token] / d hidden. Its weights get no gradient: right for LoRA and DoRA, which
+    leave the head frozen, wrong for training the head itself."""
 
     def __init__(self, model):
         if not supports_chunked_loss(model):
@@ -44,9 +45,6 @@ class OutputHead:
                 f"{getattr(model, 'model_type', type(model).__name__)!r}. Fix: turn the chunked loss off for it.")
         tied = "lm_head" not in model
         self.module = model.model.embed_tokens if tied else model.lm_head
-        if self.module.trainable_parameters():
-            raise ChunkedLossUnsupported("the output head is trainable, and the chunked loss treats it as frozen. "
-                                         "Fix: freeze it (LoRA leaves it frozen) or turn the chunked loss off.")
         if not isinstance(self.module, (nn.Embedding, nn.QuantizedEmbedding, nn.Linear, nn.QuantizedLinear)):
             raise ChunkedLossUnsupported(f"the output head is a {type(self.module).__name__}; the chunked loss "
                                          "knows Embedding and Linear heads. Fix: turn the chunked loss off.")
