@@ -28,7 +28,7 @@ from mlx_lm.tuner.trainer import grad_checkpoint
 from mlx_lm.tuner.utils import build_schedule, linear_to_lora_layers
 from mlx_lm.utils import load
 
-from synthia import blas
+from synthia import blas, cpu_backend
 
 PAD_TO = 32  # pad batches to a multiple of this, as mlx_lm does, so compiled shapes repeat
 CHECKPOINT = "checkpoint.safetensors"
@@ -341,6 +341,7 @@ def score_job(job):
 def main(argv=None):
     command, job_path = sys.argv[1:] if argv is None else argv
     job = json.loads(Path(job_path).read_text())
+    cpu_backend.configure()
     result = {"train": train_job, "evaluate": evaluate_job, "score": score_job}[command](job)
     if mx.distributed.init().rank() == 0:
         tmp = Path(job["result"] + ".tmp")
