@@ -58,6 +58,8 @@ SETTINGS = {
     "early_stop_patience": Setting(None, type=int, min=1, nullable=True),  # evaluations without a better valid loss
     "fine_tune_type": Setting("lora", choices=("lora", "dora")),  # DoRA: a little better, ~20% slower
     "optimizer": Setting("adam", choices=("adam", "adamw")),
+    "loss_chunk_size": Setting(None, type=int, min=16, nullable=True, fingerprint=False),  # logits this many positions
+    # at a time (152k-vocabulary logits of 2,048 tokens are 1.2 GB); None = all at once. Same loss to 1e-5
     "grad_accumulation_steps": Setting(1, min=1),  # with batch_size 1, keeps the effective batch at half the memory
     "report_to": Setting(None, type=str, choices=("wandb",), nullable=True, fingerprint=False),  # also log to W&B
 }
@@ -297,7 +299,8 @@ def train_job(values, base_dir, files, paths):
 
 
 def evaluate_job(values, runs, result):
-    return {"batch_size": values["batch_size"], "max_seq_length": values["max_seq_length"], "runs": runs,
+    return {"batch_size": values["batch_size"], "max_seq_length": values["max_seq_length"],
+            "loss_chunk_size": values["loss_chunk_size"], "runs": runs,
             "result": str(result)}
 
 
