@@ -59,6 +59,7 @@ class Generation:
     text: str  # decoded, without the end-of-turn token
     truncated: bool  # the token cap ended the turn
     prefilled: int  # prompt tokens the model had to process (the rest came from the cache)
+    remembered: bool = False  # the answer came from an earlier identical prompt
 
 
 # ---------------------------------------------------------------- prompts and references
@@ -143,6 +144,17 @@ class Generator:
         self.end_ids = set(tokenizer.eos_token_ids)
         self.cache, self.cached_tokens = None, []
         self.reuse_cache = reuse_cache and can_trim_prompt_cache(make_prompt_cache(model))
+        self.answers = {}  # prompt -> (generated tokens, ended): greedy decoding gives a prompt one answer
+
+    def remembered(self, prompt, max_new_tokens):
+        """The answer to a prompt generated before (another split holding the same conversation), cut to this
+        cap; None when it was cut shorter than this cap allows."""
+        tokens, ended = self.answers.get(tuple(prompt), ((), False))
+        if ended and len(tokens) <= max_new_tokens:
+            return list(tokens), True
+        if len(tokens) >= max_new_tokens:
+            return list(tokens[:max_new_tokens]), False
+        return None
 
     def reusable_prefix(self, prompt):
         """Trim the cache to what it shares with `prompt`; return how many prompt tokens it already holds."""
@@ -156,6 +168,11 @@ class Generator:
         return shared
 
     def generate(self, prompt, max_new_tokens):
+        known = self.remembered(prompt, max_new_tokens)
+        if known is not None:
+            tokens, ended = known
+            return Generation(tokens, self.tokenizer.decode(tokens[:-1] if ended else tokens),
+                              truncated=not ended and len(tokens) >= max_new_tokens, prefilled=0, remembered=True)
         reused = self.reusable_prefix(prompt)
         steps = generate_step(mx.array(prompt[reused:]), self.model, max_tokens=max_new_tokens,
                               prompt_cache=self.cache)
@@ -169,6 +186,7 @@ class Generator:
         # some of the generation; its offset says exactly how much.
         self.cached_tokens = (prompt + tokens)[: self.cache[0].offset] if self.reuse_cache else []
         ended = bool(tokens) and tokens[-1] in self.end_ids
+        self.answers[tuple(prompt)] = (tuple(tokens), ended)
         text = self.tokenizer.decode(tokens[:-1] if ended else tokens)
         return Generation(tokens, text, truncated=not ended and len(tokens) >= max_new_tokens,
                           prefilled=len(prompt) - reused)
@@ -229,7 +247,8 @@ def versions():
 def new_counts(available, chosen, not_scored):
     return {"conversations_available": available, "conversations": chosen, "turns_scored": 0,
             **not_scored, "skipped_prompt_too_long": 0, "prompts_cut": 0,
-            "messages_dropped": 0, "truncated": 0, "prompt_tokens": 0, "prefilled_tokens": 0, "generated_tokens": 0}
+            "messages_dropped": 0, "truncated": 0, "prompt_tokens": 0, "prefilled_tokens": 0, "generated_tokens": 0,
+            "remembered_turns": 0}
 
 
 def generate_and_score(tasks, tokenizer, generator, cap, max_prompt_tokens, counts, bar):
@@ -251,7 +270,8 @@ def generate_and_score(tasks, tokenizer, generator, cap, max_prompt_tokens, coun
             generation = generator.generate(prompt, cap)
             counts["prompt_tokens"] += len(prompt)
             counts["prefilled_tokens"] += generation.prefilled
-            counts["generated_tokens"] += len(generation.tokens)
+            counts["generated_tokens"] += len(generation.tokens) * (not generation.remembered)
+            counts["remembered_turns"] += generation.remembered
             counts["truncated"] += generation.truncated
             turns.append({**score_turn(task, generation, fmt), "prompt_tokens": len(prompt),
                           "dropped_messages": dropped})
@@ -261,13 +281,14 @@ def generate_and_score(tasks, tokenizer, generator, cap, max_prompt_tokens, coun
 
 
 def score_conversations(model, tokenizer, examples, tools_default, *, max_new_tokens=None, max_prompt_tokens=None,
-                        limit=None, reuse_cache=True, progress=True, label="eval"):
+                        limit=None, reuse_cache=True, progress=True, label="eval", generator=None):
     """Generate and judge every weight-1 assistant turn of `examples` (validate.Example objects).
 
     max_new_tokens: cap per turn (None: the longest reference turn plus a margin); truncations are counted.
     max_prompt_tokens: the model's context for the prompt (None: no cut); longer prompts lose whole earliest
         turns after the system message, counted; a turn whose prompt cannot fit at all is skipped, counted.
     limit: score only the first N conversations (counted against those available).
+    generator: a Generator to share across calls (splits that hold the same conversations generate each once).
     Returns the content of eval.json: settings, time, counts, metrics and every turn's record.
     """
     started = time.perf_counter()
@@ -275,7 +296,7 @@ def score_conversations(model, tokenizer, examples, tools_default, *, max_new_to
     chosen = examples[:limit] if limit is not None else examples
     tasks, not_scored = turn_tasks(tokenizer, chosen, tools_default)
     cap = max_new_tokens if max_new_tokens is not None else default_max_new_tokens(tokenizer, tasks)
-    generator = Generator(model, tokenizer, reuse_cache)
+    generator = generator or Generator(model, tokenizer, reuse_cache)
     counts = new_counts(len(examples), len(chosen), not_scored)
     bar = TurnProgress(len(tasks), label, enabled=progress)
     try:

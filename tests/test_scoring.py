@@ -79,8 +79,38 @@ def test_the_same_prompt_twice_prefills_one_token_and_repeats_itself(context_sen
     model, tokenizer = context_sensitive
     prompt = scoring.encode(tokenizer, "<|im_start|>user\nList the files.<|im_end|>\n<|im_start|>assistant\n")
     generator = scoring.Generator(model, tokenizer)
-    first, second = generator.generate(prompt, SMALL_CAP), generator.generate(prompt, SMALL_CAP)
-    assert second.prefilled == 1 and second.tokens == first.tokens
+    first = generator.generate(prompt, SMALL_CAP)
+    generator.answers.clear()  # forget the answer: the cache alone must give it again
+    second = generator.generate(prompt, SMALL_CAP)
+    assert second.prefilled == 1 and second.tokens == first.tokens and not second.remembered
+
+
+def test_a_prompt_answered_before_is_not_generated_again_and_is_cut_to_a_smaller_cap(context_sensitive):
+    model, tokenizer = context_sensitive
+    prompt = scoring.encode(tokenizer, "<|im_start|>user\nRead src/lib.rs.<|im_end|>\n<|im_start|>assistant\n")
+    generator = scoring.Generator(model, tokenizer)
+    first = generator.generate(prompt, 8)
+    again = generator.generate(prompt, 8)
+    assert again.remembered and again.prefilled == 0 and again.tokens == first.tokens and again.text == first.text
+    shorter = generator.generate(prompt, 3)
+    fresh = scoring.Generator(model, tokenizer).generate(prompt, 3)
+    assert shorter.remembered and (shorter.tokens, shorter.text, shorter.truncated) == \
+        (fresh.tokens, fresh.text, fresh.truncated)
+    if first.truncated:  # cut at 8 tokens: a cap of 12 needs a real generation
+        longer = generator.generate(prompt, 12)
+        assert not longer.remembered and longer.tokens == scoring.Generator(model, tokenizer).generate(prompt, 12).tokens
+
+
+def test_splits_holding_the_same_conversations_share_one_generator_and_score_alike(context_sensitive,
+                                                                                   long_conversation):
+    model, tokenizer = context_sensitive
+    generator = scoring.Generator(model, tokenizer)
+    runs = [scoring.score_conversations(model, tokenizer, [long_conversation], TOOLS, progress=False,
+                                        max_new_tokens=SMALL_CAP, generator=generator) for _ in range(2)]
+    assert runs[0]["counts"]["remembered_turns"] == 0
+    assert runs[1]["counts"]["remembered_turns"] == runs[1]["counts"]["turns_scored"] >= 5
+    assert runs[1]["counts"]["generated_tokens"] == 0 and runs[1]["counts"]["prefilled_tokens"] == 0
+    assert runs[0]["turns"] == runs[1]["turns"]
 
 
 def test_every_weight_1_assistant_turn_is_scored_and_weight_0_turns_are_context(tiny):
