@@ -1,10 +1,13 @@
 """A stage's files: where they live, run.json, and moving a fused model into place without touching what a
 user put beside it. Nothing here decides what to run; train_mlx.py does."""
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from synthia import runstate
 
 
 @dataclass(frozen=True)
@@ -41,21 +44,111 @@ def finished_stage(paths, warn=print):
     record = read_run_json(paths)
     if not record or record.get("status") != "done":
         return None
-    expected = record.get("fused_files", {})
-    actual = fused_files(paths.fused_dir) if paths.fused_dir.is_dir() else {}
-    damaged = sorted(name for name, size in expected.items() if actual.get(name) != size)
-    if damaged or not expected:
-        warn(f"WARNING: {paths.fused_dir} does not match what run.json recorded (missing or changed: "
-             f"{', '.join(damaged) or 'the whole model'}); the stage will be redone")
+    problems = fused_model_problems(paths, record.get("fused_files", {}))
+    if problems:
+        warn(f"WARNING: {paths.fused_dir} does not match what was recorded when it was made "
+             f"({'; '.join(problems)}); the stage will be redone")
         return None
     return record
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Verifying a finished model: sizes from run.json, SHA-256 from the manifest
+# ---------------------------------------------------------------------------------------------------------
+# The manifest holds, per file the pipeline put in the fused directory, its bytes, SHA-256, mtime_ns and ctime_ns.
+# A file whose bytes, mtime_ns and ctime_ns all still match is trusted without rehashing (a 15 GB model is read
+# once, when it is made); any other file is rehashed and must match. ctime is in the key because the kernel sets it
+# on every write and on every os.utime, so an edit that restores the old mtime still forces a rehash; only someone
+# who also resets the clock or edits the raw disk gets past it. A run.json written before manifests existed has
+# no manifest beside it: its sizes are checked, as that version did, and nothing is rehashed.
+MANIFEST = "fused_manifest.json"
+
+
+def manifest_path(paths):
+    return paths.stage_dir / MANIFEST
+
+
+def file_sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def file_entry(path, sha256=None):
+    status = path.stat()
+    return {"bytes": status.st_size, "sha256": sha256 or file_sha256(path), "mtime_ns": status.st_mtime_ns,
+            "ctime_ns": status.st_ctime_ns}
+
+
+def record_manifest(paths, names):
+    """Hash the fused model's files now, while they are known to be the ones the pipeline wrote."""
+    runstate.write_json(manifest_path(paths), {name: file_entry(paths.fused_dir / name) for name in sorted(names)})
+
+
+def read_manifest(paths):
+    try:
+        return json.loads(manifest_path(paths).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def unchanged_since_recorded(status, entry):
+    return (status.st_size, status.st_mtime_ns, status.st_ctime_ns) == \
+        (entry.get("bytes"), entry.get("mtime_ns"), entry.get("ctime_ns"))
+
+
+def size_problems(directory, sizes):
+    if not sizes:
+        return ["run.json lists no model files"]
+    if not directory.is_dir():
+        return ["the directory is missing"]
+    actual = fused_files(directory)
+    return [f"{name}: missing" if name not in actual else f"{name}: {actual[name]} bytes, recorded {size}"
+            for name, size in sorted(sizes.items()) if actual.get(name) != size]
+
+
+def hash_problems(paths, manifest):
+    """What differs from the manifest (rehashing only files whose size or times moved); when everything matches,
+    the rehashed files' new times are recorded so the next run trusts them without reading them again."""
+    problems, refreshed = [], {}
+    for name, entry in sorted(manifest.items()):
+        path = paths.fused_dir / name
+        try:
+            status = path.stat()
+            if unchanged_since_recorded(status, entry):
+                continue
+            digest = file_sha256(path)
+        except OSError as e:
+            problems.append(f"{name}: unreadable ({e.strerror})")
+            continue
+        if status.st_size != entry.get("bytes"):
+            problems.append(f"{name}: {status.st_size} bytes, recorded {entry.get('bytes')}")
+        elif digest != entry.get("sha256"):
+            problems.append(f"{name}: same size but other content (SHA-256 {digest[:12]}..., recorded "
+                            f"{str(entry.get('sha256'))[:12]}...)")
+        else:
+            refreshed[name] = file_entry(path, sha256=digest)
+    if refreshed and not problems:
+        try:
+            runstate.write_json(manifest_path(paths), {**manifest, **refreshed})
+        except OSError:
+            pass  # a read-only output directory: the files are rehashed again next time, nothing worse
+    return problems
+
+
+def fused_model_problems(paths, sizes):
+    """Why the fused model is not the one recorded (each file named, with what differs); [] when it is."""
+    problems = size_problems(paths.fused_dir, sizes)
+    manifest = read_manifest(paths)
+    if problems or manifest is None:
+        return problems
+    return hash_problems(paths, manifest)
 
 
 # What the pipeline writes in models/stageN: only these are ever removed (with --force).
 PIPELINE_FILES = ("data", "stage.log", "run.json", "fingerprint.json", "train_job.json", "eval_job.json",
                   "train_result.json", "eval_result.json", "adapter_config.json", "adapters.safetensors",
                   "best_adapters.safetensors", "last_adapters.safetensors", "checkpoint.safetensors",
-                  "test_job.json", "test_result.json")
+                  "test_job.json", "test_result.json", MANIFEST)
 # A fused model's own files: replaced when a stage is redone; anything else in the directory stays.
 MODEL_FILE_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json",
                        "tokenizer*", "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt",
@@ -76,13 +169,15 @@ def finish_fused_model(paths, chat_template_file):
         tokenizer_config["chat_template"] = Path(chat_template_file).read_text()
         config_file.write_text(json.dumps(tokenizer_config, indent=2))
         (tmp / "chat_template.jinja").unlink(missing_ok=True)
+    made = [item.name for item in tmp.iterdir() if item.is_file()]
     if not paths.fused_dir.exists():
         tmp.rename(paths.fused_dir)
-        return
-    for stale in (f for pattern in MODEL_FILE_PATTERNS for f in paths.fused_dir.glob(pattern)):
-        stale.unlink()  # an old shard left beside new ones would be loaded with them
-    for item in tmp.iterdir():
-        os.replace(item, paths.fused_dir / item.name)
-    tmp.rmdir()
+    else:
+        for stale in (f for pattern in MODEL_FILE_PATTERNS for f in paths.fused_dir.glob(pattern)):
+            stale.unlink()  # an old shard left beside new ones would be loaded with them
+        for item in tmp.iterdir():
+            os.replace(item, paths.fused_dir / item.name)
+        tmp.rmdir()
+    record_manifest(paths, made)
 
 

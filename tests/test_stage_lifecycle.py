@@ -98,6 +98,21 @@ def test_run_json_names_the_base_model_really_used(finished, tiny_model_dir):
     assert record["config"]["base_model"] == str(tiny_model_dir)
 
 
+def test_a_finished_stage_whose_weights_changed_is_redone_with_a_warning(root, tiny_model_dir, finished, capsys):
+    weights = finished / "synthia-stage1" / "model.safetensors"
+    damaged = bytearray(weights.read_bytes())
+    damaged[-1] ^= 0xFF  # same size: only the hash can tell
+    weights.write_bytes(bytes(damaged))
+    assert train_mlx.main(cli(root, tiny_model_dir, "done")) == 0
+    captured = capsys.readouterr()
+    said = captured.out + captured.err
+    assert "model.safetensors: same size but other content" in said and "the stage will be redone" in said
+    assert "already done" not in said and "synthia.fuse fuse" in said
+    assert weights.read_bytes() != bytes(damaged)
+    assert train_mlx.main(cli(root, tiny_model_dir, "done", "--dry-run")) == 0
+    assert "would skip: already done with the same inputs" in capsys.readouterr().out
+
+
 def test_files_a_user_put_in_the_fused_directory_survive_a_forced_redo(root, tiny_model_dir, finished):
     note = finished / "synthia-stage1" / "MY_NOTES.txt"
     note.write_text("mine")
