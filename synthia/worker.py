@@ -308,7 +308,8 @@ def evaluate_job(job):
         model.eval()
         results[run["label"]] = {}
         for split, path in run["splits"].items():
-            loss = evaluate(model, load_token_file(path), job["batch_size"], job["max_seq_length"])
+            loss = evaluate(model, load_token_file(path), job["batch_size"], job["max_seq_length"],
+                            run["num_batches"][split])
             results[run["label"]][split] = {"loss": loss, "perplexity": math.exp(loss)}
             print(f"{run['label']} {split}: loss {loss:.4f}  ppl {math.exp(loss):.3f}", flush=True)
         del model
