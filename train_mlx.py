@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from synthia import blas, data, render, reports, runstate, stagedir, steps, validate
+from synthia import blas, data, memory_plan, render, reports, runstate, stage_memory, stagedir, steps, validate
 from synthia.config import GLOBAL, ConfigError, Setting, check_config, fingerprint_view, load_yaml_file, resolve
 
 # ---------------------------------------------------------------------------------------------------------
@@ -341,6 +341,61 @@ def stage_plan(number, values, base_dir, files, paths, with_test):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Memory: each step's predicted peak against the budget before a stage starts; --auto-fit's changes
+# ---------------------------------------------------------------------------------------------------------
+def read_model_config(model_dir):
+    try:
+        return json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def memory_budget(args):
+    if args.memory_budget is not None:
+        return int(args.memory_budget * 1e9), "--memory-budget"
+    return memory_plan.default_budget()
+
+
+def fit_memory(number, values, inputs, args, base_dir):
+    """(settings, what to print, what run.json records). Over budget: --auto-fit changes the settings (said and
+    recorded); otherwise the run stops before the stage with the changes that would fit (the dry run only says so)."""
+    try:
+        plan_in = stage_memory.plan_inputs(values, inputs.model_config,
+                                           stage_memory.split_lengths(values, inputs.examples, inputs.encoded),
+                                           full_precision=number > 1)
+    except (KeyError, TypeError, ValueError) as e:  # an architecture the plan does not know: no plan, say so
+        return values, [f"memory plan: not available for this model ({type(e).__name__}: {e})"], None
+    budget, source = memory_budget(args)
+    changes = []
+    over = memory_plan.over_budget(memory_plan.plan(plan_in), budget)
+    if over and args.auto_fit:
+        try:
+            values, changes = stage_memory.fit_settings(values, plan_in, budget)
+        except memory_plan.DoesNotFit as e:
+            raise PipelineError(f"stage {number}: {e}", EXIT_INVALID)
+        check_stage_config(values, number)
+        plan_in = stage_memory.plan_inputs(values, inputs.model_config,
+                                           stage_memory.split_lengths(values, inputs.examples, inputs.encoded),
+                                           full_precision=number > 1)
+    steps_plan = memory_plan.plan(plan_in)
+    lines = memory_plan.format_plan(steps_plan, budget, source).splitlines()
+    lines += [f"--auto-fit changed {change}" for change in changes]
+    lines.append(memory_plan.format_disk(memory_plan.disk_plan(plan_in), args.output_dir))
+    if over and not args.auto_fit:
+        options = stage_memory.options_text(plan_in, budget)
+        problem = (f"stage {number}: {', '.join(over)} would need more memory than the {budget / 1e9:.1f} GB budget "
+                   f"({source}).\n  Changes that fit, best first:\n{options or '  (none)'}\n  Fix: set them in the "
+                   "config, or pass --auto-fit to apply the first; --memory-budget GB if the budget is wrong")
+        if not args.dry_run:
+            raise PipelineError(problem + "\n" + "\n".join(lines), EXIT_INVALID)
+        lines.append("would stop: " + problem)
+    record = {"budget_gb": round(budget / 1e9, 2), "budget_from": source,
+              "peaks_gb": {name: round(step.total / 1e9, 2) for name, step in steps_plan.items()},
+              "auto_fit": [str(change) for change in changes]}
+    return values, lines, record
+
+
+# ---------------------------------------------------------------------------------------------------------
 # A stage
 # ---------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -353,6 +408,7 @@ class RunInputs:
     dataset: str
     template: str
     tools: str
+    model_config: dict = None  # the base model's config.json: the memory plan's model shape
 
 
 def digest(text):
@@ -383,7 +439,7 @@ def check_free_disk(number, base_dir, values, output_dir):
                             "\n  Fix: free some space, or choose another --output-dir")
 
 
-def run_stage(number, values, base_model, inputs, args, env, blas_note):
+def run_stage(number, values, base_model, inputs, args, env, blas_note, memory=None):
     """Prepare-train-fuse-evaluate one stage, skipping steps an interrupted attempt finished; returns run.json."""
     paths = stagedir.stage_paths(args.output_dir, number)
     fingerprint = stage_fingerprint(values, base_model, inputs)
@@ -395,7 +451,7 @@ def run_stage(number, values, base_model, inputs, args, env, blas_note):
     log_stage_summary(number, values, stats)
     record = previous or {"stage": number, "status": "running", "config": {**values, "base_model": base_model},
                           "base_model": base_model, "base_model_dir": str(base_dir), "fingerprint": fingerprint, "data": stats,
-                          "blas": blas_note, "commands": {}, "timings": {}}
+                          "blas": blas_note, "memory": memory, "commands": {}, "timings": {}}
     for name, command, job, produces in stage_plan(number, values, base_dir, files, paths, args.test):
         if name in record["timings"] or (produces is not None and produces.exists()):
             log(f"{name}: finished by the interrupted attempt; skipping", number)
@@ -687,6 +743,7 @@ def stage_status(number, values, base_model, inputs, args):
 
 def print_plan(number, values, base_model, inputs, args):
     paths = stagedir.stage_paths(args.output_dir, number)
+    values, memory_lines, _ = fit_memory(number, values, inputs, args, base_model)
     base_dir = Path(base_model) if number > 1 else resolve_model_dir(base_model)
     status = stage_status(number, values, base_model, inputs, args)
     # A finished stage's data stays as it was trained on; an unfinished one gets its data to look at.
@@ -697,6 +754,8 @@ def print_plan(number, values, base_model, inputs, args):
     log(f"base model: {base_model}; iters {values['iters']}, learning_rate {values['learning_rate']}, "
         f"batch_size {values['batch_size']}, max_seq_length {values['max_seq_length']}", number)
     log_stage_summary(number, values, stats)
+    for line in memory_lines:
+        log(line, number)
     for name, command, job, _ in stage_plan(number, values, base_dir, files, paths, args.test):
         log(f"would run {name}: {shlex.join(command)}", number)
         if job is not None:
@@ -718,7 +777,7 @@ def run_pipeline(args):
         default_tools = validate.load_default_tools()
         inputs = RunInputs(examples, encode_examples(tokenizer, examples, default_tools),
                            data.dataset_fingerprint(examples), digest(tokenizer.chat_template),
-                           digest(json.dumps(default_tools, sort_keys=True)))
+                           digest(json.dumps(default_tools, sort_keys=True)), read_model_config(first_base))
         env, blas_note = child_process_blas(args.blas)
         if args.dry_run:
             for number in numbers:
@@ -737,9 +796,12 @@ def train_stages(numbers, configs, base_model, inputs, args, env, blas_note):
     redo = False
     for number in numbers:
         base = stage_base(number, args.output_dir, base_model)
+        configs[number], memory_lines, memory = fit_memory(number, configs[number], inputs, args, base)
         if redo or not decide_skip(number, configs[number], base, inputs, args):
             check_dataset_unchanged(number, args.output_dir, inputs.dataset, args)
-            run_stage(number, configs[number], base, inputs, args, env, blas_note)
+            for line in memory_lines:
+                log(line, number)
+            run_stage(number, configs[number], base, inputs, args, env, blas_note, memory)
             redo = True  # every stage after a (re)trained one must be redone too
         elif args.test and not (stagedir.read_run_json(stagedir.stage_paths(args.output_dir, number)) or {}).get("test"):
             paths = stagedir.stage_paths(args.output_dir, number)
@@ -920,6 +982,13 @@ def build_parser():
     knobs.add_argument("--batch-size", type=int, help="examples per step")
     knobs.add_argument("--max-seq-length", type=int, help="longest example in tokens")
     knobs.add_argument("--learning-rate", type=float, help="peak learning rate")
+    memory = p.add_argument_group("memory")
+    memory.add_argument("--memory-budget", type=float, metavar="GB",
+                        help="memory each step may use (default: Metal's recommended working set on a Mac, else the "
+                             "available RAM); a stage whose plan exceeds it stops before it starts")
+    memory.add_argument("--auto-fit", action="store_true",
+                        help="when a step would exceed the budget, apply the cheapest change that fits (printed and "
+                             "recorded in run.json)")
     safety = p.add_argument_group("safety")
     safety.add_argument("--force", action="store_true",
                         help="redo finished stages (and every stage after them), discarding an interrupted "

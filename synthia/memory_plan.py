@@ -423,8 +423,9 @@ def shorter_max_seq_length(inputs):
     return candidate if candidate < inputs.max_seq_length else None
 
 
-def candidate_changes(inputs):
-    """Single changes, cheapest in quality first; those that would change nothing are left out."""
+def candidate_changes(inputs, allowed=None):
+    """Single changes, cheapest in quality first; those that would change nothing, or whose setting is not in
+    `allowed` (None: any), are left out."""
     changes = []
     if inputs.max_shard_bytes > 512 << 20:
         changes.append(Change("max_shard_bytes", inputs.max_shard_bytes, 512 << 20, "more, smaller weight files"))
@@ -445,7 +446,7 @@ def candidate_changes(inputs):
         longer = sum(length > shorter for length in inputs.lengths)
         changes.append(Change("max_seq_length", inputs.max_seq_length, shorter,
                               f"{longer} of {len(inputs.lengths)} examples lose turns from the end"))
-    return changes
+    return [change for change in changes if allowed is None or change.setting in allowed]
 
 
 def apply_changes(inputs, changes):
@@ -464,11 +465,11 @@ def fits(inputs, budget):
     return not over_budget(plan(inputs), budget)
 
 
-def fitting_options(inputs, budget):
+def fitting_options(inputs, budget, allowed=None):
     """[(changes, settings)] that bring every step under the budget, best first: the option whose
     costliest change comes earliest on candidate_changes' list, then the fewest changes. Options that
     only add changes to one already listed are left out."""
-    candidates = candidate_changes(inputs)
+    candidates = candidate_changes(inputs, allowed)
     rank = {id(change): n for n, change in enumerate(candidates)}
     subsets = [list(s) for size in range(1, len(candidates) + 1) for s in itertools.combinations(candidates, size)
                if len({c.setting for c in s}) == size]
@@ -483,12 +484,12 @@ def fitting_options(inputs, budget):
     return fitting
 
 
-def auto_fit(inputs, budget):
+def auto_fit(inputs, budget, allowed=None):
     """(settings, changes): the inputs unchanged when every step fits, else the best fitting option."""
     if fits(inputs, budget):
         return inputs, []
-    options = fitting_options(inputs, budget)
+    options = fitting_options(inputs, budget, allowed)
     if not options:
-        raise DoesNotFit(f"no combination of {', '.join(str(c) for c in candidate_changes(inputs))} "
+        raise DoesNotFit(f"no combination of {', '.join(str(c) for c in candidate_changes(inputs, allowed))} "
                          f"brings every step under {budget / GB:.1f} GB:\n" + format_plan(plan(inputs), budget))
     return options[0][1], options[0][0]
