@@ -11,13 +11,16 @@ The peak is a few chunk-sized arrays, not one: MLX allocates an op's output when
 queues about ten ahead of the one running, so ~7 [batch x chunk x vocabulary] arrays are alive at the
 peak (measured on the CPU with bench/memory.py); smaller chunks lower it further.
 
-Every position is computed, including those without loss: picking only the masked ones needs the mask's
-values on the host, which mlx_lm's compiled training step cannot read, and the chunking already bounds
-the memory.
+Only the positions that carry loss need logits, and in chat data they are few (the assistant turns: ~7%
+of the shipped dataset's tokens). A compiled step cannot read the mask's values, so trained_positions()
+finds them on the host, before the step, and passes their indices in; the hidden states are gathered at
+those indices before the head. The count is rounded up to a multiple of a slot size, so that mx.compile
+sees few distinct shapes (it traces again for each new one).
 """
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 DEFAULT_CHUNK_SIZE = 128  # positions per chunk: the loss's peak is ~7 x rows x chunk x vocabulary x dtype
 # mlx_lm models whose logits are exactly head(model.model(inputs)), the head being lm_head or the tied
@@ -41,13 +44,14 @@ class OutputHead:
     def __init__(self, model):
         if not supports_chunked_loss(model):
             raise ChunkedLossUnsupported(
-                f"chunked loss supports model types {', '.join(SUPPORTED_MODEL_TYPES)}; this model is "
-                f"{getattr(model, 'model_type', type(model).__name__)!r}. Fix: turn the chunked loss off for it.")
+                f"the chunked loss supports model types {', '.join(SUPPORTED_MODEL_TYPES)}; this model is "
+                f"{getattr(model, 'model_type', type(model).__name__)!r}. Fix: set loss_chunk_size to null "
+                "(the plain loss) for it.")
         tied = "lm_head" not in model
         self.module = model.model.embed_tokens if tied else model.lm_head
         if not isinstance(self.module, (nn.Embedding, nn.QuantizedEmbedding, nn.Linear, nn.QuantizedLinear)):
             raise ChunkedLossUnsupported(f"the output head is a {type(self.module).__name__}; the chunked loss "
-                                         "knows Embedding and Linear heads. Fix: turn the chunked loss off.")
+                                         "knows Embedding and Linear heads. Fix: set loss_chunk_size to null.")
         self.project = self.module.as_linear if tied else self.module
 
     def rows(self, tokens):
@@ -68,19 +72,43 @@ def chunk_slices(length, chunk_size):
     return [slice(start, min(start + chunk_size, length)) for start in range(0, length, chunk_size)]
 
 
-def chunked_summed_loss(model, tokens, mask, chunk_size=DEFAULT_CHUNK_SIZE):
+def chunked_summed_loss(model, tokens, mask, chunk_size=DEFAULT_CHUNK_SIZE, positions=None):
     """worker.summed_loss's (sum of cross-entropy over the targets the mask marks, their count), without
-    ever holding more than a few chunks' logits."""
+    ever holding more than a few chunks' logits. With `positions` (from trained_positions), logits only
+    there; positions without loss may be left out, never one with loss."""
     inputs, targets, weights = tokens[:, :-1], tokens[:, 1:], mask[:, 1:]
     head = OutputHead(model)
     hidden = model.model(inputs)
-    return head_loss_sum(head, hidden, targets, weights, chunk_size), weights.sum()
+    picked = (hidden, targets, weights) if positions is None else at_positions(positions, hidden, targets, weights)
+    return head_loss_sum(head, *picked, chunk_size), weights.sum()
 
 
-def chunked_masked_loss(model, tokens, mask, chunk_size=DEFAULT_CHUNK_SIZE):
+def chunked_masked_loss(model, tokens, mask, chunk_size=DEFAULT_CHUNK_SIZE, positions=None):
     """worker.masked_loss's (mean cross-entropy over the targets the mask marks, their count)."""
-    ce_sum, ntoks = chunked_summed_loss(model, tokens, mask, chunk_size)
+    ce_sum, ntoks = chunked_summed_loss(model, tokens, mask, chunk_size, positions)
     return ce_sum / mx.maximum(ntoks, 1), ntoks
+
+
+def trained_positions(mask, slot_size):
+    """On the host: the flat indices, in a [rows x (width - 1)] array of targets, of those the mask marks,
+    then padding up to a multiple of slot_size (at least one slot). Padding is the index one past the end,
+    which at_positions reads as a target without loss."""
+    weights = np.asarray(mask)[:, 1:]
+    found = np.flatnonzero(weights)
+    slots = max(1, -(-len(found) // slot_size)) * slot_size
+    positions = np.full(slots, weights.size, np.int32)
+    positions[: len(found)] = found
+    return mx.array(positions)
+
+
+def at_positions(positions, hidden, targets, weights):
+    """(hidden, targets, weights) at the flat positions, as one row each: [1, slots, hidden], [1, slots].
+    An index one past the end takes the last position's hidden state and target, with weight 0."""
+    count = weights.size
+    inside = mx.minimum(positions, count - 1)
+    padded_weights = mx.concatenate([weights.reshape(-1), mx.zeros((1,), weights.dtype)])
+    return (hidden.reshape(count, hidden.shape[-1])[inside][None], targets.reshape(-1)[inside][None],
+            padded_weights[positions][None])
 
 
 def head_loss_sum(head, hidden, targets, weights, chunk_size):

@@ -29,8 +29,10 @@ from mlx_lm.tuner.utils import build_schedule, linear_to_lora_layers
 from mlx_lm.utils import load
 
 from synthia import blas, cpu_backend
+from synthia.chunked_loss import ChunkedLossUnsupported, OutputHead, chunked_summed_loss, trained_positions
 
 PAD_TO = 32  # pad batches to a multiple of this, as mlx_lm does, so compiled shapes repeat
+LOSS_SLOTS = 64  # chunked loss: trained positions are padded to a multiple of this, so compiled shapes repeat
 CHECKPOINT = "checkpoint.safetensors"
 
 
@@ -101,12 +103,34 @@ def masked_loss(model, tokens, mask):
     return ce_sum / mx.maximum(ntoks, 1), ntoks
 
 
-def evaluate(model, dataset, batch_size, max_seq_length, num_batches=-1, world=None):
+class JobError(ValueError):
+    """A job this worker cannot run as written; main prints the message (no traceback) and exits with 2."""
+
+
+def loss_and_inputs(model, chunk_size):
+    """The summed masked loss a job asks for, and how a batch becomes its inputs: loss(model, *inputs(tokens,
+    mask)). chunk_size None: summed_loss, logits of every position at once. A number: synthia.chunked_loss,
+    logits only at the trained positions (found on the host), chunk_size of them at a time."""
+    if chunk_size is None:
+        return summed_loss, lambda tokens, mask: (tokens, mask)
+    try:
+        OutputHead(model)
+    except ChunkedLossUnsupported as error:
+        raise JobError(f"loss_chunk_size {chunk_size}: {error}") from None
+
+    def loss(model, tokens, mask, positions):
+        return chunked_summed_loss(model, tokens, mask, chunk_size, positions)
+
+    return loss, lambda tokens, mask: (tokens, mask, trained_positions(mask, LOSS_SLOTS))
+
+
+def evaluate(model, dataset, batch_size, max_seq_length, num_batches=-1, world=None, chunk_size=None):
     """Per-token mean loss over a split (its first `num_batches` batches, or all with -1), every example once."""
     rank, size = (world.rank(), world.size()) if world else (0, 1)
+    loss, inputs = loss_and_inputs(model, chunk_size)
     total, count = mx.array(0.0), mx.array(0.0)
     for tokens, mask in evaluation_batches(dataset, batch_size, max_seq_length, num_batches, rank, size):
-        ce_sum, ntoks = summed_loss(model, tokens, mask)
+        ce_sum, ntoks = loss(model, *inputs(tokens, mask))
         total, count = total + ce_sum, count + ntoks
         mx.eval(total, count)
     if world:
@@ -182,12 +206,13 @@ def train_job(job):
     train_set, valid_set = load_token_file(job["train"]), load_token_file(job["valid"])
     groups = batch_index_groups([len(t) for t, _ in train_set], job["batch_size"], keep_remainder=False)
     iters, accumulation = job["iters"], job["grad_accumulation_steps"]
-    loss_and_grad = nn.value_and_grad(model, summed_loss)
+    loss, inputs = loss_and_inputs(model, job["loss_chunk_size"])
+    loss_and_grad = nn.value_and_grad(model, loss)
     state = [model.state, optimizer.state, mx.random.state]
 
     @partial(mx.compile, inputs=state, outputs=state)
-    def step(tokens, mask, grad_sum):
-        (ce_sum, ntoks), grad = loss_and_grad(model, tokens, mask)
+    def step(grad_sum, *batch):
+        (ce_sum, ntoks), grad = loss_and_grad(model, *batch)
         grad = grad if grad_sum is None else tree_map(mx.add, grad, grad_sum)
         return ce_sum, ntoks, grad
 
@@ -212,7 +237,8 @@ def train_job(job):
         nonlocal best_weights
         model.eval()
         started = time.perf_counter()
-        loss = evaluate(model, valid_set, job["batch_size"], job["max_seq_length"], job["val_batches"], world)
+        loss = evaluate(model, valid_set, job["batch_size"], job["max_seq_length"], job["val_batches"], world,
+                        job["loss_chunk_size"])
         model.train()
         record["val_reports"].append({"iteration": iteration, "val_loss": loss})
         if reporter:
@@ -238,7 +264,7 @@ def train_job(job):
         tokens, mask = pack_batch(train_set, training_batch_indices(groups, job["seed"], it), rank, world.size(),
                                   job["max_seq_length"])
         mx.random.seed(job["seed"] * 1_000_003 + it)  # dropout's draws: a pure function of the iteration
-        ce_sum, ntoks, grad_sum = step(tokens, mask, grad_sum)
+        ce_sum, ntoks, grad_sum = step(grad_sum, *inputs(tokens, mask))
         ntoks_sum = ntoks_sum + ntoks
         if it % accumulation == 0 or it == iters:
             update(grad_sum, ntoks_sum)
@@ -309,7 +335,7 @@ def evaluate_job(job):
         results[run["label"]] = {}
         for split, path in run["splits"].items():
             loss = evaluate(model, load_token_file(path), job["batch_size"], job["max_seq_length"],
-                            run["num_batches"][split])
+                            run["num_batches"][split], chunk_size=job["loss_chunk_size"])
             results[run["label"]][split] = {"loss": loss, "perplexity": math.exp(loss)}
             print(f"{run['label']} {split}: loss {loss:.4f}  ppl {math.exp(loss):.3f}", flush=True)
         del model
@@ -345,7 +371,11 @@ def main(argv=None):
     command, job_path = sys.argv[1:] if argv is None else argv
     job = json.loads(Path(job_path).read_text())
     cpu_backend.configure()
-    result = {"train": train_job, "evaluate": evaluate_job, "score": score_job}[command](job)
+    try:
+        result = {"train": train_job, "evaluate": evaluate_job, "score": score_job}[command](job)
+    except JobError as error:
+        print(f"error: {job_path}: {error}", file=sys.stderr, flush=True)
+        return 2
     if mx.distributed.init().rank() == 0:
         tmp = Path(job["result"] + ".tmp")
         tmp.write_text(json.dumps(result, indent=2))

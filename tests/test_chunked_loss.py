@@ -11,7 +11,8 @@ from mlx.utils import tree_flatten
 from mlx_lm.models import qwen2
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
-from synthia.chunked_loss import ChunkedLossUnsupported, chunk_slices, chunked_masked_loss, chunked_summed_loss
+from synthia.chunked_loss import (ChunkedLossUnsupported, chunk_slices, chunked_masked_loss, chunked_summed_loss,
+                                  trained_positions)
 from synthia.worker import masked_loss, summed_loss
 
 LORA = {"rank": 4, "scale": 20.0, "dropout": 0.0}
@@ -55,9 +56,9 @@ def loss_and_grads(model, loss, tokens, mask):
     return value, ntoks, dict(tree_flatten(grads))
 
 
-def assert_same_loss_and_gradients(model, tokens, mask, chunk_size):
+def assert_same_loss_and_gradients(model, tokens, mask, chunk_size, positions=None):
     plain = loss_and_grads(model, masked_loss, tokens, mask)
-    chunked = loss_and_grads(model, lambda m, t, k: chunked_masked_loss(m, t, k, chunk_size), tokens, mask)
+    chunked = loss_and_grads(model, lambda m, t, k: chunked_masked_loss(m, t, k, chunk_size, positions), tokens, mask)
     assert chunked[1].item() == plain[1].item()
     assert abs(chunked[0].item() - plain[0].item()) <= 1e-5
     assert chunked[2].keys() == plain[2].keys() and plain[2]
@@ -91,6 +92,15 @@ def test_a_quantized_base_gives_the_plain_loss(tied):
     model = with_trained_lora(model)
     tokens, mask = batch(512, rows=1, length=50)
     assert_same_loss_and_gradients(model, tokens, mask, chunk_size=16)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_logits_only_at_the_trained_positions_give_the_plain_loss_and_gradients(tied):
+    model = with_trained_lora(random_qwen2(tied=tied))
+    tokens, mask = batch(512, rows=2, length=60)
+    positions = trained_positions(mask, 16)
+    assert positions.size < mask.size / 2 and positions.size % 16 == 0
+    assert_same_loss_and_gradients(model, tokens, mask, chunk_size=8, positions=positions)
 
 
 def test_the_summed_form_equals_the_workers_summed_loss():

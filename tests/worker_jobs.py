@@ -1,0 +1,56 @@
+"""Token files and job files for running synthia.worker directly, as train_mlx.py writes them."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from synthia.steps import worker_command
+from train_mlx import lr_schedule
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def random_examples(count, vocab_size, seed, lengths=(40, 120), spans=2):
+    """Token records like synthia.render's: random tokens, a few loss spans (assistant turns) per example."""
+    rng = np.random.default_rng(seed)
+    examples = []
+    for _ in range(count):
+        length = int(rng.integers(*lengths))
+        starts = sorted(rng.choice(np.arange(4, length - 12), spans, replace=False))
+        examples.append({"tokens": rng.integers(0, vocab_size, length).tolist(),
+                         "spans": [[int(s), int(s + rng.integers(3, 12))] for s in starts]})
+    return examples
+
+
+def write_token_file(path, examples):
+    path.write_text("".join(json.dumps(e) + "\n" for e in examples))
+    return str(path)
+
+
+def train_job(model_dir, adapter_dir, train, valid, **overrides):
+    """Every key the worker reads, with small-run values; overrides win."""
+    job = {"seed": 7, "model": str(model_dir), "num_layers": -1, "fine_tune_type": "lora",
+           "lora_parameters": {"rank": 4, "scale": 10.0, "dropout": 0.0}, "grad_checkpoint": False,
+           "optimizer": "adam", "batch_size": 2, "iters": 6, "grad_accumulation_steps": 1, "max_seq_length": 256,
+           "steps_per_report": 1, "steps_per_eval": 3, "val_batches": -1, "save_every": 100, "keep": "best",
+           "early_stop_patience": None, "report_to": None, "loss_chunk_size": None, "learning_rate": 1e-3,
+           "adapter_dir": str(adapter_dir), "train": train, "valid": valid,
+           "result": str(Path(adapter_dir) / "train_result.json"), **overrides}
+    updates = -(-job["iters"] // job["grad_accumulation_steps"])
+    job.setdefault("lr_schedule", lr_schedule(updates, job["learning_rate"]))
+    Path(adapter_dir).mkdir(parents=True, exist_ok=True)
+    return job
+
+
+def run_worker(kind, job, job_file, launcher=(), env=None, timeout=600):
+    """Write the job, run the worker's command as train_mlx.py does (under `launcher` if given); the
+    CompletedProcess."""
+    Path(job_file).write_text(json.dumps(job))
+    return subprocess.run(worker_command(kind, job_file, list(launcher)), cwd=ROOT, capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def result_of(job):
+    return json.loads(Path(job["result"]).read_text())
