@@ -1,6 +1,7 @@
 """The external steps of a run: each is a list[str] built by a pure function (shown with shlex.join before it runs,
 and by --dry-run), run as a child process whose output streams to the terminal and, line by line, to a log."""
 
+import os
 import shlex
 import subprocess
 import sys
@@ -27,8 +28,15 @@ def export_command(model_dir, out_dir, name, chat_template, dataset, lmstudio_di
     return command + ([] if verify else ["--no-verify"])
 
 
-def worker_command(kind, job_file):
-    return [sys.executable, "-m", "synthia.worker", kind, str(job_file)]
+LAUNCHER_VARIABLE = "SYNTHIA_LAUNCHER"  # e.g. "mlx.launch --hostfile hosts.json --": train on several machines
+
+
+def worker_command(kind, job_file, launcher=None):
+    """The worker on one job file. Training runs under `launcher`, a command prefix such as mlx.launch that starts
+    one worker per rank (None: the words of $SYNTHIA_LAUNCHER, if set); the other jobs run on this machine."""
+    if launcher is None:
+        launcher = shlex.split(os.environ.get(LAUNCHER_VARIABLE, "")) if kind == "train" else []
+    return [*launcher, sys.executable, "-m", "synthia.worker", kind, str(job_file)]
 
 
 def fuse_command(model_dir, adapter_dir, save_path, dequantize):
