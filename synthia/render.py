@@ -6,7 +6,10 @@ rendering the conversation up to each assistant turn with and without it: the te
 after the generation prompt is exactly what the model emits at inference.
 """
 
+import bisect
 import json
+import re
+import weakref
 from dataclasses import dataclass, field
 
 PROBE_TOOL = "synthia_probe_lookup"
@@ -85,15 +88,18 @@ def assistant_char_ranges(tokenizer, messages, tools):
 
     A range covers what the model generates for that turn, up to and including the end-of-turn marker.
     """
-    full = render(tokenizer, messages, tools)
+    converted = template_messages(messages)
+    turns = [i for i, message in enumerate(messages) if message["role"] == "assistant"]
+    # A conversation that ends with an assistant turn is its own last prefix: rendered once.
+    prefixes = [i for i in turns if i + 1 < len(messages)]
+    full, *rendered = render_batch(tokenizer, [converted] + [converted[: i + 1] for i in prefixes], tools)
+    uptos = [*rendered, full][: len(turns)]
+    prompts = dict(zip([i for i in turns if i], render_batch(tokenizer, [converted[:i] for i in turns if i], tools,
+                                                              add_generation_prompt=True)))
     marker = end_of_turn_marker(tokenizer)
     ranges = []
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        upto = render(tokenizer, messages[: i + 1], tools)
-        prompt = (render(tokenizer, messages[:i], tools, add_generation_prompt=True) if i
-                  else opening_prompt(tokenizer, upto, tools))
+    for i, upto in zip(turns, uptos):
+        prompt = prompts[i] if i else opening_prompt(tokenizer, upto, tools)
         if not (upto.startswith(prompt) and full.startswith(upto)):
             raise TemplateError(
                 f"the chat template does not render messages[{i}] as a continuation of the conversation before it "
@@ -102,8 +108,20 @@ def assistant_char_ranges(tokenizer, messages, tools):
             )
         turn = upto[len(prompt):]
         end = turn.find(marker) + len(marker) if marker and marker in turn else len(turn.rstrip("\n"))
-        ranges.append((len(prompt), len(prompt) + end, message.get("weight", 1)))
+        ranges.append((len(prompt), len(prompt) + end, messages[i].get("weight", 1)))
     return full, ranges
+
+
+def render_batch(tokenizer, conversations, tools, add_generation_prompt=False):
+    """Render conversations already in template form. One call for all of them: Hugging Face then converts the
+    tools once, not once a conversation (most of the time rendering a turn took)."""
+    if not conversations:
+        return []
+    if getattr(tokenizer, "_chat_template", None) is not None:  # mlx_lm's own Python template: one at a time
+        return [tokenizer.apply_chat_template(c, tools=tools, tokenize=False,
+                                              add_generation_prompt=add_generation_prompt) for c in conversations]
+    return list(tokenizer.apply_chat_template(conversations, tools=tools, tokenize=False,
+                                              add_generation_prompt=add_generation_prompt))
 
 
 def generation_prompt(tokenizer, tools):
@@ -140,15 +158,91 @@ def segments(text, ranges):
 
 
 def tokenize_with_offsets(tokenizer, text):
+    """Token ids and (start, end) character offsets of `text`, the same as one call of the tokenizer would give."""
     hf = getattr(tokenizer, "_tokenizer", tokenizer)
-    encoding = hf(text, add_special_tokens=False, return_offsets_mapping=True)
-    return encoding["input_ids"], encoding["offset_mapping"]
+    pieces = _piece_tokenizer(hf)
+    if pieces is None:
+        encoding = hf(text, add_special_tokens=False, return_offsets_mapping=True)
+        return encoding["input_ids"], encoding["offset_mapping"]
+    return pieces.encode(text)
 
 
-def char_range_to_tokens(offsets, start, end):
-    """Token range [first, last) of the tokens that start inside [start, end), and whether both edges align."""
-    first = next((k for k, (s, _) in enumerate(offsets) if s >= start), len(offsets))
-    last = next((k for k, (s, _) in enumerate(offsets) if s >= end), len(offsets))
+class PieceTokenizer:
+    """Tokenizes text piece by piece between special tokens, and remembers recent pieces.
+
+    A tokenizer splits text at its added tokens before anything else, so no token crosses one: tokenizing the
+    pieces between them separately gives the same ids. Conversations of one dataset share long pieces (the
+    system prompt with every tool definition), which are then tokenized once instead of once a conversation.
+    """
+
+    def __init__(self, hf, specials, capacity=256):  # pieces of a few conversations: tens of MB at most
+        self.hf, self.capacity, self.cache = hf, capacity, {}
+        self.special_ids = {token: hf.convert_tokens_to_ids(token) for token in specials}
+        self.split = re.compile("(" + "|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)) + ")")
+
+    def encode(self, text):
+        parts = self.split.split(text)  # odd indexes are the special tokens themselves
+        texts = set(parts[::2]) - {""}
+        known = {p: self.cache[p] for p in texts if p in self.cache}
+        missing = sorted(texts - known.keys())
+        if missing:
+            encoding = self.hf(missing, add_special_tokens=False, return_offsets_mapping=True)
+            known.update(zip(missing, zip(encoding["input_ids"], encoding["offset_mapping"])))
+            if len(self.cache) + len(missing) > self.capacity:
+                self.cache.clear()
+            self.cache.update((p, known[p]) for p in missing)
+        ids, offsets, position = [], [], 0
+        for k, part in enumerate(parts):
+            if not part:
+                continue
+            if k % 2:
+                ids.append(self.special_ids[part])
+                offsets.append((position, position + len(part)))
+            else:
+                piece_ids, piece_offsets = known[part]
+                ids.extend(piece_ids)
+                offsets.extend((position + start, position + end) for start, end in piece_offsets)
+            position += len(part)
+        return ids, offsets
+
+
+_PIECE_TOKENIZERS = weakref.WeakKeyDictionary()
+
+
+def _piece_tokenizer(hf):
+    """The PieceTokenizer of `hf`, or None when its special tokens are not plain split points (or cannot be
+    read). Checked once per tokenizer against a whole-text call on a text full of them."""
+    try:
+        if hf not in _PIECE_TOKENIZERS:
+            _PIECE_TOKENIZERS[hf] = _checked_piece_tokenizer(hf)
+        return _PIECE_TOKENIZERS[hf]
+    except TypeError:  # not weak-referenceable
+        return None
+
+
+def _checked_piece_tokenizer(hf):
+    added = getattr(hf, "added_tokens_decoder", None)
+    if not added:
+        return None
+    plain = [t for t in added.values() if not (t.lstrip or t.rstrip or t.single_word or t.normalized)]
+    specials = {t.content for t in plain if t.content}
+    others = [t.content for t in added.values() if t.content not in specials]
+    if not specials or any(s in o for s in specials for o in others):
+        return None  # a longer added token contains a split point: the tokenizer would match it instead
+    pieces = PieceTokenizer(hf, specials)
+    probe = " x\n".join(f"{t} y{k} {t}{t}\n  é {k}" for k, t in enumerate(sorted(specials)))
+    whole = hf(probe, add_special_tokens=False, return_offsets_mapping=True)
+    split = pieces.encode(probe)
+    pieces.cache.clear()
+    same = list(whole["input_ids"]) == split[0] and [tuple(o) for o in whole["offset_mapping"]] == split[1]
+    return pieces if same else None
+
+
+def char_range_to_tokens(offsets, start, end, starts=None):
+    """Token range [first, last) of the tokens that start inside [start, end), and whether both edges align.
+    `starts` (each token's start offset, in order) may be passed to search many ranges of one text quickly."""
+    starts = [s for s, _ in offsets] if starts is None else starts
+    first, last = bisect.bisect_left(starts, start), bisect.bisect_left(starts, end)
     aligned = offsets[first][0] == start if first < len(offsets) else False
     aligned = aligned and (last == len(offsets) or offsets[last][0] == end) and offsets[last - 1][1] == end
     return first, last, aligned
@@ -159,8 +253,9 @@ def encode(tokenizer, messages, tools):
     text, ranges = assistant_char_ranges(tokenizer, messages, tools)
     tokens, offsets = tokenize_with_offsets(tokenizer, text)
     encoded = Encoded(tokens=list(tokens), spans=[], full_length=len(tokens))
+    starts = [s for s, _ in offsets]
     for start, end, weight in ranges:
-        first, last, aligned = char_range_to_tokens(offsets, start, end)
+        first, last, aligned = char_range_to_tokens(offsets, start, end, starts)
         encoded.misaligned += not aligned
         if weight:
             encoded.spans.append((first, last))

@@ -1,0 +1,226 @@
+"""Data path speed: validating, rendering and preparing 2,600 conversations, the steps train_mlx.py runs before
+any training (the --dry-run path: validate_dataset, encode_examples, then prepare_stage_data for each stage).
+
+    python bench/data_path.py                      # 2,600 conversations (the seed's target size), ~1 min
+    python bench/data_path.py --conversations 358  # the shipped dataset's size
+    python bench/data_path.py --profile render     # where the render+tokenize phase spends its time
+    python bench/data_path.py --no-before          # skip timing synthia/render.py as it was before the speed-up
+
+The render+tokenize phase also runs with synthia/render.py as it was before the speed-up (loaded from git,
+commit BEFORE), in the same process, and both must give identical token ids and loss spans.
+
+The N conversations replicate dataset.jsonl; copy k (k >= 1) of a line is varied so that no line duplicates
+another: tool-call ids get a suffix, and in every message text and every string inside tool-call arguments the
+numbers are shifted by k and file names get a suffix. The tokenizer is Qwen2.5's (synthia/starter_data/tokenizer.py)
+with the default template, as for the real base model. Wall and CPU seconds are both printed: on a shared
+machine (load average before and after) CPU time is the steadier figure.
+"""
+
+import argparse
+import cProfile
+import dataclasses
+import importlib.util
+import json
+import os
+import pstats
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from token_efficiency import DEFAULT_TEMPLATE, machine_lines, qwen_tokenizer  # noqa: E402
+
+GOAL_SECONDS = 5.0
+BEFORE = "b56e006"  # synthia/render.py before the speed-up
+NUMBER = re.compile(r"(?<![\w.])\d+(?![\w.])")
+FILE_NAME = re.compile(r"\b([A-Za-z_][\w-]*)\.(py|js|ts|tsx|go|rs|md|json|toml|ya?ml|txt|cfg|ini|sh|c|h|java|rb|lock)\b")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A varied copy of the shipped dataset
+# ---------------------------------------------------------------------------------------------------------
+def varied_text(text, k):
+    text = NUMBER.sub(lambda m: str(int(m.group()) + k), text)
+    return FILE_NAME.sub(lambda m: f"{m.group(1)}_{k}.{m.group(2)}", text)
+
+
+def varied_value(value, k):
+    if isinstance(value, str):
+        return varied_text(value, k)
+    if isinstance(value, list):
+        return [varied_value(v, k) for v in value]
+    if isinstance(value, dict):
+        return {key: varied_value(v, k) for key, v in value.items()}
+    return value
+
+
+def varied_message(message, k):
+    out = dict(message)
+    if isinstance(out.get("content"), str):
+        out["content"] = varied_text(out["content"], k)
+    if out.get("tool_call_id"):
+        out["tool_call_id"] = f"{out['tool_call_id']}x{k}"
+    if out.get("tool_calls"):
+        out["tool_calls"] = [varied_call(call, k) for call in out["tool_calls"]]
+    return out
+
+
+def varied_call(call, k):
+    arguments = json.loads(call["function"]["arguments"])
+    function = {**call["function"], "arguments": json.dumps(varied_value(arguments, k), ensure_ascii=False)}
+    return {**call, "id": f"{call['id']}x{k}", "function": function}
+
+
+def replicated_lines(dataset, n):
+    base = [json.loads(line) for line in Path(dataset).read_text(encoding="utf-8").splitlines() if line.strip()]
+    for i in range(n):
+        record, copy = base[i % len(base)], i // len(base)
+        if copy:
+            record = {**record, "messages": [varied_message(m, copy) for m in record["messages"]]}
+        yield json.dumps(record, ensure_ascii=False)
+
+
+def write_dataset(dataset, directory, n):
+    path = Path(directory) / f"dataset-{n}.jsonl"
+    lines = list(replicated_lines(dataset, n))
+    duplicates = len(lines) - len(set(lines))
+    assert not duplicates, f"{duplicates} duplicate lines in the replicated dataset"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The phases, as train_mlx.run_pipeline calls them
+# ---------------------------------------------------------------------------------------------------------
+def timed(function, *args):
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function(*args)
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def quiet(*_args, **_kwargs):
+    pass
+
+
+def validate_phase(path):
+    from synthia import validate
+
+    report = validate.validate_file(path)
+    assert not report.errors, validate.format_report(report)
+    return report.examples
+
+
+def render_phase(tokenizer, examples):
+    import train_mlx
+    from synthia import validate
+
+    return train_mlx.encode_examples(tokenizer, examples, validate.load_default_tools())
+
+
+def render_module_before(directory):
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{BEFORE}:synthia/render.py"], check=True,
+                            capture_output=True, text=True).stdout
+    path = Path(directory) / "render_before.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("render_before", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def render_phase_before(tokenizer, examples, module):
+    """encode_examples as it ran with the old synthia/render.py."""
+    import train_mlx
+
+    current, train_mlx.render = train_mlx.render, module
+    try:
+        return render_phase(tokenizer, examples)
+    finally:
+        train_mlx.render = current
+
+
+def same_encodings(a, b):
+    return a.keys() == b.keys() and all(dataclasses.astuple(a[k]) == dataclasses.astuple(b[k]) for k in a)
+
+
+def prepare_phase(examples, encoded, path, out_dir):
+    """prepare_stage_data for every stage, writing the token files as a real run does."""
+    import train_mlx
+    from synthia import data
+
+    stats = {}
+    for number in train_mlx.STAGES:
+        values, _ = train_mlx.resolve_stage_config(number, {}, {})
+        _, stats[number] = data.prepare_stage_data(number, values, examples, encoded, Path(out_dir) / f"stage{number}",
+                                                   path, strict=False, with_test=True, log=quiet)
+    return stats
+
+
+def profile_phase(name, function, *args, top=25):
+    profiler = cProfile.Profile()
+    result = profiler.runcall(function, *args)
+    print(f"\nprofile of {name} (top {top} by cumulative time):")
+    pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(top)
+    return result
+
+
+def load_average():
+    return "load average (1, 5, 15 min): " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--conversations", type=int, default=2600, help="conversations in the replicated file")
+    parser.add_argument("--dataset", default=str(ROOT / "dataset.jsonl"), help="file to replicate")
+    parser.add_argument("--no-before", action="store_true", help="do not time the old synthia/render.py")
+    parser.add_argument("--profile", choices=["validate", "render", "prepare"], help="cProfile one phase after the run")
+    args = parser.parse_args(argv)
+    print(f"Data path: python bench/data_path.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
+    print("\n".join(machine_lines()))
+    print(load_average())
+    with tempfile.TemporaryDirectory() as directory:
+        path = write_dataset(args.dataset, directory, args.conversations)
+        tokenizer, load_wall, load_cpu = timed(qwen_tokenizer, DEFAULT_TEMPLATE)
+        print(f"data: {args.conversations:,} conversations replicated from {args.dataset} "
+              f"({path.stat().st_size / 1e6:.1f} MB); Qwen2.5 tokenizer + {DEFAULT_TEMPLATE.name} loaded in "
+              f"{load_wall:.1f} s (not counted below)\n")
+        examples, *validate_times = timed(validate_phase, path)
+        encoded, *render_times = timed(render_phase, tokenizer, examples)
+        stats, *prepare_times = timed(prepare_phase, examples, encoded, path, Path(directory) / "models")
+        rows = [("validate (synthia.validate)", validate_times), ("render + tokenize (encode_examples)", render_times),
+                ("split + fit + write, 3 stages", prepare_times)]
+        total = [sum(t[i] for _, t in rows) for i in range(2)]
+        before = None
+        if not args.no_before:
+            old, *before = timed(render_phase_before, tokenizer, examples, render_module_before(directory))
+            assert same_encodings(encoded, old), "the old and new synthia/render.py encode differently"
+        print(f"{'phase':38} {'wall s':>8} {'CPU s':>8} {'conv/s (wall)':>14} {'conv/s (CPU)':>13}")
+        for name, (wall, cpu) in rows + [("total", total)]:
+            print(f"{name:38} {wall:>8.2f} {cpu:>8.2f} {args.conversations / wall:>14,.0f} "
+                  f"{args.conversations / cpu:>13,.0f}")
+        if before:
+            wall, cpu = before
+            print(f"{'render + tokenize, before (' + BEFORE + ')':38} {wall:>8.2f} {cpu:>8.2f} "
+                  f"{args.conversations / wall:>14,.0f} {args.conversations / cpu:>13,.0f}")
+            print(f"render + tokenize speed-up: {cpu / render_times[1]:.1f}x in CPU time, identical token ids and "
+                  "loss spans")
+        print(f"\ngoal: {GOAL_SECONDS:.0f} s for the whole path; "
+              f"{'met' if total[0] <= GOAL_SECONDS else 'not met'} ({total[0]:.1f} s wall, {total[1]:.1f} s CPU)")
+        tokens = sum(len(e.tokens) for e in encoded.values())
+        print(f"{tokens:,} tokens; stage train examples: "
+              + ", ".join(f"{n}: {s['train']['examples']}" for n, s in stats.items()))
+        print(load_average())
+        if args.profile:
+            phase = {"validate": (validate_phase, path), "render": (render_phase, tokenizer, examples),
+                     "prepare": (prepare_phase, examples, encoded, path, Path(directory) / "profiled")}[args.profile]
+            profile_phase(args.profile, *phase)
+
+
+if __name__ == "__main__":
+    main()
