@@ -17,7 +17,7 @@ import os
 import shlex
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -315,11 +315,22 @@ def evaluate_job(values, runs, result):
             "result": str(result)}
 
 
-def stage_plan(number, values, base_dir, files, paths, with_test):
-    """The steps of one stage: (name, command, job or None, the path it produces or None)."""
+def evaluation_copy(stage_dir, bits):
+    """Where a stage keeps the quantized copy of its fused model that it evaluated (memory too short for full
+    precision); the next stage trains on it instead of quantizing the same model again."""
+    return Path(stage_dir) / f"fused-q{bits}"
+
+
+def stage_plan(number, values, base_dir, files, paths, with_test, evaluate_bits=None):
+    """The steps of one stage: (name, command, job or None, the path it produces or None). evaluate_bits: evaluate
+    a quantized copy of the fused model (the memory plan found full precision over budget)."""
     train_base = base_dir
     plan = []
-    if values["train_bits"] and not is_quantized(base_dir):
+    previous_copy = evaluation_copy(stagedir.stage_paths(paths.stage_dir.parent, number - 1).stage_dir,
+                                    values["train_bits"]) if number > 1 and values["train_bits"] else None
+    if previous_copy is not None and previous_copy.is_dir():
+        train_base = previous_copy
+    elif values["train_bits"] and not is_quantized(base_dir):
         train_base = paths.stage_dir / f"train-base-q{values['train_bits']}"
         plan.append(("quantize", steps.quantize_command(base_dir, stagedir.partial_path(train_base), values["train_bits"]),
                       None, train_base))
@@ -331,9 +342,14 @@ def stage_plan(number, values, base_dir, files, paths, with_test):
                   None, None))
     # Training measured its own base (iteration 0) and the kept adapters; only a quantized copy's full-precision
     # base, and the fused model, still need a loss.
-    runs = [{"label": "fused", "model": str(stagedir.fused_tmp(paths)),
+    evaluated = stagedir.fused_tmp(paths)
+    if evaluate_bits:
+        evaluated = evaluation_copy(paths.stage_dir, evaluate_bits)
+        plan.append(("quantize-fused", steps.quantize_command(stagedir.fused_tmp(paths), stagedir.partial_path(evaluated),
+                                                              evaluate_bits), None, evaluated))
+    runs = [{"label": "fused", "model": str(evaluated),
              "splits": {"valid": files["valid"], **({"test": files["test"]} if with_test else {})}}]
-    if train_base != base_dir:
+    if train_base != base_dir and not evaluate_bits:
         runs.insert(0, {"label": "base", "model": str(base_dir), "splits": {"valid": files["valid"]}})
     plan.append(("evaluate", steps.worker_command("evaluate", paths.stage_dir / "eval_job.json"),
                   evaluate_job(values, runs, paths.stage_dir / "eval_result.json"), None))
@@ -356,30 +372,44 @@ def memory_budget(args):
     return memory_plan.default_budget()
 
 
-def fit_memory(number, values, inputs, args, base_dir):
+def stage_plan_inputs(number, values, inputs):
+    lengths = stage_memory.split_lengths(values, inputs.examples, inputs.encoded)
+    return stage_memory.plan_inputs(values, inputs.model_config, lengths, full_precision=number > 1)
+
+
+def with_quantized_evaluation(plan_in, values, budget):
+    """(plan inputs, bits or None): evaluate the fused model's train_bits copy when only that fits the budget."""
+    if values["train_bits"] and "evaluate" in memory_plan.over_budget(memory_plan.plan(plan_in), budget):
+        quantized = replace(plan_in, eval_bits=values["train_bits"])
+        if "evaluate" not in memory_plan.over_budget(memory_plan.plan(quantized), budget):
+            return quantized, values["train_bits"]
+    return plan_in, None
+
+
+def fit_memory(number, values, inputs, args):
     """(settings, what to print, what run.json records). Over budget: --auto-fit changes the settings (said and
     recorded); otherwise the run stops before the stage with the changes that would fit (the dry run only says so)."""
     try:
-        plan_in = stage_memory.plan_inputs(values, inputs.model_config,
-                                           stage_memory.split_lengths(values, inputs.examples, inputs.encoded),
-                                           full_precision=number > 1)
+        plan_in = stage_plan_inputs(number, values, inputs)
     except (KeyError, TypeError, ValueError) as e:  # an architecture the plan does not know: no plan, say so
         return values, [f"memory plan: not available for this model ({type(e).__name__}: {e})"], None
     budget, source = memory_budget(args)
+    plan_in, evaluate_bits = with_quantized_evaluation(plan_in, values, budget)
     changes = []
-    over = memory_plan.over_budget(memory_plan.plan(plan_in), budget)
-    if over and args.auto_fit:
+    if memory_plan.over_budget(memory_plan.plan(plan_in), budget) and args.auto_fit:
         try:
             values, changes = stage_memory.fit_settings(values, plan_in, budget)
         except memory_plan.DoesNotFit as e:
             raise PipelineError(f"stage {number}: {e}", EXIT_INVALID)
         check_stage_config(values, number)
-        plan_in = stage_memory.plan_inputs(values, inputs.model_config,
-                                           stage_memory.split_lengths(values, inputs.examples, inputs.encoded),
-                                           full_precision=number > 1)
+        plan_in, evaluate_bits = with_quantized_evaluation(stage_plan_inputs(number, values, inputs), values, budget)
     steps_plan = memory_plan.plan(plan_in)
+    over = memory_plan.over_budget(steps_plan, budget)
     lines = memory_plan.format_plan(steps_plan, budget, source).splitlines()
     lines += [f"--auto-fit changed {change}" for change in changes]
+    if evaluate_bits:
+        lines.append(f"evaluate: the full-precision fused model does not fit; its {evaluate_bits}-bit copy is "
+                     "evaluated and tested instead (made once: the next stage trains on it)")
     lines.append(memory_plan.format_disk(memory_plan.disk_plan(plan_in), args.output_dir))
     if over and not args.auto_fit:
         options = stage_memory.options_text(plan_in, budget)
@@ -391,7 +421,7 @@ def fit_memory(number, values, inputs, args, base_dir):
         lines.append("would stop: " + problem)
     record = {"budget_gb": round(budget / 1e9, 2), "budget_from": source,
               "peaks_gb": {name: round(step.total / 1e9, 2) for name, step in steps_plan.items()},
-              "auto_fit": [str(change) for change in changes]}
+              "auto_fit": [str(change) for change in changes], "evaluate_bits": evaluate_bits}
     return values, lines, record
 
 
@@ -452,7 +482,8 @@ def run_stage(number, values, base_model, inputs, args, env, blas_note, memory=N
     record = previous or {"stage": number, "status": "running", "config": {**values, "base_model": base_model},
                           "base_model": base_model, "base_model_dir": str(base_dir), "fingerprint": fingerprint, "data": stats,
                           "blas": blas_note, "memory": memory, "commands": {}, "timings": {}}
-    for name, command, job, produces in stage_plan(number, values, base_dir, files, paths, args.test):
+    for name, command, job, produces in stage_plan(number, values, base_dir, files, paths, args.test,
+                                                   (memory or {}).get("evaluate_bits")):
         if name in record["timings"] or (produces is not None and produces.exists()):
             log(f"{name}: finished by the interrupted attempt; skipping", number)
             continue
@@ -484,7 +515,7 @@ def prepare_stage_dir(number, paths, fingerprint, args):
         runstate.write_json(marker, fingerprint)
         return record if record and record.get("status") == "running" else None
     attempt = [name for name in stagedir.PIPELINE_FILES if (paths.stage_dir / name).exists()]
-    attempt += [p.name for p in paths.stage_dir.glob("train-base-q*")]
+    attempt += [p.name for p in [*paths.stage_dir.glob("train-base-q*"), *paths.stage_dir.glob("fused-q*")]]
     if attempt and not args.force and stagedir.finished_stage(paths, warn=log) is None:
         raise PipelineError(
             f"stage {number}: {paths.stage_dir} holds an interrupted attempt made with other inputs (dataset, "
@@ -745,7 +776,7 @@ def stage_status(number, values, base_model, inputs, args):
 
 def print_plan(number, values, base_model, inputs, args):
     paths = stagedir.stage_paths(args.output_dir, number)
-    values, memory_lines, _ = fit_memory(number, values, inputs, args, base_model)
+    values, memory_lines, memory = fit_memory(number, values, inputs, args)
     base_dir = Path(base_model) if number > 1 else resolve_model_dir(base_model)
     status = stage_status(number, values, base_model, inputs, args)
     # A finished stage's data stays as it was trained on; an unfinished one gets its data to look at.
@@ -758,7 +789,8 @@ def print_plan(number, values, base_model, inputs, args):
     log_stage_summary(number, values, stats)
     for line in memory_lines:
         log(line, number)
-    for name, command, job, _ in stage_plan(number, values, base_dir, files, paths, args.test):
+    for name, command, job, _ in stage_plan(number, values, base_dir, files, paths, args.test,
+                                            (memory or {}).get("evaluate_bits")):
         log(f"would run {name}: {shlex.join(command)}", number)
         if job is not None:
             log(f"  with {command[-1]}: {json.dumps(job)}", number)
@@ -798,7 +830,7 @@ def train_stages(numbers, configs, base_model, inputs, args, env, blas_note):
     redo = False
     for number in numbers:
         base = stage_base(number, args.output_dir, base_model)
-        configs[number], memory_lines, memory = fit_memory(number, configs[number], inputs, args, base)
+        configs[number], memory_lines, memory = fit_memory(number, configs[number], inputs, args)
         if redo or not decide_skip(number, configs[number], base, inputs, args):
             check_dataset_unchanged(number, args.output_dir, inputs.dataset, args)
             for line in memory_lines:

@@ -94,3 +94,54 @@ def test_auto_fit_applies_the_cheapest_single_change_that_fits_and_records_it(ro
     assert record["config"][setting] != values[setting]
     if expected.setting == "batch_size":  # the effective batch is kept
         assert record["config"]["batch_size"] * record["config"]["grad_accumulation_steps"] == values["batch_size"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Evaluating a quantized copy when the full-precision fused model does not fit
+# ---------------------------------------------------------------------------------------------------------
+QWEN_7B_CONFIG = {"model_type": "qwen2", "hidden_size": 3584, "num_hidden_layers": 28, "intermediate_size": 18944,
+                  "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
+                  "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+
+
+def seven_b_stage_two(**overrides):
+    values = {**train_mlx.DEFAULTS, **train_mlx.STAGES[2], "loss_chunk_size": 128, "batch_size": 1,
+              "grad_accumulation_steps": 2, **overrides}
+    lengths = {"train": [2048] * 40, "valid": [2048] * 4}
+    return values, stage_memory.plan_inputs(values, QWEN_7B_CONFIG, lengths, full_precision=True)
+
+
+def test_a_7b_with_a_16_gb_budget_evaluates_the_4_bit_copy_of_its_fused_model_because_full_precision_does_not_fit():
+    values, inputs = seven_b_stage_two()
+    budget = 16e9
+    plain = memory_plan.plan(inputs)
+    assert plain["evaluate"].total > budget, "bf16 7B weights alone are 15 GB"
+    assert plain["train"].total <= budget and plain["fuse"].total <= budget
+    fitted, bits = train_mlx.with_quantized_evaluation(inputs, values, budget)
+    assert bits == 4 and fitted.eval_bits == 4
+    assert memory_plan.plan(fitted)["evaluate"].total <= budget
+    assert train_mlx.with_quantized_evaluation(inputs, values, 40e9) == (inputs, None)  # fits: left alone
+    assert train_mlx.with_quantized_evaluation(inputs, {**values, "train_bits": None}, budget)[1] is None
+
+
+def test_the_stage_plan_evaluates_the_copy_it_quantizes_once_and_the_next_stage_trains_on_it(tmp_path, tiny_model_dir):
+    from synthia import stagedir
+    values = {**train_mlx.DEFAULTS, **train_mlx.STAGES[1], "train_bits": 4}
+    files = {"train": "t", "valid": "v", "test": "x"}
+    one = stagedir.stage_paths(tmp_path, 1)
+    plan = train_mlx.stage_plan(1, values, tiny_model_dir, files, one, True, evaluate_bits=4)
+    names = [name for name, *_ in plan]
+    assert names == ["quantize", "train", "fuse", "quantize-fused", "evaluate"]
+    copy = one.stage_dir / "fused-q4"
+    quantize_fused = plan[3]
+    assert quantize_fused[3] == copy and str(stagedir.fused_tmp(one)) in quantize_fused[1]
+    evaluate_job = plan[4][2]
+    assert [run["model"] for run in evaluate_job["runs"]] == [str(copy)]  # no full-precision run at all
+    # Stage 2 starts from stage 1's fused model: with the copy present it trains on it, quantizing nothing.
+    two = stagedir.stage_paths(tmp_path, 2)
+    without_copy = [name for name, *_ in train_mlx.stage_plan(2, values, one.fused_dir, files, two, False)]
+    assert without_copy[0] == "quantize"
+    copy.mkdir(parents=True)
+    plan_two = train_mlx.stage_plan(2, values, one.fused_dir, files, two, False)
+    assert [name for name, *_ in plan_two][:2] == ["train", "fuse"]
+    assert plan_two[0][2]["model"] == str(copy)
