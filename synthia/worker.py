@@ -34,6 +34,7 @@ from synthia.chunked_loss import ChunkedLossUnsupported, OutputHead, chunked_sum
 PAD_TO = 32  # pad batches to a multiple of this, as mlx_lm does, so compiled shapes repeat
 LOSS_SLOTS = 64  # chunked loss: trained positions are padded to a multiple of this, so compiled shapes repeat
 CHECKPOINT = "checkpoint.safetensors"
+BATCH_LOG_VARIABLE = "SYNTHIA_BATCH_LOG"  # a directory: each rank writes rank<N>.jsonl, the examples it trained on
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -66,10 +67,15 @@ def training_batch_indices(groups, seed, iteration):
     return groups[np.random.default_rng([seed, epoch]).permutation(len(groups))[position]]
 
 
+def rank_share(indices, rank, world):
+    """The examples of a batch that one rank trains on: every world-th, from its rank."""
+    return indices[rank::world]
+
+
 def pack_batch(dataset, indices, rank, world, max_seq_length):
     """This rank's rows of a batch, right-padded into (tokens, mask); padding and missing rows carry no loss."""
     rows = max(1, -(-len(indices) // world))
-    mine = [dataset[i] for i in indices[rank::world]]
+    mine = [dataset[i] for i in rank_share(indices, rank, world)]
     longest = max((len(t) for t, _ in mine), default=1)
     width = min(1 + PAD_TO * ((longest + PAD_TO - 1) // PAD_TO), max_seq_length)
     tokens, mask = np.zeros((rows, width), np.int32), np.zeros((rows, width), np.float32)
@@ -218,20 +224,23 @@ def train_job(job):
 
     def update(grad_sum, ntoks_sum):
         # nn.average_gradients divides by the ranks; times ranks over all trained tokens gives a per-token mean.
-        scale = world.size() / mx.distributed.all_sum(ntoks_sum, stream=mx.cpu)
+        scale = world.size() / mx.maximum(mx.distributed.all_sum(ntoks_sum, stream=mx.cpu), 1)
         optimizer.update(model, tree_map(lambda g: g * scale, nn.average_gradients(grad_sum)))
 
     record = {"iteration": 0, "train_reports": [], "val_reports": [], "best": None, "early_stopped": None,
               "pending": {"loss": 0.0, "tokens": 0.0}}
     best_weights = None
     checkpoint = out / CHECKPOINT
-    reporter = get_reporting_callbacks(job["report_to"], project_name="synthia", log_dir=str(out), config=job)
+    reporter = (get_reporting_callbacks(job["report_to"], project_name="synthia", log_dir=str(out), config=job)
+                if rank == 0 else None)
+    log_batch = batch_logger(rank)
     if checkpoint.exists():
         optimizer.init(model.trainable_parameters())
         record, best_weights = load_checkpoint(checkpoint, model, optimizer)
         say(f"resuming from iteration {record['iteration']} ({CHECKPOINT})")
     elif rank == 0:
         (out / "adapter_config.json").write_text(json.dumps(adapter_config(job), indent=2))
+    check_ranks_start_together(world, record["iteration"], checkpoint)
 
     def run_evaluation(iteration):
         nonlocal best_weights
@@ -261,8 +270,8 @@ def train_job(job):
     for it in range(record["iteration"] + 1, iters + 1):
         if record["early_stopped"]:
             break
-        tokens, mask = pack_batch(train_set, training_batch_indices(groups, job["seed"], it), rank, world.size(),
-                                  job["max_seq_length"])
+        indices = training_batch_indices(groups, job["seed"], it)
+        tokens, mask = pack_batch(train_set, indices, rank, world.size(), job["max_seq_length"])
         mx.random.seed(job["seed"] * 1_000_003 + it)  # dropout's draws: a pure function of the iteration
         ce_sum, ntoks, grad_sum = step(grad_sum, *inputs(tokens, mask))
         ntoks_sum = ntoks_sum + ntoks
@@ -270,6 +279,7 @@ def train_job(job):
             update(grad_sum, ntoks_sum)
             grad_sum, ntoks_sum = None, mx.array(0.0)
         mx.eval(state, ce_sum, ntoks, grad_sum, ntoks_sum)
+        log_batch(it, rank_share(indices, rank, world.size()), ntoks)
         pending = record["pending"]
         pending["loss"] += mx.distributed.all_sum(ce_sum, stream=mx.cpu).item()
         pending["tokens"] += mx.distributed.all_sum(ntoks, stream=mx.cpu).item()
@@ -298,6 +308,33 @@ def train_job(job):
     if rank == 0:
         finish_training(out, job, model, best_weights, record)
     return training_result(record, time.perf_counter() - started)
+
+
+def check_ranks_start_together(world, iteration, checkpoint):
+    """Under mlx.launch every rank must resume from the same iteration; a checkpoint on only one machine's disk
+    would have them train different steps (and wait on each other forever)."""
+    if world.size() == 1:
+        return
+    starts = mx.distributed.all_gather(mx.array([iteration]), stream=mx.cpu).tolist()
+    if len(set(starts)) > 1:
+        raise JobError(f"the ranks would resume from iterations {starts} (by rank): {checkpoint} is not the same on "
+                       "every machine. Fix: copy it to the same path on every machine, or delete it everywhere to "
+                       "train from the start.")
+
+
+def batch_logger(rank):
+    """log(iteration, examples, trained tokens) into $SYNTHIA_BATCH_LOG/rank<rank>.jsonl; nothing when unset."""
+    directory = os.environ.get(BATCH_LOG_VARIABLE)
+    if not directory:
+        return lambda iteration, examples, ntoks: None
+    path = Path(directory) / f"rank{rank}.jsonl"
+
+    def log(iteration, examples, ntoks):
+        line = {"iteration": iteration, "examples": examples, "trained_tokens": ntoks.item()}
+        with path.open("a") as file:
+            file.write(json.dumps(line) + "\n")
+
+    return log
 
 
 def finish_training(out, job, model, best_weights, record):

@@ -30,6 +30,7 @@ def trained(tmp_path_factory, tiny_model_dir, token_files):
     runs = {}
     for name, chunk in {"plain": None, "chunked": CHUNK}.items():
         out = tmp_path_factory.mktemp(name)
+        (out / "adapters").mkdir()
         job = train_job(tiny_model_dir, out / "adapters", *token_files, loss_chunk_size=chunk,
                         lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.1})
         done = run_worker("train", job, out / "train_job.json")
@@ -88,6 +89,7 @@ def tiny_granite(model_dir, tokenizer_dir):
 
 def test_a_model_that_scales_its_logits_is_refused_with_the_setting_to_change(tmp_path, tiny_model_dir, token_files):
     model_dir = tiny_granite(tmp_path / "granite", tiny_model_dir)
+    (tmp_path / "adapters").mkdir()
     job = train_job(model_dir, tmp_path / "adapters", *token_files, loss_chunk_size=CHUNK)
     done = run_worker("train", job, tmp_path / "train_job.json")
     assert done.returncode == 2

@@ -30,7 +30,7 @@ def write_token_file(path, examples):
 
 
 def train_job(model_dir, adapter_dir, train, valid, **overrides):
-    """Every key the worker reads, with small-run values; overrides win."""
+    """Every key the worker reads, with small-run values; overrides win. adapter_dir must exist."""
     job = {"seed": 7, "model": str(model_dir), "num_layers": -1, "fine_tune_type": "lora",
            "lora_parameters": {"rank": 4, "scale": 10.0, "dropout": 0.0}, "grad_checkpoint": False,
            "optimizer": "adam", "batch_size": 2, "iters": 6, "grad_accumulation_steps": 1, "max_seq_length": 256,
@@ -40,15 +40,14 @@ def train_job(model_dir, adapter_dir, train, valid, **overrides):
            "result": str(Path(adapter_dir) / "train_result.json"), **overrides}
     updates = -(-job["iters"] // job["grad_accumulation_steps"])
     job.setdefault("lr_schedule", lr_schedule(updates, job["learning_rate"]))
-    Path(adapter_dir).mkdir(parents=True, exist_ok=True)
     return job
 
 
-def run_worker(kind, job, job_file, launcher=(), env=None, timeout=600):
+def run_worker(kind, job, job_file, launcher=(), cwd=ROOT, env=None, timeout=600):
     """Write the job, run the worker's command as train_mlx.py does (under `launcher` if given); the
     CompletedProcess."""
     Path(job_file).write_text(json.dumps(job))
-    return subprocess.run(worker_command(kind, job_file, list(launcher)), cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run(worker_command(kind, job_file, list(launcher)), cwd=cwd, capture_output=True, text=True,
                           env=env, timeout=timeout)
 
 
