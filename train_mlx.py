@@ -498,9 +498,9 @@ def run_stage(number, values, base_model, inputs, args, env, blas_note, memory=N
             stagedir.partial_path(produces).rename(produces)
         runstate.write_json(paths.run_json, record)
     stagedir.finish_fused_model(paths, args.chat_template)
-    record.update(collect_results(paths), status="done", fused_files=stagedir.fused_files(paths.fused_dir))
+    record.update(reports.collect_results(paths), status="done", fused_files=stagedir.fused_files(paths.fused_dir))
     runstate.write_json(paths.run_json, record)
-    report_stage(number, record)
+    reports.report_stage(record, lambda message: log(message, number))
     return record
 
 
@@ -530,54 +530,11 @@ def prepare_stage_dir(number, paths, fingerprint, args):
     return None
 
 
-def collect_results(paths):
-    trained = json.loads((paths.stage_dir / "train_result.json").read_text())
-    evaluated = json.loads((paths.stage_dir / "eval_result.json").read_text())
-    base_loss = evaluated["base"]["valid"]["loss"] if "base" in evaluated else trained["val_reports"][0]["val_loss"]
-    return {
-        "train": {k: v for k, v in trained.items() if k not in ("train_reports", "val_reports")},
-        "curves": {"train": trained["train_reports"], "valid": trained["val_reports"]},
-        "fuse_check": fuse_check(base_loss, trained["kept"]["val_loss"], evaluated["fused"]["valid"]["loss"]),
-        "test": evaluated["fused"].get("test"),
-    }
-
-
-def fuse_check(base_loss, adapters_loss, fused_loss):
-    """How closely the fused model matches base + adapters, and how much of the stage's gain it keeps."""
-    gain = base_loss - adapters_loss
-    return {"base_valid_loss": base_loss, "adapters_valid_loss": adapters_loss, "fused_valid_loss": fused_loss,
-            "relative_difference": abs(fused_loss - adapters_loss) / adapters_loss,
-            "gain_retained": (base_loss - fused_loss) / gain if gain > 0 else None}
-
-
 def log_stage_summary(number, values, stats):
     counts = ", ".join(f"{s} {stats[s]['examples']}" for s in data.SPLITS)
     log(f"data: {counts}; trained tokens (train) {stats['train']['trained_tokens']} of "
         f"{stats['train']['tokens']}", number)
     log(describe_schedule(stage_schedule(values), optimizer_updates(values)), number)
-
-
-def report_stage(number, record):
-    train, check = record["train"], record["fuse_check"]
-    kept = train["kept"]
-    log(f"fused the {kept['which']} adapters (iteration {kept['iteration']}, valid loss {kept['val_loss']:.4f})",
-        number)
-    if train.get("early_stopped"):
-        log(f"stopped early at iteration {train['early_stopped']['iteration']}: {train['early_stopped']['reason']}",
-            number)
-    final_train = f"{train['final_train_loss']:.4f}" if train["final_train_loss"] is not None else "n/a"
-    log(f"done: final train loss {final_train}, valid loss {train['final_valid_loss']:.4f}; fused valid loss "
-        f"{check['fused_valid_loss']:.4f} ({100 * check['relative_difference']:.2f}% from base+adapters)", number)
-    if check["gain_retained"] is not None:
-        log(f"valid loss {check['base_valid_loss']:.4f} before the stage; the fused model keeps "
-            f"{100 * check['gain_retained']:.0f}% of the gain", number)
-    if check["relative_difference"] > 0.01:
-        quantized = record["config"]["train_bits"]
-        log(f"WARNING: the fused model differs from base+adapters by more than 1%"
-            + (f" (it is full precision, trained on a {quantized}-bit copy: the difference is that copy's "
-               "quantization error)" if quantized else ""), number)
-    if record.get("test"):
-        log(f"test loss {record['test']['loss']:.4f}, perplexity {record['test']['perplexity']:.3f}", number)
 
 
 def add_missing_test(number, values, paths, record, args, env):
@@ -590,7 +547,7 @@ def add_missing_test(number, values, paths, record, args, env):
     steps.run_step(number, "test", command, env, paths.stage_dir / "stage.log", rerun_command(args))
     record["test"] = json.loads((paths.stage_dir / "test_result.json").read_text())["fused"]["test"]
     runstate.write_json(paths.run_json, record)
-    report_stage(number, record)
+    reports.report_stage(record, lambda message: log(message, number))
 
 
 # ---------------------------------------------------------------------------------------------------------
