@@ -28,4 +28,8 @@ if [ "${1:-}" = "--dev" ]; then
   # llama.cpp's own Python binding, to check exported GGUF files in llama.cpp. It compiles llama.cpp the first time
   # (~8 min on 2 free cores); pip keeps the built wheel, so later installs take seconds.
   CMAKE_ARGS="-DLLAVA_BUILD=OFF" pip install -q "llama-cpp-python==0.3.36"  # the multimodal library is not needed
+  # llama.cpp's C++ chat-template engine (llama-server's), which the GGUF check renders the embedded template with;
+  # llama-cpp-python does not expose it. Compiled from that version's sdist the first time (~4.5 CPU-minutes, about
+  # 2.5 min on 2 free cores), then cached in ~/.cache/synthia/, so later runs only print its path.
+  python -m synthia.native.template_engine --build
 fi

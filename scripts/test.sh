@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh --dev
-export SYNTHIA_REQUIRE_LLAMA_CPP=1  # the llama.cpp checks of exported GGUF files must run, not skip
+export SYNTHIA_REQUIRE_LLAMA_CPP=1  # the llama.cpp checks of exported GGUF files (C++ template engine included) must run, not skip
 
 # Qwen2.5's own chat template (inside llama-cpp-python's source distribution) for the byte-identity test.
 template_dir=$(mktemp -d)

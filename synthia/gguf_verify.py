@@ -5,25 +5,32 @@
 Three checks, on conversations from the dataset rendered exactly as training renders them:
   tokenization  llama.cpp's tokenizer (from the file's metadata) gives the training tokens on every text;
   agreement     teacher-forced top-1 next-token agreement between llama.cpp's and MLX's logits;
-  template      the chat template embedded in the file, read back by llama.cpp and rendered for a
-                tool-calling conversation, gives the training text.
+  template      the chat template embedded in the file, read back and rendered for a tool-calling conversation
+                by llama.cpp's own C++ template engine (as llama-server --jinja does), gives the training text.
+                The engine is a small binary built once (python -m synthia.native.template_engine --build;
+                scripts/setup.sh --dev does it). Without it, llama-cpp-python's Python Jinja2 formatter renders
+                the template instead and the figures say so; with SYNTHIA_REQUIRE_LLAMA_CPP=1 (CI) that is an error.
 """
 
 import argparse
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from synthia.native import template_engine
+
 REQUIRED_AGREEMENT = {"f16": 0.99, "q8_0": 0.99}  # other types (q4_k_m) are reported, not required
 DEFAULT_MAX_TOKENS = 512  # teacher-forced positions per conversation; the first tokens of each
 DEFAULT_CONVERSATIONS = 4
-# Which engine renders the embedded template. llama-cpp-python 0.3.x exposes llama.cpp's C++ template
-# code only as llama_chat_apply_template, a fixed list of formats without tools or Jinja; the C++ Jinja
-# engine (common/chat.cpp) is not in its API. So the template that llama.cpp read from the file is rendered
-# by llama-cpp-python's chat handler, the code its create_chat_completion uses for a GGUF with a template.
-TEMPLATE_ENGINE = "llama-cpp-python Jinja2ChatFormatter on the template llama.cpp read from the file"
+# llama-cpp-python exposes llama.cpp's template code only as llama_chat_apply_template (fixed formats, no tools),
+# so the C++ engine is our own small binary (synthia.native.template_engine). The fallback is the Python Jinja2
+# formatter llama-cpp-python's create_chat_completion uses, on the template llama.cpp read from the file.
+FALLBACK_TEMPLATE_ENGINE = ("Python jinja2 fallback, llama.cpp's C++ engine not built: "
+                            "python -m synthia.native.template_engine --build")
+REQUIRE_LLAMA_CPP_ENV = "SYNTHIA_REQUIRE_LLAMA_CPP"  # set by scripts/test.sh: the llama.cpp checks must run
 
 
 class GGUFVerifyError(ValueError):
@@ -39,8 +46,9 @@ class Reference:
     top1: list  # per conversation: MLX's argmax after each of the first max_tokens tokens
     margin: list  # per conversation: MLX's top-1 minus top-2 logit at those positions
     tool_conversation: int  # index of the conversation used for the template check
-    template_messages: list = field(default_factory=list)
+    template_messages: list = field(default_factory=list)  # as training hands them to the template
     template_tools: list = field(default_factory=list)
+    request_messages: list = field(default_factory=list)  # as a client sends them to llama-server (OpenAI JSON)
 
 
 # ---------------------------------------------------------------- conversations and the MLX side
@@ -114,9 +122,11 @@ def mlx_reference(model_dir, conversations, *, chat_template=None, max_tokens=DE
     model, tokenizer = load_mlx(model_dir, chat_template)
     texts, tokens = zip(*(training_text_and_tokens(tokenizer, record) for record in conversations))
     top1, margin = zip(*(top1_and_margin(mlx_logits(model, ids[:max_tokens])) for ids in tokens))
+    messages = conversations[chosen]["messages"]
     return Reference(list(texts), list(tokens), list(top1), list(margin), chosen,
-                     template_messages=render.template_messages(conversations[chosen]["messages"]),
-                     template_tools=conversation_tools(conversations[chosen]))
+                     template_messages=render.template_messages(messages),
+                     template_tools=conversation_tools(conversations[chosen]),
+                     request_messages=[{k: v for k, v in m.items() if k != "weight"} for m in messages])
 
 
 # ---------------------------------------------------------------- the llama.cpp side
@@ -157,16 +167,34 @@ def token_text(llama, token_id):
     return llama.detokenize([token_id], special=True).decode("utf-8", errors="replace")
 
 
-def render_embedded_template(llama, messages, tools):
-    """The training text of a tool-calling conversation, rendered from the template stored in the GGUF file."""
+def template_engine_path():
+    """The C++ template engine's binary, or None when the Python fallback may render instead."""
+    engine = template_engine.find_engine()
+    if engine is None and os.environ.get(REQUIRE_LLAMA_CPP_ENV):
+        raise GGUFVerifyError(f"{REQUIRE_LLAMA_CPP_ENV} is set but llama.cpp's C++ template engine is not built: "
+                              "run `python -m synthia.native.template_engine --build` (scripts/setup.sh --dev does)")
+    return engine
+
+
+def render_with_cpp_engine(engine, gguf_path, reference):
+    """The text llama.cpp renders from the file's template, or the engine's error as (None, reason)."""
+    try:
+        return template_engine.render_gguf_template(gguf_path, reference.request_messages, reference.template_tools,
+                                                    engine=engine), ""
+    except template_engine.TemplateEngineError as e:
+        return None, f"llama.cpp's template engine cannot render it: {e}"
+
+
+def render_with_python_fallback(llama, reference):
+    """Rendered from the template llama.cpp read from the file by llama-cpp-python's Jinja2 formatter."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     template = llama.metadata.get("tokenizer.chat_template")
     if not template:
-        return None
+        return None, "no chat template in the file"
     formatter = Jinja2ChatFormatter(template=template, eos_token=token_text(llama, llama.token_eos()),
                                     bos_token=token_text(llama, llama.token_bos()), add_generation_prompt=False)
-    return formatter(messages=messages, tools=tools).prompt
+    return formatter(messages=reference.template_messages, tools=reference.template_tools).prompt, ""
 
 
 def difference_context(expected, got, width=60):
@@ -192,6 +220,7 @@ def verify_gguf(gguf_path, model_dir, conversations, *, reference=None, chat_tem
     """
     reference = reference or mlx_reference(model_dir, conversations, chat_template=chat_template,
                                            max_tokens=max_tokens)
+    engine = template_engine_path()
     llama = load_gguf(gguf_path, n_ctx=max(max_tokens, 16))
     mismatched = []
     for i, (text, expected) in enumerate(zip(reference.texts, reference.tokens)):
@@ -205,7 +234,8 @@ def verify_gguf(gguf_path, model_dir, conversations, *, reference=None, chat_tem
         decisive = lead >= min_margin
         agreeing += int(np.sum((predicted == top1) & decisive))
         counted += int(np.sum(decisive))
-    rendered = render_embedded_template(llama, reference.template_messages, reference.template_tools)
+    rendered, failure = (render_with_cpp_engine(engine, gguf_path, reference) if engine
+                         else render_with_python_fallback(llama, reference))
     expected_text = reference.texts[reference.tool_conversation]
     llama.close()
     return {
@@ -218,10 +248,9 @@ def verify_gguf(gguf_path, model_dir, conversations, *, reference=None, chat_tem
         "min_margin": min_margin,
         "top1_agreement": agreeing / counted if counted else None,
         "required_agreement": REQUIRED_AGREEMENT.get(gguf_type_of(gguf_path)),
-        "template_engine": TEMPLATE_ENGINE,
+        "template_engine": template_engine.ENGINE_NAME if engine else FALLBACK_TEMPLATE_ENGINE,
         "template_matches": rendered == expected_text,
-        "template_difference": "no chat template in the file" if rendered is None
-        else difference_context(expected_text, rendered),
+        "template_difference": failure if rendered is None else difference_context(expected_text, rendered),
     }
 
 
@@ -252,7 +281,8 @@ def format_figures(figures):
     return (f"[gguf verify] {Path(figures['file']).name}: tokenization {figures['tokenization_identical']}/"
             f"{figures['texts']} identical, top-1 agreement {shown} over {figures['positions']} positions"
             f"{f' (need {required:.0%})' if required else ' (reported)'}, chat template "
-            f"{'renders the training text' if figures['template_matches'] else 'DIFFERS'}")
+            f"{'renders the training text' if figures['template_matches'] else 'DIFFERS'} "
+            f"[{figures['template_engine']}]")
 
 
 def verify_exports(paths, model_dir, conversations, *, chat_template=None, max_tokens=DEFAULT_MAX_TOKENS,

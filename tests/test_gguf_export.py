@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from synthia import gguf_export, gguf_verify
+from synthia.native import template_engine
 from synthia.tiny_model import CHAT_TEMPLATE_PATH, build_tiny_model, random_weights, tokenizer_config
 
 DATASET = Path(__file__).resolve().parents[1] / "dataset.jsonl"
@@ -25,6 +26,10 @@ MIN_MARGIN = {"f16": 0.0, "q8_0": 0.5}
 needs_llama_cpp = pytest.mark.skipif(
     not gguf_export.llama_cpp_available() and not os.environ.get("SYNTHIA_REQUIRE_LLAMA_CPP"),
     reason="llama-cpp-python is not installed (pip install llama-cpp-python==0.3.36; .ci/run installs it)")
+needs_template_engine = pytest.mark.skipif(
+    template_engine.find_engine() is None and not os.environ.get(gguf_verify.REQUIRE_LLAMA_CPP_ENV),
+    reason="llama.cpp's C++ template engine is not built (python -m synthia.native.template_engine --build; "
+           "scripts/setup.sh --dev builds it)")
 
 
 def build_tiny_llama(out_dir):
@@ -364,6 +369,52 @@ def test_a_template_other_than_the_training_one_is_reported(tiny_model_dir, qwen
                                       max_tokens=MAX_TOKENS)
     assert not figures["template_matches"]
     assert "at char" in figures["template_difference"]
+
+
+@needs_template_engine
+def test_cpp_engine_renders_the_template_llama_cpp_reads_from_the_file_to_the_training_text(qwen2_export,
+                                                                                          qwen2_reference):
+    rendered = template_engine.render_gguf_template(qwen2_export.paths["q8_0"], qwen2_reference.request_messages,
+                                                    qwen2_reference.template_tools)
+    assert rendered == qwen2_reference.texts[qwen2_reference.tool_conversation]
+
+
+@needs_llama_cpp
+@needs_template_engine
+def test_the_check_renders_the_embedded_template_with_llama_cpps_cpp_engine(qwen2_export, qwen2_reference,
+                                                                             conversations):
+    figures = verified(qwen2_export, qwen2_reference, conversations, "q8_0")
+    assert figures["template_engine"] == template_engine.ENGINE_NAME
+    assert figures["template_matches"], figures["template_difference"]
+    assert "renders the training text [llama.cpp C++ template engine" in gguf_verify.format_figures(figures)
+
+
+@needs_template_engine
+def test_a_file_the_template_engine_cannot_read_is_a_template_failure_with_its_reason(qwen2_reference, tmp_path):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a GGUF file")
+    rendered, failure = gguf_verify.render_with_cpp_engine(template_engine.find_engine(), broken, qwen2_reference)
+    assert rendered is None
+    assert failure.startswith("llama.cpp's template engine cannot render it: ")
+    assert "broken.gguf: llama.cpp cannot load this GGUF file" in failure
+
+
+@needs_llama_cpp
+def test_without_the_cpp_engine_outside_ci_the_python_fallback_renders_and_says_so(qwen2_export, qwen2_reference,
+                                                                                    conversations, monkeypatch):
+    monkeypatch.delenv(gguf_verify.REQUIRE_LLAMA_CPP_ENV, raising=False)
+    monkeypatch.setattr(template_engine, "find_engine", lambda: None)
+    figures = verified(qwen2_export, qwen2_reference, conversations, "q8_0")
+    assert figures["template_matches"], figures["template_difference"]
+    assert "[Python jinja2 fallback" in gguf_verify.format_figures(figures)
+
+
+def test_a_missing_cpp_engine_is_an_error_when_llama_cpp_checks_are_required(monkeypatch):
+    monkeypatch.setenv(gguf_verify.REQUIRE_LLAMA_CPP_ENV, "1")
+    monkeypatch.setattr(template_engine, "find_engine", lambda: None)
+    with pytest.raises(gguf_verify.GGUFVerifyError, match=r"SYNTHIA_REQUIRE_LLAMA_CPP is set but .* not built: run "
+                                                          r"`python -m synthia\.native\.template_engine --build`"):
+        gguf_verify.template_engine_path()
 
 
 def with_qwen25_tokenizer(model_dir, out_dir):

@@ -1,0 +1,1 @@
+"""Native helpers built from llama.cpp sources on the user's machine (see template_engine)."""
