@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from synthia import blas, data, demo, memory_plan, render, reports, runstate, stage_memory, stagedir, steps, validate
+from synthia.chunked_loss import SUPPORTED_MODEL_TYPES
 from synthia.config import GLOBAL, ConfigError, Setting, check_config, fingerprint_view, load_yaml_file, resolve
 
 # ---------------------------------------------------------------------------------------------------------
@@ -33,7 +34,7 @@ from synthia.config import GLOBAL, ConfigError, Setting, check_config, fingerpri
 SETTINGS = {
     # Shared by every stage: where the chain starts and how the data is split.
     "base_model": Setting("zachswift615/qwen2.5-coder-synthia-tool-use", scope=GLOBAL),  # Hub repo, MLX dir, .gguf
-    "seed": Setting(42, scope=GLOBAL),  # data split, data order, LoRA initialisation and dropout
+    "seed": Setting(42, min=0, scope=GLOBAL),  # data split, data order, LoRA initialisation and dropout
     "valid_fraction": Setting(0.1, min=0.0, max=0.5, scope=GLOBAL),  # share of examples held out for validation
     "test_fraction": Setting(0.1, min=0.0, max=0.5, scope=GLOBAL),  # share held out for --test
     # Per stage (STAGES below sets name, focus, categories, iters and learning_rate).
@@ -58,8 +59,8 @@ SETTINGS = {
     "early_stop_patience": Setting(None, type=int, min=1, nullable=True),  # evaluations without a better valid loss
     "fine_tune_type": Setting("lora", choices=("lora", "dora")),  # DoRA: a little better, ~20% slower
     "optimizer": Setting("adam", choices=("adam", "adamw")),
-    "loss_chunk_size": Setting(None, type=int, min=16, nullable=True, fingerprint=False),  # logits this many positions
-    # at a time (152k-vocabulary logits of 2,048 tokens are 1.2 GB); None = all at once. Same loss to 1e-5
+    "loss_chunk_size": Setting(128, min=16, nullable=True, fingerprint=False),  # logits only where loss is carried,
+    # this many at a time (152k-vocabulary logits of 2,048 tokens are 1.2 GB); None = every position at once
     "grad_accumulation_steps": Setting(1, min=1),  # with batch_size 1, keeps the effective batch at half the memory
     "report_to": Setting(None, type=str, choices=("wandb",), nullable=True, fingerprint=False),  # also log to W&B
 }
@@ -78,7 +79,7 @@ STAGES = {
 # sized for ~20 minutes on 2 CPU cores. Dense float32 (train_bits None) trains fastest on a CPU. The tool
 # definitions alone render to ~1,000 tokens, so max_seq_length must hold them plus a turn or two.
 DEMO_SETTINGS = {"train_bits": None, "grad_checkpoint": False, "num_layers": 8, "batch_size": 1,
-                 "max_seq_length": 1152, "lora_parameters": {"rank": 16, "scale": 20.0, "dropout": 0.0},
+                 "max_seq_length": 1152, "grad_accumulation_steps": 1, "lora_parameters": {"rank": 16, "scale": 20.0, "dropout": 0.0},
                  "valid_fraction": 0.03, "test_fraction": 0.03, "val_batches": 2, "steps_per_report": 2,
                  "save_every": 4}
 DEMO_STAGES = {1: {"iters": 16, "learning_rate": 5e-4, "steps_per_eval": 16},
@@ -153,6 +154,11 @@ def check_against_model(values, number, model_dir):
     if layers is not None and values["num_layers"] > layers:
         raise PipelineError(f"stage {number}: num_layers={values['num_layers']} but {model_dir} has {layers} "
                             f"layers; use at most {layers}, or -1 for all", EXIT_INVALID)
+    model_type = (read_model_config(model_dir) or {}).get("model_type")
+    if values["loss_chunk_size"] and model_type not in SUPPORTED_MODEL_TYPES:
+        raise PipelineError(f"stage {number}: loss_chunk_size={values['loss_chunk_size']} (the chunked loss) supports "
+                            f"{', '.join(SUPPORTED_MODEL_TYPES)}, not {model_type!r} ({model_dir}). Fix: set "
+                            "loss_chunk_size: null in the config file", EXIT_INVALID)
 
 
 def model_layer_count(model_dir):
@@ -489,11 +495,16 @@ def run_stage(number, values, base_model, inputs, args, env, blas_note, memory=N
             continue
         if job is not None:
             runstate.write_json(Path(command[-1]), job)
+            Path(job["result"]).unlink(missing_ok=True)  # a result from before must not pass for this run's
         if name == "fuse":
             shutil.rmtree(stagedir.fused_tmp(paths), ignore_errors=True)  # a fuse that was cut off
         record["commands"][name] = shlex.join(command)
         record["timings"][name] = steps.run_step(number, name, command, env, paths.stage_dir / "stage.log",
                                            rerun_command(args))
+        if job is not None and not Path(job["result"]).exists():  # mlx.launch exits 0 even when a rank failed
+            raise steps.StepFailed(f"stage {number}: step '{name}' ended without writing {job['result']}; under a "
+                                   f"launcher ($SYNTHIA_LAUNCHER) a failed rank does not fail the launcher: see "
+                                   f"{paths.stage_dir / 'stage.log'}")
         if produces is not None:
             stagedir.partial_path(produces).rename(produces)
         runstate.write_json(paths.run_json, record)

@@ -42,16 +42,17 @@ def plan_inputs(values, model_config, lengths, full_precision=False):
 
 
 def changed_settings(values, changes):
-    """The settings after memory_plan's changes; batch_size keeps the effective batch through accumulation
-    (and save_every stays a multiple of it)."""
+    """The settings after memory_plan's changes. A smaller batch keeps the training as it was: the same examples per
+    optimizer update (accumulation), and as many updates (iters, steps_per_eval and save_every count batches)."""
     values = dict(values)
     for change in changes:
         if change.setting == "chunked_loss":
             values["loss_chunk_size"] = DEFAULT_CHUNK_SIZE
         elif change.setting == "batch_size":
-            accumulation = values["grad_accumulation_steps"] * values["batch_size"] // change.new
-            values.update(batch_size=change.new, grad_accumulation_steps=accumulation,
-                          save_every=-(-values["save_every"] // accumulation) * accumulation)
+            factor = values["batch_size"] // change.new
+            values.update(batch_size=change.new, grad_accumulation_steps=values["grad_accumulation_steps"] * factor,
+                          iters=values["iters"] * factor, steps_per_eval=values["steps_per_eval"] * factor,
+                          save_every=values["save_every"] * factor)
         else:
             values[change.setting] = change.new
     return values

@@ -155,8 +155,18 @@ def save_checkpoint(path, model, optimizer, best_weights, record):
     arrays = {**{f"adapters/{k}": v for k, v in adapter_weights(model).items()},
               **{f"best/{k}": v for k, v in (best_weights or {}).items()},
               **{f"optimizer/{k}": v for k, v in tree_flatten(optimizer.state)}}
+    save_atomically(path, arrays, metadata={"record": json.dumps(record)})
+
+
+def save_atomically(path, arrays, metadata=None):
+    """Write to a temporary name, then rename: a full disk or a kill never leaves a half-written file under the
+    real name (MLX's own error names no file, so this one does)."""
     tmp = path.with_name(path.stem + ".tmp.safetensors")
-    mx.save_safetensors(str(tmp), arrays, metadata={"record": json.dumps(record)})
+    try:
+        mx.save_safetensors(str(tmp), arrays, metadata=metadata or {})
+    except RuntimeError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"cannot write {path}: {e}") from None
     os.replace(tmp, path)
 
 
@@ -339,12 +349,12 @@ def batch_logger(rank):
 
 def finish_training(out, job, model, best_weights, record):
     """Write the last and best adapters, and the kept ones as adapters.safetensors for fusing."""
-    mx.save_safetensors(str(out / "last_adapters.safetensors"), adapter_weights(model))
-    mx.save_safetensors(str(out / "best_adapters.safetensors"), best_weights)
+    save_atomically(out / "last_adapters.safetensors", adapter_weights(model))
+    save_atomically(out / "best_adapters.safetensors", best_weights)
     last = record["val_reports"][-1]
     kept = record["best"] if job["keep"] == "best" else last
     weights = best_weights if job["keep"] == "best" else adapter_weights(model)
-    mx.save_safetensors(str(out / "adapters.safetensors"), weights)
+    save_atomically(out / "adapters.safetensors", weights)
     record["kept"] = {"which": job["keep"], **kept}
 
 

@@ -92,8 +92,19 @@ def test_auto_fit_applies_the_cheapest_single_change_that_fits_and_records_it(ro
     assert record["memory"]["auto_fit"] == [str(expected)]
     setting = {"chunked_loss": "loss_chunk_size"}.get(expected.setting, expected.setting)
     assert record["config"][setting] != values[setting]
-    if expected.setting == "batch_size":  # the effective batch is kept
+    if expected.setting == "batch_size":  # the same examples per update, and as many updates
         assert record["config"]["batch_size"] * record["config"]["grad_accumulation_steps"] == values["batch_size"]
+        assert record["config"]["iters"] * record["config"]["batch_size"] == values["iters"] * values["batch_size"]
+
+
+def test_a_smaller_batch_keeps_the_examples_per_update_and_the_number_of_updates():
+    values = {**train_mlx.DEFAULTS, **train_mlx.STAGES[1]}
+    change = memory_plan.Change("batch_size", 2, 1, "")
+    changed = stage_memory.changed_settings(values, [change])
+    assert (changed["batch_size"], changed["grad_accumulation_steps"]) == (1, 2)
+    assert train_mlx.optimizer_updates(changed) == train_mlx.optimizer_updates(values) == 800
+    assert (changed["iters"], changed["steps_per_eval"], changed["save_every"]) == (1600, 200, 200)
+    train_mlx.check_stage_config(changed, 1)
 
 
 # ---------------------------------------------------------------------------------------------------------
