@@ -17,7 +17,7 @@ import os
 import shlex
 import shutil
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -378,57 +378,13 @@ def memory_budget(args):
     return memory_plan.default_budget()
 
 
-def stage_plan_inputs(number, values, inputs):
-    lengths = stage_memory.split_lengths(values, inputs.examples, inputs.encoded)
-    return stage_memory.plan_inputs(values, inputs.model_config, lengths, full_precision=number > 1)
-
-
-def with_quantized_evaluation(plan_in, values, budget):
-    """(plan inputs, bits or None): evaluate the fused model's train_bits copy when only that fits the budget."""
-    if values["train_bits"] and "evaluate" in memory_plan.over_budget(memory_plan.plan(plan_in), budget):
-        quantized = replace(plan_in, eval_bits=values["train_bits"])
-        if "evaluate" not in memory_plan.over_budget(memory_plan.plan(quantized), budget):
-            return quantized, values["train_bits"]
-    return plan_in, None
-
-
 def fit_memory(number, values, inputs, args):
-    """(settings, what to print, what run.json records). Over budget: --auto-fit changes the settings (said and
-    recorded); otherwise the run stops before the stage with the changes that would fit (the dry run only says so)."""
+    """(settings, lines to print, run.json's memory record); see synthia.stage_memory.fit_stage."""
     try:
-        plan_in = stage_plan_inputs(number, values, inputs)
-    except (KeyError, TypeError, ValueError) as e:  # an architecture the plan does not know: no plan, say so
-        return values, [f"memory plan: not available for this model ({type(e).__name__}: {e})"], None
-    budget, source = memory_budget(args)
-    plan_in, evaluate_bits = with_quantized_evaluation(plan_in, values, budget)
-    changes = []
-    if memory_plan.over_budget(memory_plan.plan(plan_in), budget) and args.auto_fit:
-        try:
-            values, changes = stage_memory.fit_settings(values, plan_in, budget)
-        except memory_plan.DoesNotFit as e:
-            raise PipelineError(f"stage {number}: {e}", EXIT_INVALID)
-        check_stage_config(values, number)
-        plan_in, evaluate_bits = with_quantized_evaluation(stage_plan_inputs(number, values, inputs), values, budget)
-    steps_plan = memory_plan.plan(plan_in)
-    over = memory_plan.over_budget(steps_plan, budget)
-    lines = memory_plan.format_plan(steps_plan, budget, source).splitlines()
-    lines += [f"--auto-fit changed {change}" for change in changes]
-    if evaluate_bits:
-        lines.append(f"evaluate: the full-precision fused model does not fit; its {evaluate_bits}-bit copy is "
-                     "evaluated and tested instead (made once: the next stage trains on it)")
-    lines.append(memory_plan.format_disk(memory_plan.disk_plan(plan_in), args.output_dir))
-    if over and not args.auto_fit:
-        options = stage_memory.options_text(plan_in, budget)
-        problem = (f"stage {number}: {', '.join(over)} would need more memory than the {budget / 1e9:.1f} GB budget "
-                   f"({source}).\n  Changes that fit, best first:\n{options or '  (none)'}\n  Fix: set them in the "
-                   "config, or pass --auto-fit to apply the first; --memory-budget GB if the budget is wrong")
-        if not args.dry_run:
-            raise PipelineError(problem + "\n" + "\n".join(lines), EXIT_INVALID)
-        lines.append("would stop: " + problem)
-    record = {"budget_gb": round(budget / 1e9, 2), "budget_from": source,
-              "peaks_gb": {name: round(step.total / 1e9, 2) for name, step in steps_plan.items()},
-              "auto_fit": [str(change) for change in changes], "evaluate_bits": evaluate_bits}
-    return values, lines, record
+        return stage_memory.fit_stage(number, values, inputs, memory_budget(args), args.auto_fit, args.dry_run,
+                                      args.output_dir, check=lambda changed: check_stage_config(changed, number))
+    except (stage_memory.OverBudget, memory_plan.DoesNotFit) as e:
+        raise PipelineError(f"stage {number}: {e}" if isinstance(e, memory_plan.DoesNotFit) else str(e), EXIT_INVALID)
 
 
 # ---------------------------------------------------------------------------------------------------------

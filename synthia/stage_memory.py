@@ -1,8 +1,8 @@
 """A stage's memory plan from its resolved settings (synthia.memory_plan does the arithmetic), and the
 settings that --auto-fit changes.
 
-    inputs = plan_inputs(values, model_config, lengths)      # lengths: {"train": [...], "valid": [...]}
-    fitted_values, changes = fit_settings(values, inputs, budget)
+    values, lines, record = fit_stage(number, values, run_inputs, (budget, source), auto_fit, dry_run, output_dir,
+                                      check)
 """
 
 from dataclasses import replace
@@ -10,6 +10,10 @@ from dataclasses import replace
 from synthia import data, memory_plan
 from synthia.chunked_loss import DEFAULT_CHUNK_SIZE
 from synthia.memory_plan import DEFAULT_LORA_KEYS, ModelShape, PlanInputs
+
+class OverBudget(ValueError):
+    """A step of the stage would exceed the memory budget; the message lists the changes that would fit."""
+
 
 # memory_plan's changes that map onto a setting; its other levers (smaller fuse shards, scoring 4-bit copies)
 # are not settings of the pipeline.
@@ -69,3 +73,54 @@ def options_text(inputs, budget, limit=3):
     options = memory_plan.fitting_options(inputs, budget, allowed=SETTING_CHANGES)[:limit]
     return "\n".join(f"  {n}. " + "; ".join(str(change) for change in changes)
                      for n, (changes, _) in enumerate(options, start=1))
+
+
+def stage_plan_inputs(number, values, inputs):
+    lengths = split_lengths(values, inputs.examples, inputs.encoded)
+    return plan_inputs(values, inputs.model_config, lengths, full_precision=number > 1)
+
+
+def with_quantized_evaluation(plan_in, values, budget):
+    """(plan inputs, bits or None): evaluate the fused model's train_bits copy when only that fits the budget."""
+    if values["train_bits"] and "evaluate" in memory_plan.over_budget(memory_plan.plan(plan_in), budget):
+        quantized = replace(plan_in, eval_bits=values["train_bits"])
+        if "evaluate" not in memory_plan.over_budget(memory_plan.plan(quantized), budget):
+            return quantized, values["train_bits"]
+    return plan_in, None
+
+
+def fit_stage(number, values, inputs, budget_and_source, auto_fit, dry_run, output_dir, check):
+    """(settings, lines to print, run.json's memory record) for a stage. inputs: examples, encoded and the base
+    model's config (train_mlx.RunInputs). Over budget: auto_fit changes the settings (said and recorded; `check`
+    validates them); otherwise OverBudget names the changes that would fit (a dry run only says so)."""
+    try:
+        plan_in = stage_plan_inputs(number, values, inputs)
+    except (KeyError, TypeError, ValueError) as e:  # an architecture the plan does not know: no plan, say so
+        return values, [f"memory plan: not available for this model ({type(e).__name__}: {e})"], None
+    budget, source = budget_and_source
+    plan_in, evaluate_bits = with_quantized_evaluation(plan_in, values, budget)
+    changes = []
+    if memory_plan.over_budget(memory_plan.plan(plan_in), budget) and auto_fit:
+        values, changes = fit_settings(values, plan_in, budget)
+        check(values)
+        plan_in, evaluate_bits = with_quantized_evaluation(stage_plan_inputs(number, values, inputs), values, budget)
+    steps_plan = memory_plan.plan(plan_in)
+    over = memory_plan.over_budget(steps_plan, budget)
+    lines = memory_plan.format_plan(steps_plan, budget, source).splitlines()
+    lines += [f"--auto-fit changed {change}" for change in changes]
+    if evaluate_bits:
+        lines.append(f"evaluate: the full-precision fused model does not fit; its {evaluate_bits}-bit copy is "
+                     "evaluated and tested instead (made once: the next stage trains on it)")
+    lines.append(memory_plan.format_disk(memory_plan.disk_plan(plan_in), output_dir))
+    if over and not auto_fit:
+        options = options_text(plan_in, budget)
+        problem = (f"stage {number}: {', '.join(over)} would need more memory than the {budget / 1e9:.1f} GB budget "
+                   f"({source}).\n  Changes that fit, best first:\n{options or '  (none)'}\n  Fix: set them in the "
+                   "config, or pass --auto-fit to apply the first; --memory-budget GB if the budget is wrong")
+        if not dry_run:
+            raise OverBudget(problem + "\n" + "\n".join(lines))
+        lines.append("would stop: " + problem)
+    record = {"budget_gb": round(budget / 1e9, 2), "budget_from": source,
+              "peaks_gb": {name: round(step.total / 1e9, 2) for name, step in steps_plan.items()},
+              "auto_fit": [str(change) for change in changes], "evaluate_bits": evaluate_bits}
+    return values, lines, record

@@ -128,11 +128,11 @@ def test_a_7b_with_a_16_gb_budget_evaluates_the_4_bit_copy_of_its_fused_model_be
     plain = memory_plan.plan(inputs)
     assert plain["evaluate"].total > budget, "bf16 7B weights alone are 15 GB"
     assert plain["train"].total <= budget and plain["fuse"].total <= budget
-    fitted, bits = train_mlx.with_quantized_evaluation(inputs, values, budget)
+    fitted, bits = stage_memory.with_quantized_evaluation(inputs, values, budget)
     assert bits == 4 and fitted.eval_bits == 4
     assert memory_plan.plan(fitted)["evaluate"].total <= budget
-    assert train_mlx.with_quantized_evaluation(inputs, values, 40e9) == (inputs, None)  # fits: left alone
-    assert train_mlx.with_quantized_evaluation(inputs, {**values, "train_bits": None}, budget)[1] is None
+    assert stage_memory.with_quantized_evaluation(inputs, values, 40e9) == (inputs, None)  # fits: left alone
+    assert stage_memory.with_quantized_evaluation(inputs, {**values, "train_bits": None}, budget)[1] is None
 
 
 def test_the_stage_plan_evaluates_the_copy_it_quantizes_once_and_the_next_stage_trains_on_it(tmp_path, tiny_model_dir):
