@@ -5,11 +5,11 @@
     python bench/overhead.py --smollm2-dir DIR                # an already imported float32 SmolLM2 directory
 
 Part 1, tokens/s. Per model, the same K conversations (stage 1's category, each fitting max_seq_length whole, so
-no truncation anywhere) train at batch size 1 for whole epochs (K iterations each), and the last epoch is timed:
-every run computes exactly the same sequences in it, only in another order. On the tiny model 2 epochs, because
-MLX compiles the step anew for every new sequence width, and in the first epoch that is most of the time ("all
-iters s" shows it); on SmolLM2 one. Same LoRA settings (rank, scale, dropout, layers), max_seq_length, Adam, no
-gradient checkpointing, float32, OpenBLAS preloaded everywhere (synthia/blas.py child_environment). The runs:
+no truncation anywhere) train at batch size 1 for 2 epochs (K iterations each, plus one), and the second epoch is
+timed: every run computes exactly the same sequences in it, only in another order, and MLX has compiled the step
+for each sequence width in the first ("all iters s" includes that). Same LoRA settings (rank, scale, dropout,
+layers), max_seq_length, Adam, no gradient checkpointing, float32, OpenBLAS preloaded everywhere
+(synthia/blas.py child_environment). The runs:
 
   this pipeline       the training step exactly as `train_mlx.py --stage 1` runs it: the job its --dry-run
                       prints, run with its command (`python -m synthia.worker train JOB`)
@@ -17,7 +17,8 @@ gradient checkpointing, float32, OpenBLAS preloaded everywhere (synthia/blas.py 
                       same chat template (given to mlx_lm as the model copy's chat_template.jinja; the token ids of
                       every record are checked to be the pipeline's)
   mlx_lm lora + CPU   the same, after synthia.cpu_backend.configure() (large buffer cache, blocked causal
-  settings            attention), which the pipeline's worker applies and mlx_lm does not
+  settings            attention), which the pipeline's worker applies and mlx_lm does not, and with
+                      --clear-cache-threshold (half the memory), or mlx_lm would empty that cache after every step
 
 Iterations are timed between consecutive per-iteration reports (steps_per_report 1), in wall and in CPU seconds of
 the training process: the worker's lines are stamped by a wrapper that runs synthia.worker's main in-process, and
@@ -52,7 +53,7 @@ SEED, VALID_FRACTION = 42, 0.1
 MODELS = {  # label -> settings shared by every run on that model
     "tiny": {"examples": 24, "epochs": 2, "max_seq_length": 2048, "num_layers": -1,
              "lora_parameters": {"rank": 8, "scale": 20.0, "dropout": 0.0}},
-    "smollm2": {"examples": 4, "epochs": 1, "max_seq_length": 1280, "num_layers": 8,
+    "smollm2": {"examples": 3, "epochs": 2, "max_seq_length": 1280, "num_layers": 8,
                 "lora_parameters": {"rank": 16, "scale": 20.0, "dropout": 0.0}},
 }
 MODEL_NAMES = {"tiny": "tiny random Qwen2 (hidden 64, 2 layers, vocab 4096)",
@@ -198,8 +199,10 @@ def pipeline_training(model_dir, settings, work, env, iters):
     assert command[1:3] == ["-m", "synthia.worker"], command
     log = work / "pipeline-train.log"
     seconds = run([command[0], str(Path(__file__).resolve()), "--worker-child", *command[3:]], env, log)
+    # Iteration 0's stamp is the validation before the loop: the loop's clock starts right after it.
     stamps = {int(m.group(3)): (float(m.group(1)), float(m.group(2))) for m in
-              re.finditer(r"^@ ([\d.]+) ([\d.]+) iter (\d+)/\d+\s+train ", log.read_text(), re.M)}
+              re.finditer(r"^@ ([\d.]+) ([\d.]+) iter (\d+)/\d+\s+(train|valid)", log.read_text(), re.M)
+              if m.group(4) == "train" or m.group(3) == "0"}
     trained = trained_per_iteration(job, iters)
     return {"iterations": per_iteration(stamps, trained), "process": seconds,
             "stage_data": Path(job["train"]).parent, "train_file": job["train"]}
@@ -247,11 +250,13 @@ def mlx_lm_training(model_copy, data_dir, settings, work, env, iters, cpu_backen
             "--steps-per-eval", "100000", "--val-batches", "1", "--save-every", "100000", "--seed", str(SEED),
             "--adapter-path", str(adapters), "-c", str(config)]
     child = [sys.executable, str(Path(__file__).resolve()), "--mlx-lm-child", str(report)]
+    if cpu_backend:  # mlx_lm empties MLX's buffer cache after every step unless told a threshold: keep it, as we do
+        args += ["--clear-cache-threshold", str(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)]
     seconds = run(child + (["--cpu-backend"] if cpu_backend else []) + ["--"] + args, env, work / f"{name}.log")
     reports = json.loads(report.read_text())
     stamps = {r["iteration"]: (r["wall"], r["cpu"]) for r in reports}
     cumulative = {r["iteration"]: r["trained_tokens"] for r in reports}
-    trained = [cumulative[it] - cumulative.get(it - 1, 0) for it in range(1, iters + 1)]
+    trained = [cumulative[it] - cumulative[it - 1] for it in range(1, iters + 1)]
     return {"iterations": per_iteration(stamps, trained), "process": seconds}
 
 
@@ -268,6 +273,11 @@ def mlx_lm_child(report_path, cpu_backend, args):
     class Reports(TrainingCallback):
         def __init__(self):
             self.train = []
+
+        def on_val_loss_report(self, info):
+            if info["iteration"] == 0:  # the validation before step 1, which the step's clock starts after
+                self.train.append({"iteration": 0, "trained_tokens": 0, "wall": time.perf_counter(),
+                                   "cpu": time.process_time()})
 
         def on_train_loss_report(self, info):
             self.train.append({**info, "wall": time.perf_counter(), "cpu": time.process_time()})
