@@ -38,3 +38,13 @@ def records(per_category=8, categories=CATEGORIES):
 def write_dataset(path, per_category=8, categories=CATEGORIES):
     path.write_text("".join(json.dumps(r) + "\n" for r in records(per_category, categories)))
     return path
+
+
+SMALL_RUN = {"train_bits": "null", "grad_checkpoint": "false", "num_layers": -1, "steps_per_report": 1,
+             "steps_per_eval": 2, "save_every": 2, "lora_parameters": "{rank: 4, scale: 10.0, dropout: 0.0}",
+             "valid_fraction": 0.2, "test_fraction": 0.2}
+
+
+def small_run_config(**overrides):
+    """A YAML config for a few iterations of the tiny model: float32, LoRA everywhere, evaluations every 2."""
+    return "".join(f"{key}: {value}\n" for key, value in {**SMALL_RUN, **overrides}.items())

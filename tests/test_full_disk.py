@@ -17,20 +17,10 @@ from pathlib import Path
 import pytest
 
 from synthia import stagedir, steps
-from tests.sample_data import write_dataset
+from tests.sample_data import small_run_config, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = """\
-train_bits: null
-grad_checkpoint: false
-num_layers: -1
-steps_per_report: 1
-steps_per_eval: 2
-save_every: 2
-lora_parameters: {rank: 4, scale: 10.0, dropout: 0.0}
-valid_fraction: 0.2
-test_fraction: 0.2
-"""
+CONFIG = small_run_config()
 
 
 @contextmanager

@@ -8,19 +8,9 @@ import pytest
 
 import train_mlx
 from synthia import memory_plan, stage_memory
-from tests.sample_data import write_dataset
+from tests.sample_data import small_run_config, write_dataset
 
-CONFIG = """\
-train_bits: null
-grad_checkpoint: false
-batch_size: 4
-num_layers: -1
-steps_per_eval: 2
-save_every: 4
-lora_parameters: {rank: 4, scale: 10.0, dropout: 0.0}
-valid_fraction: 0.2
-test_fraction: 0.2
-"""
+CONFIG = small_run_config(batch_size=4, save_every=4, steps_per_report=10)
 
 
 @pytest.fixture(scope="module")

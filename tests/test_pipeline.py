@@ -279,7 +279,8 @@ def test_test_writes_a_scorecard_with_base_and_every_stage(full_run):
         scores = json.loads((full_run / f"stage{number}" / "eval.json").read_text())
         assert sorted(scores) == [f"stage{k} test" for k in range(1, number + 1)]  # the forgetting check
         assert scores[f"stage{number} test"]["counts"]["turns_scored"] > 0
-        assert (full_run / f"stage{number}" / "samples.md").exists()
+        # Sample answers (slow to generate) for the final model only.
+        assert (full_run / f"stage{number}" / "samples.md").exists() == (number == 3)
     base = json.loads((full_run / "base-eval" / "eval.json").read_text())
     assert sorted(base) == ["stage1 test", "stage2 test", "stage3 test"]
 

@@ -109,13 +109,27 @@ def test_rendering_without_the_engine_says_how_to_build_it(monkeypatch):
         template_engine.render_template("{{ messages }}", [])
 
 
-def test_the_cached_binary_is_keyed_by_the_llama_cpp_version_and_library(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    path = template_engine.engine_path("0.3.36", Path("/venv/llama_cpp/lib"))
-    assert path.parent == tmp_path / "synthia"
+def test_the_cached_binary_is_keyed_by_the_llama_cpp_version_and_the_libraries_content(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    venv, clone = tmp_path / "venv" / "lib", tmp_path / "clone" / "lib"
+    for lib_dir in (venv, clone):
+        lib_dir.mkdir(parents=True)
+        (lib_dir / "libllama.so").write_bytes(b"llama 0.3.36")
+        (lib_dir / "libggml.so").write_bytes(b"ggml")
+    path = template_engine.engine_path("0.3.36", venv)
+    assert path.parent == tmp_path / "cache" / "synthia"
     assert path.name.startswith("render_chat_template-0.3.36-")
-    assert path != template_engine.engine_path("0.3.37", Path("/venv/llama_cpp/lib"))
-    assert path != template_engine.engine_path("0.3.36", Path("/other/llama_cpp/lib"))
+    assert path != template_engine.engine_path("0.3.37", venv)
+    assert path == template_engine.engine_path("0.3.36", clone)  # another checkout, the same wheel: reused
+    (clone / "libllama.so").write_bytes(b"llama rebuilt")
+    assert path != template_engine.engine_path("0.3.36", clone)
+
+
+def test_the_engine_finds_the_current_installations_libraries_first(monkeypatch):
+    monkeypatch.setattr(template_engine.sys, "platform", "linux")
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/usr/local/lib")
+    env = template_engine.loader_environment(Path("/clone/.venv/llama_cpp/lib"))
+    assert env["LD_LIBRARY_PATH"] == os.pathsep.join(["/clone/.venv/llama_cpp/lib", "/usr/local/lib"])
 
 
 def test_the_engine_links_to_the_installed_libllama(monkeypatch):

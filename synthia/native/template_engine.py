@@ -63,13 +63,29 @@ def cache_dir():
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "synthia"
 
 
+def library_files(lib_dir):
+    """The shared libraries the engine links to (libllama, libggml*), in a stable order."""
+    return sorted(p for p in Path(lib_dir).glob("lib*") if p.name.startswith(("libllama", "libggml")))
+
+
 def engine_fingerprint(version, lib_dir):
-    """Changes whenever the binary would: another llama.cpp, driver, set of flags or library location."""
+    """Changes whenever the binary would: another llama.cpp, driver or set of flags, or libraries with other
+    content. Not their location: a fresh clone's .venv with the same wheel reuses the binary (render() points the
+    loader at the current installation)."""
     digest = hashlib.sha256()
-    for part in (version, str(lib_dir), " ".join(COMPILE_FLAGS), " ".join(ENGINE_SOURCES)):
+    for part in (version, " ".join(COMPILE_FLAGS), " ".join(ENGINE_SOURCES)):
         digest.update(part.encode() + b"\0")
+    for library in library_files(lib_dir):
+        digest.update(library.name.encode() + b"\0" + library.read_bytes())
     digest.update(DRIVER.read_bytes())
     return digest.hexdigest()[:12]
+
+
+def loader_environment(lib_dir):
+    """This installation's libraries first on the loader's path (the binary's rpath names the one it was built
+    with, which may be gone)."""
+    variable = "DYLD_LIBRARY_PATH" if sys.platform == "darwin" else "LD_LIBRARY_PATH"
+    return {**os.environ, variable: os.pathsep.join(filter(None, [str(lib_dir), os.environ.get(variable)]))}
 
 
 def engine_path(version, lib_dir):
@@ -189,7 +205,7 @@ def render(request, engine=None):
                                   "`python -m synthia.native.template_engine --build` (a few minutes, once)")
     try:
         result = subprocess.run([str(engine)], input=json.dumps(request).encode("utf-8"), capture_output=True,
-                                timeout=RENDER_TIMEOUT_SECONDS)
+                                timeout=RENDER_TIMEOUT_SECONDS, env=loader_environment(installed_llama_cpp()[1]))
     except OSError as e:
         raise TemplateEngineError(f"{engine}: cannot run it ({e}); rebuild with "
                                   "`python -m synthia.native.template_engine --build`") from None
