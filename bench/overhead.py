@@ -12,7 +12,9 @@ layers), max_seq_length, Adam, no gradient checkpointing, float32, OpenBLAS prel
 (synthia/blas.py child_environment). The runs:
 
   this pipeline       the training step exactly as `train_mlx.py --stage 1` runs it: the job its --dry-run
-                      prints, run with its command (`python -m synthia.worker train JOB`)
+                      prints, run with its command (`python -m synthia.worker train JOB`); by default
+                      (loss_chunk_size 128) it computes the vocabulary head only where loss is carried
+    with loss_chunk_size null   the same with the head at every position, as mlx_lm computes it
   mlx_lm lora         `python -m mlx_lm lora --train --mask-prompt ...` on the stage's train/valid records, with the
                       same chat template (given to mlx_lm as the model copy's chat_template.jinja; the token ids of
                       every record are checked to be the pipeline's)
@@ -178,16 +180,18 @@ def run(command, env, log_path):
     return seconds
 
 
-def pipeline_training(model_dir, settings, work, env, iters):
-    """Plan the stage with --dry-run, then run its training step with the printed job and command."""
+def pipeline_training(model_dir, settings, work, env, iters, plain_loss=False):
+    """Plan the stage with --dry-run, then run its training step with the printed job and command. plain_loss: with
+    loss_chunk_size null (logits at every position, as mlx_lm computes them) instead of the default."""
     from synthia import steps
 
-    out = work / "pipeline"
+    name = "pipeline-plain-loss" if plain_loss else "pipeline"
+    out = work / name
     shutil.rmtree(out, ignore_errors=True)
     subset = work / "subset.jsonl"
-    config = work / "pipeline.yaml"
-    config.write_text(json.dumps(pipeline_config(settings)))
-    plan = work / "dry-run.log"
+    config = work / f"{name}.yaml"
+    config.write_text(json.dumps({**pipeline_config(settings), **({"loss_chunk_size": None} if plain_loss else {})}))
+    plan = work / f"{name}-dry-run.log"
     run([sys.executable, "train_mlx.py", "--stage", "1", "--base-model", str(model_dir), "--dataset", str(subset),
          "--output-dir", str(out), "--config", str(config), "--chat-template", str(TEMPLATE), "--iters", str(iters),
          "--dry-run"], env, plan)
@@ -197,7 +201,7 @@ def pipeline_training(model_dir, settings, work, env, iters):
     job_path.write_text(json.dumps(job))
     command = steps.worker_command("train", job_path, launcher=[])
     assert command[1:3] == ["-m", "synthia.worker"], command
-    log = work / "pipeline-train.log"
+    log = work / f"{name}-train.log"
     seconds = run([command[0], str(Path(__file__).resolve()), "--worker-child", *command[3:]], env, log)
     # Iteration 0's stamp is the validation before the loop: the loop's clock starts right after it.
     stamps = {int(m.group(3)): (float(m.group(1)), float(m.group(2))) for m in
@@ -390,7 +394,8 @@ def main(argv=None):
         assert count == examples, f"{count} training examples, expected {examples}"
         copy = mlx_lm_model_copy(model_dir, model_work / "mlx-model")
         data_dir = mlx_lm_data(ours["stage_data"], model_work / "mlx-data", copy)
-        runs = [("this pipeline", ours)]
+        runs = [("this pipeline", ours),
+                ("  with loss_chunk_size null", pipeline_training(model_dir, settings, model_work, env, iters, True))]
         for cpu in (False, True):
             runs.append(("mlx_lm lora + CPU settings" if cpu else "mlx_lm lora",
                          mlx_lm_training(copy, data_dir, settings, model_work, env, iters, cpu)))
