@@ -7,7 +7,7 @@
 Part 1, tokens/s. Per model, the same K conversations (stage 1's category, each fitting max_seq_length whole, so
 no truncation anywhere) train at batch size 1 for 2 epochs (K iterations each, plus one), and the second epoch is
 timed: every run computes exactly the same sequences in it, only in another order, and MLX has compiled the step
-for each sequence width in the first ("all iters s" includes that). Same LoRA settings (rank, scale, dropout,
+for each sequence width in the first. Same LoRA settings (rank, scale, dropout,
 layers), max_seq_length, Adam, no gradient checkpointing, float32, OpenBLAS preloaded everywhere
 (synthia/blas.py child_environment). The runs:
 
