@@ -402,7 +402,7 @@ def main(argv=None):
         for _, r in runs:
             last = r["iterations"][-examples - 1:-1]  # iterations (E-1)K+1 .. EK: the last whole epoch
             r.update(computed=computed, iters=examples, wall=sum(w for w, _, _ in last), cpu=sum(c for _, c, _ in last),
-                     trained=sum(n for _, _, n in last), all_wall=sum(w for w, _, _ in r["iterations"]))
+                     trained=sum(n for _, _, n in last))
         rows.append((label, runs))
         print(f"{label}: {MODEL_NAMES[label]}, {model_dir}; batch 1, max_seq_length {settings['max_seq_length']}, "
               f"num_layers {settings['num_layers']}, LoRA {settings['lora_parameters']}; {settings['epochs']} "
