@@ -82,9 +82,9 @@ DEMO_SETTINGS = {"train_bits": None, "grad_checkpoint": False, "num_layers": 8, 
                  "max_seq_length": 1152, "grad_accumulation_steps": 1, "lora_parameters": {"rank": 16, "scale": 20.0, "dropout": 0.0},
                  "valid_fraction": 0.03, "test_fraction": 0.02, "val_batches": 2, "steps_per_report": 2,
                  "save_every": 4}
-DEMO_STAGES = {1: {"iters": 16, "learning_rate": 5e-4, "steps_per_eval": 16},
-               2: {"iters": 12, "learning_rate": 3e-4, "steps_per_eval": 12},
-               3: {"iters": 12, "learning_rate": 2e-4, "steps_per_eval": 12}}
+DEMO_STAGES = {1: {"iters": 14, "learning_rate": 5e-4, "steps_per_eval": 14},
+               2: {"iters": 10, "learning_rate": 3e-4, "steps_per_eval": 10},
+               3: {"iters": 10, "learning_rate": 2e-4, "steps_per_eval": 10}}
 DEMO_TEST_LIMIT = 3  # held-out conversations scored (about 10 assistant turns), the same for every model
 DEMO_CHAT_TEMPLATE = Path(__file__).parent / "synthia" / "chat_templates" / "qwen2.5-tools.jinja"
 DEMO_OUTPUT_DIR = "models/demo"
