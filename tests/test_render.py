@@ -159,3 +159,17 @@ def test_probe_rejects_a_template_that_renders_arguments_as_a_python_dict(tiny_m
     tokenizer._tokenizer.chat_template = template
     assert "{'query': 'probe-argument-7f3a'}" in render.render(tokenizer, *render.probe_conversation())
     assert any("not JSON (such as a Python dict" in p for p in render.template_problems(tokenizer))
+
+
+def test_tokenizing_piece_by_piece_equals_one_whole_text_call(tokenizer):
+    """Special tokens in odd places (glued to words, doubled, at both ends), repeated pieces served from memory."""
+    hf = tokenizer._tokenizer
+    assert render._piece_tokenizer(hf) is not None  # the piece path is the one under test
+    texts = ["<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nhi<|im_end|><|im_end|>x",
+             "word<|im_start|>assistant\n<tool_call>\n{\"name\": \"read\"}\n</tool_call><|im_end|>",
+             "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nhi again<|im_end|>\n", "", "plain"]
+    for text in texts * 2:  # the second round comes from the piece memory
+        ids, offsets = render.tokenize_with_offsets(tokenizer, text)
+        whole = hf(text, add_special_tokens=False, return_offsets_mapping=True)
+        assert list(ids) == list(whole["input_ids"])
+        assert [tuple(o) for o in offsets] == [tuple(o) for o in whole["offset_mapping"]]
