@@ -30,17 +30,6 @@ RANDOM_MODELS = {  # label -> build_tiny_model arguments
 }
 
 
-def with_system_blas():
-    """Re-run this script with a system BLAS preloaded (the loader only reads LD_PRELOAD at start)."""
-    if os.environ.get(REEXEC_MARK):
-        return
-    from synthia import blas
-
-    env, note = blas.child_environment()
-    env[REEXEC_MARK] = note
-    os.execve(sys.executable, [sys.executable, *sys.argv], env)
-
-
 def machine_lines():
     import mlx.core as mx
     import mlx_lm
@@ -109,7 +98,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    with_system_blas()
+    from synthia import blas
+
+    blas.rerun_with_system_blas(REEXEC_MARK)
     from synthia import tiny_model, validate
 
     started = time.perf_counter()

@@ -34,17 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 REEXEC_MARK = "SYNTHIA_MFU_BENCH_CHILD"
 
 
-def with_system_blas():
-    """Re-run with a system BLAS preloaded (the loader reads LD_PRELOAD only at start)."""
-    if os.environ.get(REEXEC_MARK):
-        return
-    from synthia import blas
-
-    env, note = blas.child_environment()
-    env[REEXEC_MARK] = note
-    os.execve(sys.executable, [sys.executable, *sys.argv], env)
-
-
 def timed(function, repeats):
     """Best (wall, CPU) seconds of `repeats` calls, after one warm-up call."""
     function()
@@ -145,7 +134,9 @@ def main(argv=None):
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps (best is kept)")
     args = parser.parse_args(argv)
-    with_system_blas()
+    from synthia import blas
+
+    blas.rerun_with_system_blas(REEXEC_MARK)
     model_dir = Path(args.model) if args.model else default_model()
     print(f"Hardware limit: python bench/mfu.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
     print("\n".join(machine_lines()))

@@ -355,3 +355,14 @@ def loaded_blas_libraries():
         libraries += sorted(path for path in mapped - set(libraries)
                             if path.startswith("/") and Path(path).name.startswith(("libblas", "libcblas")))
     return libraries
+
+
+def rerun_with_system_blas(marker):
+    """For scripts (bench/): start this script again with the system BLAS preloaded, since the loader reads
+    LD_PRELOAD only at start. `marker` names an environment variable that holds the BLAS note in the new process
+    and stops it from starting again."""
+    if os.environ.get(marker):
+        return
+    env, note = child_environment()
+    env[marker] = note
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
