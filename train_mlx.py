@@ -79,8 +79,8 @@ STAGES = {
 # sized for ~20 minutes on 2 CPU cores. Dense float32 (train_bits None) trains fastest on a CPU. The tool
 # definitions alone render to ~1,000 tokens, so max_seq_length must hold them plus a turn or two.
 DEMO_SETTINGS = {"train_bits": None, "grad_checkpoint": False, "num_layers": 8, "batch_size": 1,
-                 "max_seq_length": 1152, "grad_accumulation_steps": 1, "lora_parameters": {"rank": 16, "scale": 20.0, "dropout": 0.0},
-                 "valid_fraction": 0.03, "test_fraction": 0.02, "val_batches": 2, "steps_per_report": 2,
+                 "max_seq_length": 1152, "grad_accumulation_steps": 1,
+                 "lora_parameters": {"rank": 16, "scale": 20.0, "dropout": 0.0}, "valid_fraction": 0.03, "test_fraction": 0.02, "val_batches": 2, "steps_per_report": 2,
                  "save_every": 4}
 DEMO_STAGES = {1: {"iters": 14, "learning_rate": 5e-4, "steps_per_eval": 14},
                2: {"iters": 10, "learning_rate": 3e-4, "steps_per_eval": 10},
@@ -162,9 +162,8 @@ def check_against_model(values, number, model_dir):
 
 
 def model_layer_count(model_dir):
-    try:
-        model_config = json.loads((Path(model_dir) / "config.json").read_text())
-    except (OSError, ValueError):
+    model_config = read_model_config(model_dir)
+    if model_config is None:
         return None
     text_config = model_config.get("text_config", model_config)
     return text_config.get("num_hidden_layers", text_config.get("n_layer"))
@@ -379,12 +378,13 @@ def memory_budget(args):
 
 
 def fit_memory(number, values, inputs, args):
-    """(settings, lines to print, run.json's memory record); see synthia.stage_memory.fit_stage."""
+    """(settings, lines to print, run.json's memory record, the over-budget problem or None); see
+    synthia.stage_memory.fit_stage. The caller stops on the problem only for a stage that will run."""
     try:
-        return stage_memory.fit_stage(number, values, inputs, memory_budget(args), args.auto_fit, args.dry_run,
-                                      args.output_dir, check=lambda changed: check_stage_config(changed, number))
-    except (stage_memory.OverBudget, memory_plan.DoesNotFit) as e:
-        raise PipelineError(f"stage {number}: {e}" if isinstance(e, memory_plan.DoesNotFit) else str(e), EXIT_INVALID)
+        return stage_memory.fit_stage(number, values, inputs, memory_budget(args), args.auto_fit, args.output_dir,
+                                      check=lambda changed: check_stage_config(changed, number))
+    except memory_plan.DoesNotFit as e:
+        raise PipelineError(f"stage {number}: {e}", EXIT_INVALID)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -700,7 +700,8 @@ def stage_status(number, values, base_model, inputs, args):
 
 def print_plan(number, values, base_model, inputs, args):
     paths = stagedir.stage_paths(args.output_dir, number)
-    values, memory_lines, memory = fit_memory(number, values, inputs, args)
+    values, memory_lines, memory, over_budget = fit_memory(number, values, inputs, args)
+    memory_lines += [f"would stop: {over_budget}"] if over_budget else []
     base_dir = Path(base_model) if number > 1 else resolve_model_dir(base_model)
     status = stage_status(number, values, base_model, inputs, args)
     # A finished stage's data stays as it was trained on; an unfinished one gets its data to look at.
@@ -754,8 +755,10 @@ def train_stages(numbers, configs, base_model, inputs, args, env, blas_note):
     redo = False
     for number in numbers:
         base = stage_base(number, args.output_dir, base_model)
-        configs[number], memory_lines, memory = fit_memory(number, configs[number], inputs, args)
+        configs[number], memory_lines, memory, over_budget = fit_memory(number, configs[number], inputs, args)
         if redo or not decide_skip(number, configs[number], base, inputs, args):
+            if over_budget:
+                raise PipelineError(over_budget + "\n" + "\n".join(memory_lines), EXIT_INVALID)
             check_dataset_unchanged(number, args.output_dir, inputs.dataset, args)
             for line in memory_lines:
                 log(line, number)

@@ -1,8 +1,8 @@
 """A stage's memory plan from its resolved settings (synthia.memory_plan does the arithmetic), and the
 settings that --auto-fit changes.
 
-    values, lines, record = fit_stage(number, values, run_inputs, (budget, source), auto_fit, dry_run, output_dir,
-                                      check)
+    values, lines, record, problem = fit_stage(number, values, run_inputs, (budget, source), auto_fit, output_dir,
+                                               check)
 """
 
 from dataclasses import replace
@@ -10,10 +10,6 @@ from dataclasses import replace
 from synthia import data, memory_plan
 from synthia.chunked_loss import DEFAULT_CHUNK_SIZE
 from synthia.memory_plan import DEFAULT_LORA_KEYS, ModelShape, PlanInputs
-
-class OverBudget(ValueError):
-    """A step of the stage would exceed the memory budget; the message lists the changes that would fit."""
-
 
 # memory_plan's changes that map onto a setting; its other levers (smaller fuse shards, scoring 4-bit copies)
 # are not settings of the pipeline.
@@ -64,7 +60,7 @@ def changed_settings(values, changes):
 
 def fit_settings(values, inputs, budget):
     """(settings, [Change]) that fit the budget: unchanged when they already do. Raises memory_plan.DoesNotFit."""
-    fitted, changes = memory_plan.auto_fit(inputs, budget, allowed=SETTING_CHANGES)
+    _, changes = memory_plan.auto_fit(inputs, budget, allowed=SETTING_CHANGES)
     return changed_settings(values, changes), changes
 
 
@@ -89,14 +85,14 @@ def with_quantized_evaluation(plan_in, values, budget):
     return plan_in, None
 
 
-def fit_stage(number, values, inputs, budget_and_source, auto_fit, dry_run, output_dir, check):
-    """(settings, lines to print, run.json's memory record) for a stage. inputs: examples, encoded and the base
-    model's config (train_mlx.RunInputs). Over budget: auto_fit changes the settings (said and recorded; `check`
-    validates them); otherwise OverBudget names the changes that would fit (a dry run only says so)."""
+def fit_stage(number, values, inputs, budget_and_source, auto_fit, output_dir, check):
+    """(settings, lines to print, run.json's memory record, problem) for a stage. inputs: examples, encoded and the
+    base model's config (train_mlx.RunInputs). Over budget: auto_fit changes the settings (said and recorded;
+    `check` validates them); otherwise `problem` names the changes that would fit (None when everything fits)."""
     try:
         plan_in = stage_plan_inputs(number, values, inputs)
     except (KeyError, TypeError, ValueError) as e:  # an architecture the plan does not know: no plan, say so
-        return values, [f"memory plan: not available for this model ({type(e).__name__}: {e})"], None
+        return values, [f"memory plan: not available for this model ({type(e).__name__}: {e})"], None, None
     budget, source = budget_and_source
     plan_in, evaluate_bits = with_quantized_evaluation(plan_in, values, budget)
     changes = []
@@ -112,15 +108,13 @@ def fit_stage(number, values, inputs, budget_and_source, auto_fit, dry_run, outp
         lines.append(f"evaluate: the full-precision fused model does not fit; its {evaluate_bits}-bit copy is "
                      "evaluated and tested instead (made once: the next stage trains on it)")
     lines.append(memory_plan.format_disk(memory_plan.disk_plan(plan_in), output_dir))
+    problem = None
     if over and not auto_fit:
         options = options_text(plan_in, budget)
         problem = (f"stage {number}: {', '.join(over)} would need more memory than the {budget / 1e9:.1f} GB budget "
                    f"({source}).\n  Changes that fit, best first:\n{options or '  (none)'}\n  Fix: set them in the "
                    "config, or pass --auto-fit to apply the first; --memory-budget GB if the budget is wrong")
-        if not dry_run:
-            raise OverBudget(problem + "\n" + "\n".join(lines))
-        lines.append("would stop: " + problem)
     record = {"budget_gb": round(budget / 1e9, 2), "budget_from": source,
               "peaks_gb": {name: round(step.total / 1e9, 2) for name, step in steps_plan.items()},
               "auto_fit": [str(change) for change in changes], "evaluate_bits": evaluate_bits}
-    return values, lines, record
+    return values, lines, record, problem

@@ -8,22 +8,18 @@ import pytest
 
 import train_mlx
 from synthia import memory_plan, stage_memory
-from tests.sample_data import small_run_config, write_dataset
+from tests.sample_data import small_run_config, small_run_workspace, stage_one_args
 
 CONFIG = small_run_config(batch_size=4, save_every=4, steps_per_report=10)
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("memory")
-    (root / "c.yaml").write_text(CONFIG)
-    write_dataset(root / "data.jsonl", per_category=12, categories=["tool_use"])
-    return root
+    return small_run_workspace(tmp_path_factory.mktemp("memory"), CONFIG)
 
 
 def cli(root, model, output, *extra):
-    return ["--base-model", str(model), "--dataset", str(root / "data.jsonl"), "--config", str(root / "c.yaml"),
-            "--output-dir", str(root / output), "--stage", "1", "--iters", "4", *extra]
+    return stage_one_args(root, model, output, 4, *extra)
 
 
 def planned_totals(text):
@@ -146,3 +142,11 @@ def test_the_stage_plan_evaluates_the_copy_it_quantizes_once_and_the_next_stage_
     plan_two = train_mlx.stage_plan(2, values, one.fused_dir, files, two, False)
     assert [name for name, *_ in plan_two][:2] == ["train", "fuse"]
     assert plan_two[0][2]["model"] == str(copy)
+
+
+def test_a_finished_stage_is_skipped_whatever_the_budget(root, tiny_model_dir, capsys):
+    assert train_mlx.main(cli(root, tiny_model_dir, "done", "--memory-budget", "100")) == 0
+    capsys.readouterr()
+    assert train_mlx.main(cli(root, tiny_model_dir, "done", "--memory-budget", "0.001")) == 0
+    out = capsys.readouterr().out
+    assert "already done" in out and "memory plan" not in out
