@@ -19,12 +19,10 @@ machine (load average before and after) CPU time is the steadier figure.
 import argparse
 import cProfile
 import dataclasses
-import importlib.util
 import json
 import os
 import pstats
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from token_efficiency import DEFAULT_TEMPLATE, machine_lines, qwen_tokenizer  # noqa: E402
+from validate_speed import module_at_commit  # noqa: E402
 
 GOAL_SECONDS = 5.0
 BEFORE = "b56e006"  # synthia/render.py before the speed-up
@@ -124,14 +123,7 @@ def render_phase(tokenizer, examples):
 
 
 def render_module_before(directory):
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{BEFORE}:synthia/render.py"], check=True,
-                            capture_output=True, text=True).stdout
-    path = Path(directory) / "render_before.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("render_before", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return module_at_commit(BEFORE, "synthia/render.py", "render_before", directory)
 
 
 def render_phase_before(tokenizer, examples, module):

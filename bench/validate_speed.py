@@ -34,15 +34,20 @@ OLD_COMMIT = "fcc1165"
 HUGE_LINE_MB = 30
 
 
-def load_old_validator(directory):
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{OLD_COMMIT}:synthia/validate.py"],
+def module_at_commit(commit, relative_path, name, directory):
+    """The module at `relative_path` as it was at `commit` (read with git), loaded as `name` from `directory`."""
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{relative_path}"],
                             check=True, capture_output=True, text=True).stdout
-    path = Path(directory) / "validate_old.py"
+    path = Path(directory) / f"{name}.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("validate_old", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_old_validator(directory):
+    return module_at_commit(OLD_COMMIT, "synthia/validate.py", "validate_old", directory)
 
 
 def replicated_lines(n):

@@ -48,3 +48,16 @@ SMALL_RUN = {"train_bits": "null", "grad_checkpoint": "false", "num_layers": -1,
 def small_run_config(**overrides):
     """A YAML config for a few iterations of the tiny model: float32, LoRA everywhere, evaluations every 2."""
     return "".join(f"{key}: {value}\n" for key, value in {**SMALL_RUN, **overrides}.items())
+
+
+def small_run_workspace(root, config):
+    """root/c.yaml (`config`) and root/data.jsonl (12 tool_use conversations): one stage of the tiny model."""
+    (root / "c.yaml").write_text(config)
+    write_dataset(root / "data.jsonl", per_category=12, categories=["tool_use"])
+    return root
+
+
+def stage_one_args(root, model, output, iters, *extra):
+    """train_mlx.py's arguments for stage 1 on a small_run_workspace."""
+    return ["--base-model", str(model), "--dataset", str(root / "data.jsonl"), "--config", str(root / "c.yaml"),
+            "--output-dir", str(root / output), "--stage", "1", "--iters", str(iters), *extra]

@@ -6,22 +6,18 @@ import json
 import pytest
 
 import train_mlx
-from tests.sample_data import small_run_config, write_dataset
+from tests.sample_data import small_run_config, small_run_workspace, stage_one_args
 
 CONFIG = small_run_config()
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lifecycle")
-    (root / "c.yaml").write_text(CONFIG)
-    write_dataset(root / "data.jsonl", per_category=12, categories=["tool_use"])
-    return root
+    return small_run_workspace(tmp_path_factory.mktemp("lifecycle"), CONFIG)
 
 
 def cli(root, tiny_model_dir, output, *extra):
-    return ["--base-model", str(tiny_model_dir), "--dataset", str(root / "data.jsonl"), "--config",
-            str(root / "c.yaml"), "--output-dir", str(root / output), "--stage", "1", "--iters", "2", *extra]
+    return stage_one_args(root, tiny_model_dir, output, 2, *extra)
 
 
 @pytest.fixture(scope="module")
