@@ -286,12 +286,10 @@ def validate_dataset(path, strict):
 
 def encode_examples(tokenizer, examples, default_tools):
     """{line: Encoded}; a template that cannot render an example is an error with its line."""
-    encoded, errors = {}, []
-    for ex in examples:
-        try:
-            encoded[ex.line] = render.encode(tokenizer, ex.messages, ex.record.get("tools", default_tools))
-        except Exception as e:
-            errors.append(f"line {ex.line}: the chat template failed: {e}")
+    results = render.encode_many(tokenizer, [(ex.messages, ex.record.get("tools", default_tools)) for ex in examples])
+    encoded = {ex.line: result for ex, result in zip(examples, results) if not isinstance(result, Exception)}
+    errors = [f"line {ex.line}: the chat template failed: {result}" for ex, result in zip(examples, results)
+              if isinstance(result, Exception)]
     if errors:
         raise PipelineError("\n".join(errors[:20]), EXIT_INVALID)
     misaligned = sum(e.misaligned for e in encoded.values())

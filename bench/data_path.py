@@ -36,7 +36,7 @@ from token_efficiency import DEFAULT_TEMPLATE, machine_lines, qwen_tokenizer  # 
 from validate_speed import module_at_commit  # noqa: E402
 
 GOAL_SECONDS = 5.0
-BEFORE = "b56e006"  # synthia/render.py before the speed-up
+BEFORE = "504c445"  # synthia/render.py before one render per conversation
 NUMBER = re.compile(r"(?<![\w.])\d+(?![\w.])")
 FILE_NAME = re.compile(r"\b([A-Za-z_][\w-]*)\.(py|js|ts|tsx|go|rs|md|json|toml|ya?ml|txt|cfg|ini|sh|c|h|java|rb|lock)\b")
 
@@ -127,14 +127,11 @@ def render_module_before(directory):
 
 
 def render_phase_before(tokenizer, examples, module):
-    """encode_examples as it ran with the old synthia/render.py."""
-    import train_mlx
+    """encode_examples as it ran with the old synthia/render.py: one conversation at a time."""
+    from synthia import validate
 
-    current, train_mlx.render = train_mlx.render, module
-    try:
-        return render_phase(tokenizer, examples)
-    finally:
-        train_mlx.render = current
+    tools = validate.load_default_tools()
+    return {ex.line: module.encode(tokenizer, ex.messages, ex.record.get("tools", tools)) for ex in examples}
 
 
 def same_encodings(a, b):

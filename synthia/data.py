@@ -61,9 +61,10 @@ def fit_split(encoded_by_line, examples, max_seq_length):
         encoded = encoded_by_line[ex.line]
         if encoded.trained_turns == 0:
             continue
-        fitted = render.fit_to_length(replace(encoded), max_seq_length)
+        fitted = encoded  # the same object in every stage, so its token line is written as JSON once
         if len(encoded.tokens) > max_seq_length:
             report.too_long += 1
+            fitted = render.fit_to_length(replace(encoded), max_seq_length)
         if fitted is None:
             report.left_out.append((ex.line, fitted_needed(encoded)))
             continue
@@ -101,8 +102,8 @@ def write_split(directory, split, pairs):
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / f"{split}.jsonl", "w") as records, open(token_file(directory, split), "w") as toks:
         for ex, enc in pairs:
-            records.write(json.dumps(ex.record, ensure_ascii=False) + "\n")
-            toks.write(json.dumps({"line": ex.line, "tokens": enc.tokens, "spans": enc.spans}) + "\n")
+            records.write(ex.json_text + "\n")
+            toks.write(f'{{"line": {ex.line}, "tokens": {enc.tokens_json}, "spans": {json.dumps(enc.spans)}}}\n')
     return token_file(directory, split)
 
 

@@ -91,11 +91,10 @@ def conversation_tools(record):
 
 def training_text_and_tokens(tokenizer, record):
     """The conversation as training renders and tokenizes it (synthia.render, the model's own template)."""
-    from synthia import render
+    from synthia import pieces, render
 
     text = render.render(tokenizer, record["messages"], conversation_tools(record))
-    tokens, _ = render.tokenize_with_offsets(tokenizer, text)
-    return text, list(tokens)
+    return text, pieces.tokenize(tokenizer, text).ids
 
 
 def top1_and_margin(logits):

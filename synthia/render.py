@@ -6,11 +6,12 @@ rendering the conversation up to each assistant turn with and without it: the te
 after the generation prompt is exactly what the model emits at inference.
 """
 
-import bisect
 import json
-import re
-import weakref
+import os
 from dataclasses import dataclass, field
+from functools import cached_property
+
+from synthia import forked, pieces
 
 PROBE_TOOL = "synthia_probe_lookup"
 PROBE_DESCRIPTION = "probe-description-5d1e"
@@ -48,6 +49,10 @@ class Encoded:
     @property
     def untrained_assistant_tokens(self):
         return sum(end - start for start, end in self.untrained_spans)
+
+    @cached_property
+    def tokens_json(self):
+        return json.dumps(self.tokens)
 
 
 def template_messages(messages):
@@ -157,105 +162,16 @@ def segments(text, ranges):
     return out
 
 
-def tokenize_with_offsets(tokenizer, text):
-    """Token ids and (start, end) character offsets of `text`, the same as one call of the tokenizer would give."""
-    hf = getattr(tokenizer, "_tokenizer", tokenizer)
-    pieces = _piece_tokenizer(hf)
-    if pieces is None:
-        encoding = hf(text, add_special_tokens=False, return_offsets_mapping=True)
-        return encoding["input_ids"], encoding["offset_mapping"]
-    return pieces.encode(text)
-
-
-class PieceTokenizer:
-    """Tokenizes text piece by piece between special tokens, and remembers recent pieces.
-
-    A tokenizer splits text at its added tokens before anything else, so no token crosses one: tokenizing the
-    pieces between them separately gives the same ids. Conversations of one dataset share long pieces (the
-    system prompt with every tool definition), which are then tokenized once instead of once a conversation.
-    """
-
-    def __init__(self, hf, specials, capacity=256):  # pieces of a few conversations: tens of MB at most
-        self.hf, self.capacity, self.cache = hf, capacity, {}
-        self.special_ids = {token: hf.convert_tokens_to_ids(token) for token in specials}
-        self.split = re.compile("(" + "|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)) + ")")
-
-    def encode(self, text):
-        parts = self.split.split(text)  # odd indexes are the special tokens themselves
-        texts = set(parts[::2]) - {""}
-        known = {p: self.cache[p] for p in texts if p in self.cache}
-        missing = sorted(texts - known.keys())
-        if missing:
-            encoding = self.hf(missing, add_special_tokens=False, return_offsets_mapping=True)
-            known.update(zip(missing, zip(encoding["input_ids"], encoding["offset_mapping"])))
-            if len(self.cache) + len(missing) > self.capacity:
-                self.cache.clear()
-            self.cache.update((p, known[p]) for p in missing)
-        ids, offsets, position = [], [], 0
-        for k, part in enumerate(parts):
-            if not part:
-                continue
-            if k % 2:
-                ids.append(self.special_ids[part])
-                offsets.append((position, position + len(part)))
-            else:
-                piece_ids, piece_offsets = known[part]
-                ids.extend(piece_ids)
-                offsets.extend((position + start, position + end) for start, end in piece_offsets)
-            position += len(part)
-        return ids, offsets
-
-
-_PIECE_TOKENIZERS = weakref.WeakKeyDictionary()
-
-
-def _piece_tokenizer(hf):
-    """The PieceTokenizer of `hf`, or None when its special tokens are not plain split points (or cannot be
-    read). Checked once per tokenizer against a whole-text call on a text full of them."""
-    try:
-        if hf not in _PIECE_TOKENIZERS:
-            _PIECE_TOKENIZERS[hf] = _checked_piece_tokenizer(hf)
-        return _PIECE_TOKENIZERS[hf]
-    except TypeError:  # not weak-referenceable
-        return None
-
-
-def _checked_piece_tokenizer(hf):
-    added = getattr(hf, "added_tokens_decoder", None)
-    if not added:
-        return None
-    plain = [t for t in added.values() if not (t.lstrip or t.rstrip or t.single_word or t.normalized)]
-    specials = {t.content for t in plain if t.content}
-    others = [t.content for t in added.values() if t.content not in specials]
-    if not specials or any(s in o for s in specials for o in others):
-        return None  # a longer added token contains a split point: the tokenizer would match it instead
-    pieces = PieceTokenizer(hf, specials)
-    probe = " x\n".join(f"{t} y{k} {t}{t}\n  é {k}" for k, t in enumerate(sorted(specials)))
-    whole = hf(probe, add_special_tokens=False, return_offsets_mapping=True)
-    split = pieces.encode(probe)
-    pieces.cache.clear()
-    same = list(whole["input_ids"]) == split[0] and [tuple(o) for o in whole["offset_mapping"]] == split[1]
-    return pieces if same else None
-
-
-def char_range_to_tokens(offsets, start, end, starts=None):
-    """Token range [first, last) of the tokens that start inside [start, end), and whether both edges align.
-    `starts` (each token's start offset, in order) may be passed to search many ranges of one text quickly."""
-    starts = [s for s, _ in offsets] if starts is None else starts
-    first, last = bisect.bisect_left(starts, start), bisect.bisect_left(starts, end)
-    aligned = offsets[first][0] == start if first < len(offsets) else False
-    aligned = aligned and (last == len(offsets) or offsets[last][0] == end) and offsets[last - 1][1] == end
-    return first, last, aligned
-
-
 def encode(tokenizer, messages, tools):
     """Tokens of the rendered conversation and the token spans that carry loss."""
     text, ranges = assistant_char_ranges(tokenizer, messages, tools)
-    tokens, offsets = tokenize_with_offsets(tokenizer, text)
-    encoded = Encoded(tokens=list(tokens), spans=[], full_length=len(tokens))
-    starts = [s for s, _ in offsets]
+    return encoded_from(pieces.tokenize(tokenizer, text), ranges)
+
+
+def encoded_from(tokenized, ranges):
+    encoded = Encoded(tokens=tokenized.ids, spans=[], full_length=len(tokenized.ids))
     for start, end, weight in ranges:
-        first, last, aligned = char_range_to_tokens(offsets, start, end, starts)
+        first, last, aligned = tokenized.token_range(start, end)
         encoded.misaligned += not aligned
         if weight:
             encoded.spans.append((first, last))
@@ -264,6 +180,161 @@ def encode(tokenizer, messages, tools):
             encoded.untrained_spans.append((first, last))
             encoded.untrained_turns += 1
     return encoded
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A whole dataset: one render per conversation, one tokenizer call for all of them
+# ---------------------------------------------------------------------------------------------------------
+CHECKED_CONVERSATIONS = 32  # spread over the dataset, rendered both ways before the shortcuts are trusted
+BATCH = 1024  # conversations tokenized together: bounds the memory of the tokenizer's output
+
+
+@dataclass(frozen=True)
+class Shortcuts:
+    """What `encode_many` may take instead of the tokenizer's own per-turn renders, each checked on a sample."""
+
+    prompt: str = None  # the generation prompt, when turns may be read off the full text (`located_turns`)
+    marker: str = None  # the end-of-turn marker
+    template: object = None  # the compiled Jinja template, when rendering with it gives apply_chat_template's text
+    template_arguments: dict = None  # the special tokens apply_chat_template passes it
+
+
+def encode_many(tokenizer, conversations):
+    """[Encoded, or the TemplateError that conversation raised] for [(messages, tools)], as `encode` gives them.
+
+    Prefix renders (two per assistant turn, each re-rendering everything before it) cost most of `encode`. Here
+    each conversation is rendered once and its assistant turns are read off that text: after each generation
+    prompt up to the end-of-turn marker that follows it (`located_turns`). That is taken only where the text holds
+    exactly one generation prompt per assistant turn, and only after the prefix renders of a sample of the
+    conversations found the same ranges; anything else goes through the prefix renders. The distinct pieces of
+    text between special tokens are tokenized once, and a large dataset is shared among the cores."""
+    shortcuts = checked_shortcuts(tokenizer, conversations)
+    if forked.processes(len(conversations)) == 1:
+        return _encode_share(conversations, tokenizer, shortcuts)
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one tokenizer thread per process: the processes fill the cores
+    try:
+        return forked.map_shares(_encode_share, conversations, tokenizer, shortcuts)
+    finally:
+        if previous is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM")
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
+
+
+def _encode_share(conversations, tokenizer, shortcuts):
+    results = []
+    for first in range(0, len(conversations), BATCH):
+        batch = conversations[first:first + BATCH]
+        rendered = [_text_and_ranges(tokenizer, text, messages, tools, shortcuts)
+                    for text, (messages, tools) in zip(render_each(tokenizer, batch, shortcuts), batch)]
+        tokenized = iter(pieces.tokenize_many(tokenizer, [r[0] for r in rendered if not isinstance(r, Exception)]))
+        results += [r if isinstance(r, Exception) else encoded_from(next(tokenized), r[1]) for r in rendered]
+    for encoded in results:
+        getattr(encoded, "tokens_json", None)  # made here, on every core, for the token files each stage writes
+    return results
+
+
+def _text_and_ranges(tokenizer, text, messages, tools, shortcuts):
+    if isinstance(text, Exception):
+        return TemplateError(str(text))  # the template's own error, which may not survive the trip from a child
+    ranges = located_turns(text, messages, shortcuts.prompt, shortcuts.marker) if shortcuts.prompt else None
+    if ranges is not None:
+        return text, ranges
+    try:
+        return assistant_char_ranges(tokenizer, messages, tools)
+    except Exception as e:
+        return TemplateError(str(e))
+
+
+def render_each(tokenizer, conversations, shortcuts=Shortcuts()):
+    """The full text of each (messages, tools), or the exception its render raised."""
+    if shortcuts.template is not None:
+        return [_render_or_error(lambda: shortcuts.template.render(
+            messages=template_messages(messages), tools=tools, documents=None, add_generation_prompt=False,
+            **shortcuts.template_arguments)) for messages, tools in conversations]
+    groups = {}  # conversations that share their tools render in one call
+    for k, (_, tools) in enumerate(conversations):
+        groups.setdefault(json.dumps(tools, sort_keys=True), []).append(k)
+    texts = [None] * len(conversations)
+    for indexes in groups.values():
+        tools = conversations[indexes[0]][1]
+        try:
+            rendered = render_batch(tokenizer, [template_messages(conversations[k][0]) for k in indexes], tools)
+        except Exception:  # find which one: render them one at a time
+            rendered = [_render_or_error(lambda k=k: render(tokenizer, conversations[k][0], tools)) for k in indexes]
+        for k, text in zip(indexes, rendered):
+            texts[k] = text
+    return texts
+
+
+def _render_or_error(render_one):
+    try:
+        return render_one()
+    except Exception as e:
+        return e
+
+
+def located_turns(text, messages, prompt, marker):
+    """Each assistant turn's (start, end, weight) read off the conversation's full text: it starts after the
+    generation prompt before it and ends with the end-of-turn marker after that. None unless the text holds
+    exactly one generation prompt per assistant turn, each turn closed by a marker before the next prompt."""
+    turns = [i for i, message in enumerate(messages) if message["role"] == "assistant"]
+    if not turns or turns[0] == 0:
+        return None
+    starts, at = [], text.find(prompt)
+    while at >= 0:
+        starts.append(at + len(prompt))
+        at = text.find(prompt, at + len(prompt))
+    if len(starts) != len(turns):
+        return None
+    ranges = []
+    for k, (i, start) in enumerate(zip(turns, starts)):
+        end = text.find(marker, start)
+        limit = starts[k + 1] - len(prompt) if k + 1 < len(starts) else len(text)
+        if end < 0 or end + len(marker) > limit:
+            return None
+        ranges.append((start, end + len(marker), messages[i].get("weight", 1)))
+    return ranges
+
+
+def checked_shortcuts(tokenizer, conversations):
+    """The shortcuts that give what the tokenizer's own renders give, prefix by prefix, on the probe conversation
+    and on a sample spread over `conversations`: the full text, and the assistant turns read off it."""
+    marker = end_of_turn_marker(tokenizer)
+    try:
+        prompt = generation_prompt(tokenizer, probe_conversation()[1])
+    except Exception:
+        return Shortcuts()
+    template, arguments = compiled_template(tokenizer)
+    step = max(1, len(conversations) // CHECKED_CONVERSATIONS)
+    locate, direct = bool(prompt and marker), template is not None
+    for messages, tools in [probe_conversation(), *conversations[::step][:CHECKED_CONVERSATIONS]]:
+        try:
+            text, ranges = assistant_char_ranges(tokenizer, messages, tools)
+        except Exception:
+            return Shortcuts()  # a conversation the template cannot take: every one goes the long way
+        located = located_turns(text, messages, prompt, marker) if locate else None
+        locate = locate and located in (None, ranges)
+        direct = direct and _render_or_error(lambda: template.render(
+            messages=template_messages(messages), tools=tools, documents=None, add_generation_prompt=False,
+            **arguments)) == text
+    return Shortcuts(prompt if locate else None, marker, template if direct else None, arguments)
+
+
+def compiled_template(tokenizer):
+    """(the chat template compiled as transformers compiles it, the special tokens apply_chat_template passes it):
+    rendering with them directly skips transformers' per-call copies of every message. (None, None) for mlx_lm's
+    Python templates and a transformers without this function."""
+    hf = getattr(tokenizer, "_tokenizer", tokenizer)
+    if getattr(tokenizer, "_chat_template", None) is not None or not isinstance(getattr(hf, "chat_template", None), str):
+        return None, None
+    try:
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+
+        return _compile_jinja_template(hf.chat_template), dict(hf.special_tokens_map)
+    except Exception:
+        return None, None
 
 
 def fit_to_length(encoded, max_seq_length):

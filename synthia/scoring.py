@@ -66,7 +66,7 @@ class Generation:
 
 
 def encode(tokenizer, text):
-    # Training tokenizes rendered text without added special tokens (render.tokenize_with_offsets): do the same.
+    # Training tokenizes rendered text without added special tokens (pieces.tokenize): do the same.
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 

@@ -45,6 +45,8 @@ from typing import NamedTuple
 
 import jsonschema
 
+from synthia import forked
+
 DEFAULT_TOOLS_FILE = Path(__file__).with_name("default_tools.json")
 CATEGORIES = ("tool_use", "tdd", "debugging", "planning", "refactoring", "code_review", "collaboration")
 ROLES = ("system", "user", "assistant", "tool")
@@ -106,6 +108,7 @@ class Example:
     line: int
     record: dict  # normalised: every tool call's `arguments` is a JSON string
     fingerprint: str
+    record_json: str = None  # the record as one JSON line, when already made
 
     @property
     def category(self):
@@ -114,6 +117,13 @@ class Example:
     @property
     def messages(self):
         return self.record["messages"]
+
+    @property
+    def json_text(self):
+        """The normalised record as one JSON line (made once however many stages write it)."""
+        if self.record_json is None:
+            self.record_json = record_json(self.record)
+        return self.record_json
 
 
 @dataclass
@@ -628,6 +638,10 @@ def normalise_arguments(record):
     return count
 
 
+def record_json(record):
+    return json.dumps(record, ensure_ascii=False)
+
+
 def fingerprint(record):
     canonical = json.dumps(record, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -711,31 +725,42 @@ def check_line(text, default_tools):
 
 
 def validate_lines(lines, path, default_tools=None, max_line_bytes=MAX_LINE_BYTES):
-    """Validate the lines of a file, in order: str or bytes, with or without their newline."""
+    """Validate the lines of a file, in order: str or bytes, with or without their newline. A long file's lines
+    are checked by every core (synthia.forked); duplicates are found here, in order."""
     default_tools = default_tools if default_tools is not None else load_default_tools()
     report = Report(str(path))
     seen = {}
-    for number, raw in enumerate(lines, start=1):
+    numbered = list(enumerate(lines, start=1))
+    for number, record, findings, key, text in forked.map_shares(checked_lines, numbered, default_tools,
+                                                                 max_line_bytes):
         report.lines = number
+        for finding in findings:
+            report.add(number, finding)
+        if record is None:
+            continue
+        if key in seen:
+            report.warn(number, f"duplicate of line {seen[key]}", DUPLICATE, "remove the repeated line")
+            continue
+        seen[key] = number
+        report.examples.append(Example(number, record, key, text))
+    if not report.examples and not report.errors:
+        problem = "the file is empty" if report.lines == 0 else "every line is blank"
+        report.add(0, Finding("", f"no examples: {problem}", "add examples, one JSON object per line"))
+    return report
+
+
+def checked_lines(numbered, default_tools, max_line_bytes):
+    """[(number, normalised record or None, findings, fingerprint, the record as JSON)] for [(number, line)]."""
+    out = []
+    for number, raw in numbered:
         text, findings = line_text(raw, number, max_line_bytes)
         record = None
         if text is not None:
             record, errors, warnings = check_line(text, default_tools)
             findings += errors + warnings
-        for finding in findings:
-            report.add(number, finding)
-        if record is None:
-            continue
-        key = fingerprint(record)
-        if key in seen:
-            report.warn(number, f"duplicate of line {seen[key]}", DUPLICATE, "remove the repeated line")
-            continue
-        seen[key] = number
-        report.examples.append(Example(number, record, key))
-    if not report.examples and not report.errors:
-        problem = "the file is empty" if report.lines == 0 else "every line is blank"
-        report.add(0, Finding("", f"no examples: {problem}", "add examples, one JSON object per line"))
-    return report
+        made = (fingerprint(record), record_json(record)) if record is not None else (None, None)
+        out.append((number, record, findings, *made))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -807,7 +832,7 @@ def directory_fix(path):
 
 
 def validate_file(path, default_tools=None, max_line_bytes=MAX_LINE_BYTES):
-    """Validate a dataset file, streaming it line by line. A file that cannot be read is an error at line 0."""
+    """Validate a dataset file, read line by line. A file that cannot be read is an error at line 0."""
     problem = unreadable(path)
     if problem is None:
         try:

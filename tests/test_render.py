@@ -5,7 +5,7 @@ import json
 import pytest
 from mlx_lm.utils import load_tokenizer
 
-from synthia import render
+from synthia import pieces, render
 from synthia.validate import load_default_tools
 from tests.sample_data import tool_call
 
@@ -162,14 +162,15 @@ def test_probe_rejects_a_template_that_renders_arguments_as_a_python_dict(tiny_m
 
 
 def test_tokenizing_piece_by_piece_equals_one_whole_text_call(tokenizer):
-    """Special tokens in odd places (glued to words, doubled, at both ends), repeated pieces served from memory."""
+    """Special tokens in odd places (glued to words, doubled, at both ends), repeated pieces served from memory,
+    and a whole list at once."""
     hf = tokenizer._tokenizer
-    assert render._piece_tokenizer(hf) is not None  # the piece path is the one under test
+    assert pieces.piece_tokenizer(hf) is not None  # the piece path is the one under test
     texts = ["<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nhi<|im_end|><|im_end|>x",
              "word<|im_start|>assistant\n<tool_call>\n{\"name\": \"read\"}\n</tool_call><|im_end|>",
              "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nhi again<|im_end|>\n", "", "plain"]
-    for text in texts * 2:  # the second round comes from the piece memory
-        ids, offsets = render.tokenize_with_offsets(tokenizer, text)
+    for text, tokenized in zip(texts * 3, [pieces.tokenize(tokenizer, t) for t in texts * 2]
+                               + pieces.tokenize_many(tokenizer, texts)):  # the second round comes from memory
         whole = hf(text, add_special_tokens=False, return_offsets_mapping=True)
-        assert list(ids) == list(whole["input_ids"])
-        assert [tuple(o) for o in offsets] == [tuple(o) for o in whole["offset_mapping"]]
+        assert tokenized.ids == list(whole["input_ids"])
+        assert tokenized.offsets == [tuple(o) for o in whole["offset_mapping"]]
