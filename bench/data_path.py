@@ -23,6 +23,8 @@ import json
 import os
 import pstats
 import re
+import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -97,10 +99,16 @@ def write_dataset(dataset, directory, n):
 # ---------------------------------------------------------------------------------------------------------
 # The phases, as train_mlx.run_pipeline calls them
 # ---------------------------------------------------------------------------------------------------------
+def cpu_seconds():
+    """This process's CPU time and its finished children's (the forked processes that share the work)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def timed(function, *args):
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu = time.perf_counter(), cpu_seconds()
     result = function(*args)
-    return result, time.perf_counter() - wall, time.process_time() - cpu
+    return result, time.perf_counter() - wall, cpu_seconds() - cpu
 
 
 def quiet(*_args, **_kwargs):
@@ -168,6 +176,7 @@ def main(argv=None):
     parser.add_argument("--conversations", type=int, default=2600, help="conversations in the replicated file")
     parser.add_argument("--dataset", default=str(ROOT / "dataset.jsonl"), help="file to replicate")
     parser.add_argument("--no-before", action="store_true", help="do not time the old synthia/render.py")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of the three phases; medians are printed")
     parser.add_argument("--profile", choices=["validate", "render", "prepare"], help="cProfile one phase after the run")
     args = parser.parse_args(argv)
     print(f"Data path: python bench/data_path.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
@@ -179,16 +188,23 @@ def main(argv=None):
         print(f"data: {args.conversations:,} conversations replicated from {args.dataset} "
               f"({path.stat().st_size / 1e6:.1f} MB); Qwen2.5 tokenizer + {DEFAULT_TEMPLATE.name} loaded in "
               f"{load_wall:.1f} s (not counted below)\n")
-        examples, *validate_times = timed(validate_phase, path)
-        encoded, *render_times = timed(render_phase, tokenizer, examples)
-        stats, *prepare_times = timed(prepare_phase, examples, encoded, path, Path(directory) / "models")
-        rows = [("validate (synthia.validate)", validate_times), ("render + tokenize (encode_examples)", render_times),
-                ("split + fit + write, 3 stages", prepare_times)]
-        total = [sum(t[i] for _, t in rows) for i in range(2)]
+        runs = []
+        for run in range(args.repeat):  # fresh examples each time: nothing made in one run serves the next
+            examples, *validate_times = timed(validate_phase, path)
+            encoded, *render_times = timed(render_phase, tokenizer, examples)
+            stats, *prepare_times = timed(prepare_phase, examples, encoded, path, Path(directory) / f"models{run}")
+            runs.append([validate_times, render_times, prepare_times])
+        medians = [[statistics.median(run[phase][i] for run in runs) for i in range(2)] for phase in range(3)]
+        rows = list(zip(["validate (synthia.validate)", "render + tokenize (encode_examples)",
+                         "split + fit + write, 3 stages"], medians))
+        total = [statistics.median(sum(phase[i] for phase in run) for run in runs) for i in range(2)]
+        render_times = medians[1]
         before = None
         if not args.no_before:
             old, *before = timed(render_phase_before, tokenizer, examples, render_module_before(directory))
             assert same_encodings(encoded, old), "the old and new synthia/render.py encode differently"
+        print(f"totals of the {args.repeat} runs (wall s): " + ", ".join(f"{sum(p[0] for p in run):.2f}" for run in runs)
+              + f"; medians below (CPU s: this process and the forked ones)")
         print(f"{'phase':38} {'wall s':>8} {'CPU s':>8} {'conv/s (wall)':>14} {'conv/s (CPU)':>13}")
         for name, (wall, cpu) in rows + [("total", total)]:
             print(f"{name:38} {wall:>8.2f} {cpu:>8.2f} {args.conversations / wall:>14,.0f} "

@@ -39,13 +39,11 @@ import stat
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
 import jsonschema
-
-from synthia import forked
 
 DEFAULT_TOOLS_FILE = Path(__file__).with_name("default_tools.json")
 CATEGORIES = ("tool_use", "tdd", "debugging", "planning", "refactoring", "code_review", "collaboration")
@@ -108,7 +106,6 @@ class Example:
     line: int
     record: dict  # normalised: every tool call's `arguments` is a JSON string
     fingerprint: str
-    record_json: str = None  # the record as one JSON line, when already made
 
     @property
     def category(self):
@@ -118,12 +115,10 @@ class Example:
     def messages(self):
         return self.record["messages"]
 
-    @property
+    @cached_property
     def json_text(self):
         """The normalised record as one JSON line (made once however many stages write it)."""
-        if self.record_json is None:
-            self.record_json = record_json(self.record)
-        return self.record_json
+        return json.dumps(self.record, ensure_ascii=False)
 
 
 @dataclass
@@ -344,6 +339,20 @@ def tool_set(tools):
         return ToolSet((Finding("tools", f"must be a non-empty list of function schemas, {got(tools)}",
                                 FIX_TOOLS),), {})
     return compiled_tool_set(json.dumps(tools, sort_keys=True))
+
+
+_DEFAULT_TOOL_SETS = {}  # id(list) -> (the list, its ToolSet): most lines use the default tools, one list object
+
+
+def default_tool_set(default_tools):
+    """tool_set(default_tools), made once per list object instead of once per line (its canonical JSON is most of
+    a line's cost)."""
+    made = _DEFAULT_TOOL_SETS.get(id(default_tools))
+    if made is None or made[0] is not default_tools:
+        if len(_DEFAULT_TOOL_SETS) > 8:
+            _DEFAULT_TOOL_SETS.clear()
+        made = _DEFAULT_TOOL_SETS[id(default_tools)] = default_tools, tool_set(default_tools)
+    return made[1]
 
 
 @lru_cache(maxsize=256)
@@ -608,7 +617,7 @@ def record_problems(record, default_tools):
     if category is not None and (not isinstance(category, str) or category not in CATEGORIES):
         yield Finding("category", f"unknown category {shown(category)} (known: {', '.join(CATEGORIES)})",
                       "use one of those, or leave category out")
-    tools = tool_set(record.get("tools", default_tools))
+    tools = tool_set(record["tools"]) if "tools" in record else default_tool_set(default_tools)
     yield from tools.problems
     messages = record.get("messages", MISSING)
     if not isinstance(messages, list) or not messages:
@@ -636,10 +645,6 @@ def normalise_arguments(record):
                 call["function"]["arguments"] = json.dumps(call["function"]["arguments"], ensure_ascii=False)
                 count += 1
     return count
-
-
-def record_json(record):
-    return json.dumps(record, ensure_ascii=False)
 
 
 def fingerprint(record):
@@ -725,42 +730,31 @@ def check_line(text, default_tools):
 
 
 def validate_lines(lines, path, default_tools=None, max_line_bytes=MAX_LINE_BYTES):
-    """Validate the lines of a file, in order: str or bytes, with or without their newline. A long file's lines
-    are checked by every core (synthia.forked); duplicates are found here, in order."""
+    """Validate the lines of a file, in order: str or bytes, with or without their newline."""
     default_tools = default_tools if default_tools is not None else load_default_tools()
     report = Report(str(path))
     seen = {}
-    numbered = list(enumerate(lines, start=1))
-    for number, record, findings, key, text in forked.map_shares(checked_lines, numbered, default_tools,
-                                                                 max_line_bytes):
+    for number, raw in enumerate(lines, start=1):
         report.lines = number
-        for finding in findings:
-            report.add(number, finding)
-        if record is None:
-            continue
-        if key in seen:
-            report.warn(number, f"duplicate of line {seen[key]}", DUPLICATE, "remove the repeated line")
-            continue
-        seen[key] = number
-        report.examples.append(Example(number, record, key, text))
-    if not report.examples and not report.errors:
-        problem = "the file is empty" if report.lines == 0 else "every line is blank"
-        report.add(0, Finding("", f"no examples: {problem}", "add examples, one JSON object per line"))
-    return report
-
-
-def checked_lines(numbered, default_tools, max_line_bytes):
-    """[(number, normalised record or None, findings, fingerprint, the record as JSON)] for [(number, line)]."""
-    out = []
-    for number, raw in numbered:
         text, findings = line_text(raw, number, max_line_bytes)
         record = None
         if text is not None:
             record, errors, warnings = check_line(text, default_tools)
             findings += errors + warnings
-        made = (fingerprint(record), record_json(record)) if record is not None else (None, None)
-        out.append((number, record, findings, *made))
-    return out
+        for finding in findings:
+            report.add(number, finding)
+        if record is None:
+            continue
+        key = fingerprint(record)
+        if key in seen:
+            report.warn(number, f"duplicate of line {seen[key]}", DUPLICATE, "remove the repeated line")
+            continue
+        seen[key] = number
+        report.examples.append(Example(number, record, key))
+    if not report.examples and not report.errors:
+        problem = "the file is empty" if report.lines == 0 else "every line is blank"
+        report.add(0, Finding("", f"no examples: {problem}", "add examples, one JSON object per line"))
+    return report
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -832,7 +826,7 @@ def directory_fix(path):
 
 
 def validate_file(path, default_tools=None, max_line_bytes=MAX_LINE_BYTES):
-    """Validate a dataset file, read line by line. A file that cannot be read is an error at line 0."""
+    """Validate a dataset file, streaming it line by line. A file that cannot be read is an error at line 0."""
     problem = unreadable(path)
     if problem is None:
         try:

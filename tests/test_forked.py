@@ -4,8 +4,7 @@ import os
 
 import pytest
 
-from synthia import forked, validate
-from tests.sample_data import records
+from synthia import forked
 
 
 @pytest.fixture
@@ -44,22 +43,3 @@ def test_one_process_on_macos_and_for_short_lists(monkeypatch):
     assert forked.processes(10_000) == 1
     monkeypatch.setattr(forked.sys, "platform", "linux")
     assert forked.processes(forked.MIN_ITEMS - 1) == 1
-
-
-def test_validation_in_shares_reports_what_one_process_does(two_processes, monkeypatch, tmp_path):
-    """Duplicates across the boundary of the shares, errors and warnings in both, line numbers kept."""
-    import json
-
-    lines = [json.dumps(r) for r in records(per_category=3)]
-    lines = lines + ["{not json", "", lines[0], json.dumps({"messages": []})] + lines[:2]
-    path = tmp_path / "data.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    shared = validate.validate_file(path)
-    monkeypatch.setattr(forked, "processes", lambda _count: 1)
-    alone = validate.validate_file(path)
-    assert [str(p) for p in shared.errors] == [str(p) for p in alone.errors] and shared.errors
-    assert [str(p) for p in shared.warnings] == [str(p) for p in alone.warnings]
-    assert sum("duplicate of line 1" in str(w) for w in shared.warnings) == 2
-    assert [(e.line, e.fingerprint, e.json_text) for e in shared.examples] == \
-        [(e.line, e.fingerprint, e.json_text) for e in alone.examples]
-    assert shared.lines == alone.lines == len(lines)
