@@ -20,11 +20,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from synthia import blas, data, demo, memory_plan, render, reports, runstate, stage_memory, stagedir, steps, validate
+from synthia import (blas, data, demo, memory_plan, models, preview, render, reports, runstate, schedule,
+                     score_runs, stage_memory, stagedir, steps, validate)
 from synthia.chunked_loss import SUPPORTED_MODEL_TYPES
-from synthia.config import GLOBAL, ConfigError, Setting, check_config, fingerprint_view, load_yaml_file, resolve
+from synthia.config import (GLOBAL, ConfigError, Setting, check_config, fingerprint_view, load_yaml_file,
+                            override_lines, resolve)
 
 # ---------------------------------------------------------------------------------------------------------
 # Configuration: every key declared once, with its default, type, range and scope. A YAML file (--config)
@@ -150,49 +150,15 @@ def check_stage_config(values, number):
 
 def check_against_model(values, number, model_dir):
     """Keys that only make sense for the model at hand (read from its config.json)."""
-    layers = model_layer_count(model_dir)
+    layers = runstate.model_layer_count(model_dir)
     if layers is not None and values["num_layers"] > layers:
         raise PipelineError(f"stage {number}: num_layers={values['num_layers']} but {model_dir} has {layers} "
                             f"layers; use at most {layers}, or -1 for all", EXIT_INVALID)
-    model_type = (read_model_config(model_dir) or {}).get("model_type")
+    model_type = (runstate.read_model_config(model_dir) or {}).get("model_type")
     if values["loss_chunk_size"] and model_type not in SUPPORTED_MODEL_TYPES:
         raise PipelineError(f"stage {number}: loss_chunk_size={values['loss_chunk_size']} (the chunked loss) supports "
                             f"{', '.join(SUPPORTED_MODEL_TYPES)}, not {model_type!r} ({model_dir}). Fix: set "
                             "loss_chunk_size: null in the config file", EXIT_INVALID)
-
-
-def model_layer_count(model_dir):
-    model_config = read_model_config(model_dir)
-    if model_config is None:
-        return None
-    text_config = model_config.get("text_config", model_config)
-    return text_config.get("num_hidden_layers", text_config.get("n_layer"))
-
-
-def optimizer_updates(values):
-    """Updates in a stage: one every grad_accumulation_steps batches, and one at the last batch."""
-    return -(-values["iters"] // values["grad_accumulation_steps"])
-
-
-def lr_schedule(updates, learning_rate, warmup=None, lr_min=None):
-    """mlx_lm's lr_schedule config, over optimizer updates: linear warm-up from 0, then a cosine reaching lr_min
-    at the last update."""
-    warmup = round(0.05 * updates) if warmup is None else warmup
-    lr_min = learning_rate / 10 if lr_min is None else lr_min
-    # mlx_lm joins the cosine one step after the warm-up ends; the last update uses step updates - 1.
-    decay_steps = max(updates - 1 - (warmup + 1 if warmup else 0), 1)
-    return {"name": "cosine_decay", "arguments": [learning_rate, decay_steps, lr_min], "warmup": warmup,
-            "warmup_init": 0.0}
-
-
-def stage_schedule(values):
-    return lr_schedule(optimizer_updates(values), values["learning_rate"], values["warmup"], values["lr_min"])
-
-
-def describe_schedule(schedule, updates):
-    peak, _, lr_min = schedule["arguments"]
-    return (f"learning rate: warm-up {schedule['warmup']} updates 0 -> {peak:g}, cosine to {lr_min:g} at update "
-            f"{updates}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -201,28 +167,6 @@ def describe_schedule(schedule, updates):
 def stage_base(number, output_dir, base_model):
     """Stage 1 starts from the base model; every later stage from the previous stage's fused model."""
     return base_model if number == 1 else str(stagedir.stage_paths(output_dir, number - 1).fused_dir)
-
-
-def resolve_model_dir(name_or_path):
-    """A local model directory for `name_or_path` (checked: it must load), downloading from the Hub when needed."""
-    if Path(name_or_path).exists():
-        problems = runstate.model_dir_problems(name_or_path)
-        if problems:
-            raise PipelineError(f"the model directory {name_or_path} cannot be loaded:\n  " + "\n  ".join(problems)
-                                + "\n  Fix: point --base-model at a complete MLX model directory (config.json, "
-                                  "tokenizer, *.safetensors), or copy or download it again", EXIT_INVALID)
-        return Path(name_or_path)
-    try:
-        from huggingface_hub import snapshot_download
-        from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS
-
-        return Path(snapshot_download(name_or_path, allow_patterns=DEFAULT_ALLOW_PATTERNS))
-    except Exception as e:  # offline, unknown repo, gated model: all end the same way for the user
-        raise PipelineError(
-            f"cannot get the model {name_or_path!r}: it is not a local directory and the Hugging Face Hub "
-            f"download failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).\n"
-            f"  Offline? Pass a local MLX model directory with --base-model PATH, or download it first with "
-            f"`hf download {name_or_path}` (then HF_HUB_OFFLINE=1 uses the cache).")
 
 
 def import_gguf_base(gguf_path, args):
@@ -242,35 +186,6 @@ def stage_one_base(configs, numbers, args):
     """The model stage 1 starts from: an imported GGUF, or the configured name or directory."""
     base_model = configs[numbers[0]]["base_model"]
     return import_gguf_base(base_model, args) if str(base_model).endswith(".gguf") else base_model
-
-
-def load_tokenizer(model_dir, chat_template_file=None):
-    from mlx_lm.utils import load_tokenizer as mlx_load_tokenizer
-
-    tokenizer = mlx_load_tokenizer(Path(model_dir))
-    if chat_template_file:
-        try:
-            tokenizer._tokenizer.chat_template = Path(chat_template_file).read_text()
-        except OSError as e:
-            raise PipelineError(f"--chat-template {chat_template_file}: cannot read it ({e.strerror})", EXIT_INVALID)
-    if not getattr(tokenizer._tokenizer, "chat_template", None):
-        raise PipelineError(f"{model_dir} has no chat template; pass one with --chat-template FILE", EXIT_INVALID)
-    problems = render.template_problems(tokenizer)
-    if problems:
-        raise PipelineError(
-            f"the chat template of {model_dir} cannot train tool use: " + "; ".join(problems)
-            + ".\n  Fix: pass a tool-calling template with --chat-template FILE "
-              "(for Qwen2.5 models: synthia/chat_templates/qwen2.5-tools.jinja).", EXIT_INVALID)
-    return tokenizer
-
-
-def is_quantized(model_dir):
-    """False for a model that does not exist yet: the stages' fused models are full precision."""
-    config_file = Path(model_dir) / "config.json"
-    if not config_file.exists():
-        return False
-    config = json.loads(config_file.read_text())
-    return "quantization" in config or "quantization_config" in config
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -303,7 +218,7 @@ def encode_examples(tokenizer, examples, default_tools):
 # ---------------------------------------------------------------------------------------------------------
 def train_job(values, base_dir, files, paths):
     """Every resolved setting goes to the worker, which keeps no defaults of its own."""
-    return {**values, "lr_schedule": stage_schedule(values), "model": str(base_dir),
+    return {**values, "lr_schedule": schedule.stage_schedule(values), "model": str(base_dir),
             "adapter_dir": str(paths.stage_dir), "train": files["train"], "valid": files["valid"],
             "result": str(paths.stage_dir / "train_result.json")}
 
@@ -333,7 +248,7 @@ def stage_plan(number, values, base_dir, files, paths, with_test, evaluate_bits=
                                     values["train_bits"]) if number > 1 and values["train_bits"] else None
     if previous_copy is not None and previous_copy.is_dir():
         train_base = previous_copy
-    elif values["train_bits"] and not is_quantized(base_dir):
+    elif values["train_bits"] and not runstate.is_quantized(base_dir):
         train_base = paths.stage_dir / f"train-base-q{values['train_bits']}"
         plan.append(("quantize", steps.quantize_command(base_dir, stagedir.partial_path(train_base), values["train_bits"]),
                       None, train_base))
@@ -341,8 +256,8 @@ def stage_plan(number, values, base_dir, files, paths, with_test, evaluate_bits=
                   train_job(values, train_base, files, paths), None))
     # Fusing into a quantized base would re-quantize it and round small updates away: fuse into the
     # full-precision base (dequantized if the user's base was quantized), so the chain keeps every update.
-    plan.append(("fuse", steps.fuse_command(base_dir, paths.stage_dir, stagedir.fused_tmp(paths), is_quantized(base_dir)),
-                  None, None))
+    fuse = steps.fuse_command(base_dir, paths.stage_dir, stagedir.fused_tmp(paths), runstate.is_quantized(base_dir))
+    plan.append(("fuse", fuse, None, None))
     # Training measured its own base (iteration 0) and the kept adapters; only a quantized copy's full-precision
     # base, and the fused model, still need a loss.
     evaluated = stagedir.fused_tmp(paths)
@@ -362,13 +277,6 @@ def stage_plan(number, values, base_dir, files, paths, with_test, evaluate_bits=
 # ---------------------------------------------------------------------------------------------------------
 # Memory: each step's predicted peak against the budget before a stage starts; --auto-fit's changes
 # ---------------------------------------------------------------------------------------------------------
-def read_model_config(model_dir):
-    try:
-        return json.loads((Path(model_dir) / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def memory_budget(args):
     if args.memory_budget is not None:
         return int(args.memory_budget * 1e9), "--memory-budget"
@@ -412,30 +320,15 @@ def stage_fingerprint(values, base_model, inputs):
             "chat_template": inputs.template, "default_tools": inputs.tools}
 
 
-def stage_disk_bytes(base_dir, values):
-    """What a stage writes: the fused model (full precision), a quantized training copy, data and checkpoints."""
-    model_bytes = sum(f.stat().st_size for f in Path(base_dir).glob("*.safetensors"))
-    quantization = json.loads((Path(base_dir) / "config.json").read_text()).get("quantization") or {}
-    fused = model_bytes * 16 / quantization["bits"] if quantization.get("bits") else model_bytes
-    copy = fused * values["train_bits"] / 16 if values["train_bits"] and not quantization else 0
-    return int(fused + copy + 16e6)  # + data, adapters and checkpoints
-
-
-def check_free_disk(number, base_dir, values, output_dir):
-    needed, free = stage_disk_bytes(base_dir, values), shutil.disk_usage(output_dir).free
-    if needed > free:
-        raise PipelineError(f"stage {number} needs about {needed / 1e9:.2f} GB of disk in {output_dir} (the fused "
-                            f"model, a quantized training copy, data and checkpoints) but {free / 1e9:.2f} GB is free."
-                            "\n  Fix: free some space, or choose another --output-dir")
-
-
 def run_stage(number, values, base_model, inputs, args, env, blas_note, memory=None):
     """Prepare-train-fuse-evaluate one stage, skipping steps an interrupted attempt finished; returns run.json."""
     paths = stagedir.stage_paths(args.output_dir, number)
     fingerprint = stage_fingerprint(values, base_model, inputs)
     previous = prepare_stage_dir(number, paths, fingerprint, args)
-    base_dir = resolve_model_dir(base_model)
-    check_free_disk(number, base_dir, values, args.output_dir)
+    base_dir = models.resolve_model_dir(base_model)
+    disk_problem = stage_memory.disk_problem(number, base_dir, values, args.output_dir)
+    if disk_problem:
+        raise PipelineError(disk_problem)
     files, stats = data.prepare_stage_data(number, values, inputs.examples, inputs.encoded, paths.stage_dir,
                                            args.dataset, args.strict, args.test, log=log)
     log_stage_summary(number, values, stats)
@@ -499,7 +392,7 @@ def log_stage_summary(number, values, stats):
     counts = ", ".join(f"{s} {stats[s]['examples']}" for s in data.SPLITS)
     log(f"data: {counts}; trained tokens (train) {stats['train']['trained_tokens']} of "
         f"{stats['train']['tokens']}", number)
-    log(describe_schedule(stage_schedule(values), optimizer_updates(values)), number)
+    log(schedule.describe_schedule(schedule.stage_schedule(values), schedule.optimizer_updates(values)), number)
 
 
 def add_missing_test(number, values, paths, record, args, env):
@@ -519,26 +412,9 @@ def add_missing_test(number, values, paths, record, args, env):
 # Scoring: tool calls by generation (--test after each stage, --evaluate on any model), the scorecard
 # ---------------------------------------------------------------------------------------------------------
 def score_model(label, model_dir, splits, out_dir, args, env, max_prompt_tokens, samples=True):
-    """Score `model_dir` on `splits` in a child process; writes out_dir/eval.json (+ samples.md) and returns it.
-    Splits already scored from the same file (by content) are kept, so the base model is scored once."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    eval_file = out_dir / "eval.json"
-    cached = json.loads(eval_file.read_text()) if eval_file.exists() else {}
-    digests = {name: digest(Path(path).read_text()) for name, path in splits.items()}
-    todo = {name: path for name, path in splits.items() if cached.get(name, {}).get("file_digest") != digests[name]}
-    if todo:
-        job = {"model": str(model_dir), "splits": todo, "chat_template": args.chat_template, "limit": args.test_limit,
-               "max_new_tokens": None, "max_prompt_tokens": max_prompt_tokens,
-               "samples": str(out_dir / "samples.md") if samples else None, "result": str(out_dir / "scores.json")}
-        command = steps.worker_command("score", out_dir / "score_job.json")
-        runstate.write_json(Path(command[-1]), job)
-        steps.run_step(label, "score", command, env, out_dir / "score.log", rerun_command(args))
-        fresh = json.loads((out_dir / "scores.json").read_text())
-        cached.update({name: {**result, "file_digest": digests[name]} for name, result in fresh.items()})
-        runstate.write_json(eval_file, cached)
-    else:
-        log(f"score: {eval_file} already holds these splits; skipping", label)
-    return {name: cached[name] for name in splits}
+    settings = {"chat_template": args.chat_template, "limit": args.test_limit, "max_prompt_tokens": max_prompt_tokens,
+                "samples": samples}
+    return score_runs.score_model(label, model_dir, splits, out_dir, settings, env, rerun_command(args), log)
 
 
 def test_stages(numbers, configs, base_model, args, env):
@@ -551,7 +427,7 @@ def test_stages(numbers, configs, base_model, args, env):
         splits = needed if args.demo else reports.score_splits(number, args.output_dir, args.eval_data)
         score_model(number, paths.fused_dir, splits, paths.stage_dir, args, env, configs[number]["max_seq_length"],
                     samples=number == numbers[-1])  # sample answers of the final model only: generation is slow
-    base_dir = resolve_model_dir(base_model)
+    base_dir = models.resolve_model_dir(base_model)
     base = score_model("base", base_dir, needed, Path(args.output_dir) / "base-eval", args, env,
                        configs[numbers[0]]["max_seq_length"], samples=False)
     reports.write_reports(args.output_dir, sorted(STAGES), base, log)
@@ -566,7 +442,7 @@ def evaluate_only(args):
         out_dir = Path(args.output_dir) / "evaluate" / model_dir.name
         splits = ({"eval-data": str(args.eval_data)} if args.eval_data else reports.held_out_test_split(
             validate_dataset(args.dataset, args.strict), resolve_configs(args, [3])[3], out_dir))
-        env, _ = child_process_blas(args.blas)
+        env, _ = blas.child_setup(args.blas, log)
         results = score_model("evaluate", model_dir, splits, out_dir, args, env, None)
         log(reports.scorecard.write_scorecard([(model_dir.name, results)], out_dir / "scorecard.md"))
         log(f"wrote {out_dir / 'eval.json'}, {out_dir / 'samples.md'} and {out_dir / 'scorecard.md'}")
@@ -676,32 +552,13 @@ def fingerprint_matches(stored, values, base_model, inputs):
     return stored == json.loads(json.dumps(stage_fingerprint(values, base_model, inputs), default=str))
 
 
-def stage_status(number, values, base_model, inputs, args):
-    """What a real run would do with this stage, for --dry-run."""
-    paths = stagedir.stage_paths(args.output_dir, number)
-    done = stagedir.finished_stage(paths, warn=log)
-    if done is not None:
-        if fingerprint_matches(done["fingerprint"], values, base_model, inputs) and not args.force:
-            return "skip: already done with the same inputs"
-        return "redo (--force)" if args.force else "stop: finished with other inputs; needs --force"
-    marker = paths.stage_dir / "fingerprint.json"
-    if marker.exists() and fingerprint_matches(json.loads(marker.read_text()), values, base_model, inputs):
-        record = stagedir.read_run_json(paths) or {}
-        finished = list(record.get("timings", {}))
-        iteration = runstate.checkpoint_iteration(paths.stage_dir / "checkpoint.safetensors")
-        if "train" in finished:
-            return f"resume after the {finished[-1]} step"
-        if iteration:
-            return f"resume training at iteration {iteration}"
-    return "train"
-
-
 def print_plan(number, values, base_model, inputs, args):
     paths = stagedir.stage_paths(args.output_dir, number)
     values, memory_lines, memory, over_budget = fit_memory(number, values, inputs, args)
     memory_lines += [f"would stop: {over_budget}"] if over_budget else []
-    base_dir = Path(base_model) if number > 1 else resolve_model_dir(base_model)
-    status = stage_status(number, values, base_model, inputs, args)
+    base_dir = Path(base_model) if number > 1 else models.resolve_model_dir(base_model)
+    status = stagedir.attempt_status(paths, lambda stored: fingerprint_matches(stored, values, base_model, inputs),
+                                     args.force, warn=log)
     # A finished stage's data stays as it was trained on; an unfinished one gets its data to look at.
     files, stats = data.prepare_stage_data(number, values, inputs.examples, inputs.encoded, paths.stage_dir,
                                            args.dataset, args.strict, args.test, write=status == "train", log=log)
@@ -727,15 +584,15 @@ def run_pipeline(args):
         base_model = stage_one_base(configs, numbers, args)
         if not args.dry_run:
             check_stage_inputs(numbers, args)
-        first_base = resolve_model_dir(tokenizer_source(numbers[0], args.output_dir, base_model))
+        first_base = models.resolve_model_dir(tokenizer_source(numbers[0], args.output_dir, base_model))
         for number in numbers:
             check_against_model(configs[number], number, first_base)
-        tokenizer = load_tokenizer(first_base, args.chat_template)
+        tokenizer = models.load_tokenizer(first_base, args.chat_template)
         default_tools = validate.load_default_tools()
         inputs = RunInputs(examples, encode_examples(tokenizer, examples, default_tools),
                            data.dataset_fingerprint(examples), digest(tokenizer.chat_template),
-                           digest(json.dumps(default_tools, sort_keys=True)), read_model_config(first_base))
-        env, blas_note = child_process_blas(args.blas)
+                           digest(json.dumps(default_tools, sort_keys=True)), runstate.read_model_config(first_base))
+        env, blas_note = blas.child_setup(args.blas, log)
         if args.dry_run:
             for number in numbers:
                 print_plan(number, configs[number], stage_base(number, args.output_dir, base_model), inputs, args)
@@ -786,7 +643,8 @@ def resolve_configs(args, numbers):
         check_stage_config(configs[number], number)
     if args.demo:
         log(demo.settings_line(DEMO_SETTINGS, DEMO_STAGES, args.test_limit))
-    log_overrides(notes)
+    for line, number in override_lines(notes):
+        log(line, number)
     return configs
 
 
@@ -794,27 +652,6 @@ def tokenizer_source(first_stage, output_dir, base_model):
     """Fused models carry their base's tokenizer; a dry run may plan stage 2 before stage 1 exists."""
     first_base = stage_base(first_stage, output_dir, base_model)
     return first_base if Path(first_base).exists() else base_model
-
-
-def child_process_blas(mode):
-    """The environment for MLX child processes, with the BLAS log line (and a warning when one is missing)."""
-    choice = blas.choose_blas(mode)
-    env, note = blas.child_environment(choice=choice)
-    log(note)
-    warning = blas.missing_blas_warning(choice=choice)
-    if warning:
-        log(warning)
-    return env, note
-
-
-def log_overrides(notes_by_stage):
-    """Say what overrode a default: once when every stage shares the note, else per stage."""
-    shared = set.intersection(*(set(n) for n in notes_by_stage.values()))
-    for note in dict.fromkeys(n for notes in notes_by_stage.values() for n in notes if n in shared):
-        log(note)
-    for number, notes in notes_by_stage.items():
-        for note in dict.fromkeys(n for n in notes if n not in shared):
-            log(note, number)
 
 
 def apply_demo_flags(args):
@@ -825,7 +662,7 @@ def apply_demo_flags(args):
     args.test_limit = DEMO_TEST_LIMIT if args.test_limit is None else args.test_limit
 
 
-def preview(args):
+def show_preview(args):
     """Print dataset line N as the model sees it, trained spans marked."""
     report = validate.validate_file(args.dataset)
     errors = [e for e in report.errors if e.line in (0, args.preview)]  # line 0: the file as a whole
@@ -836,22 +673,10 @@ def preview(args):
         raise PipelineError(f"{args.dataset}:{args.preview}: no example on that line", EXIT_INVALID)
     values, _ = resolve_stage_config(1, load_yaml_config(args.config) if args.config else {}, cli_overrides(args))
     model = stage_one_base({1: values}, [1], args)
-    tokenizer = load_tokenizer(resolve_model_dir(model), args.chat_template)
+    tokenizer = models.load_tokenizer(models.resolve_model_dir(model), args.chat_template)
     tools = example.record.get("tools", validate.load_default_tools())
-    text, ranges = render.assistant_char_ranges(tokenizer, example.messages, tools)
-    encoded = render.encode(tokenizer, example.messages, tools)
-    segments = render.segments(text, ranges)
-    if args.json:
-        print(json.dumps({"segments": [{"text": s.text, "trained": s.trained} for s in segments],
-                          "tokens": len(encoded.tokens), "trained_tokens": encoded.trained_tokens},
-                         ensure_ascii=False, indent=2))
-        return
-    colour = sys.stdout.isatty()
-    for s in segments:
-        print(s.text if not s.trained else f"\033[32m{s.text}\033[0m" if colour else f"[[{s.text}]]", end="")
-    print(f"\n--- {args.dataset}:{args.preview}: {len(encoded.tokens)} tokens, {encoded.trained_tokens} trained "
-          f"({encoded.trained_turns} assistant turn(s) trained, {encoded.untrained_turns} with weight 0); "
-          f"trained text {'green' if colour else 'in [[brackets]]'}")
+    print(preview.preview_text(tokenizer, example.messages, tools, f"{args.dataset}:{args.preview}", args.json,
+                               sys.stdout.isatty()))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -934,17 +759,18 @@ def main(argv=None):
             apply_demo_flags(args)
         args.output_dir = args.output_dir or "models"
         if args.preview is not None:
-            preview(args)
+            show_preview(args)
         elif args.evaluate:
             evaluate_only(args)
         elif args.export and args.model:
             with runstate.output_lock(Path(args.output_dir)):
-                export_model(args, child_process_blas(args.blas)[0])
+                export_model(args, blas.child_setup(args.blas, log)[0])
         elif args.upload and not (args.test or args.export) and finished_all(args):
             upload(args)  # everything is trained: no need to load the data again
         else:
             run_pipeline(args)
-    except (PipelineError, runstate.RunLocked, data.DataError, steps.StepFailed, demo.DemoUnavailable) as e:
+    except (PipelineError, models.ModelUnavailable, runstate.RunLocked, data.DataError, steps.StepFailed,
+            demo.DemoUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", EXIT_INVALID if isinstance(e, data.DataError) else EXIT_FAILED)
     except BrokenPipeError:  # `--preview 5 --json | head`: the reader left; end quietly

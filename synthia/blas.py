@@ -329,6 +329,18 @@ def child_environment(mode=None, base_env=None, choice=None):
     return env, describe(choice)
 
 
+def child_setup(mode, log):
+    """The environment for MLX child processes and its BLAS line, both said through log (with the warning when a
+    Linux CPU has no system BLAS)."""
+    choice = choose_blas(mode)
+    env, note = child_environment(choice=choice)
+    log(note)
+    warning = missing_blas_warning(choice=choice)
+    if warning:
+        log(warning)
+    return env, note
+
+
 def missing_blas_warning(mode=None, base_env=None, choice=None):
     """The warning for a Linux CPU without a system BLAS (how much faster, how to install), else None."""
     choice = choose_blas(mode, base_env) if choice is None else choice

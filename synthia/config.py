@@ -255,3 +255,12 @@ def check_config(config, settings, where):
 def fingerprint_view(config, settings):
     """The part of a resolved config that changes what a stage produces."""
     return {k: v for k, v in config.items() if k not in settings or settings[k].fingerprint}
+
+
+def override_lines(notes_by_stage):
+    """[(line, stage or None)]: what overrode a default, once when every stage shares the note, else per stage."""
+    shared = set.intersection(*(set(n) for n in notes_by_stage.values()))
+    lines = [(note, None) for note in dict.fromkeys(n for notes in notes_by_stage.values() for n in notes if n in shared)]
+    for number, notes in notes_by_stage.items():
+        lines += [(note, number) for note in dict.fromkeys(n for n in notes if n not in shared)]
+    return lines

@@ -1,5 +1,5 @@
 """Bookkeeping that makes runs safe to interrupt and repeat: a lock per output directory, atomic JSON
-writes, and a cheap identity for the model a stage starts from."""
+writes, a cheap identity for the model a stage starts from, and what a model directory's config.json says."""
 
 import hashlib
 import json
@@ -41,6 +41,28 @@ def model_identity(name_or_path):
         return name_or_path
     files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file())
     return hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
+
+
+def read_model_config(model_dir):
+    """A model directory's config.json, or None when it has none (yet) or it is unreadable."""
+    try:
+        return json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def model_layer_count(model_dir):
+    model_config = read_model_config(model_dir)
+    if model_config is None:
+        return None
+    text_config = model_config.get("text_config", model_config)
+    return text_config.get("num_hidden_layers", text_config.get("n_layer"))
+
+
+def is_quantized(model_dir):
+    """False for a model that does not exist yet: the stages' fused models are full precision."""
+    config = read_model_config(model_dir) or {}
+    return "quantization" in config or "quantization_config" in config
 
 
 def write_json(path, value):

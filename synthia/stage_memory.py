@@ -3,11 +3,14 @@ settings that --auto-fit changes.
 
     values, lines, record, problem = fit_stage(number, values, run_inputs, (budget, source), auto_fit, output_dir,
                                                check)
+    problem = disk_problem(number, base_dir, values, output_dir)
 """
 
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
-from synthia import data, memory_plan
+from synthia import data, memory_plan, runstate
 from synthia.chunked_loss import DEFAULT_CHUNK_SIZE
 from synthia.memory_plan import DEFAULT_LORA_KEYS, ModelShape, PlanInputs
 
@@ -118,3 +121,22 @@ def fit_stage(number, values, inputs, budget_and_source, auto_fit, output_dir, c
               "peaks_gb": {name: round(step.total / 1e9, 2) for name, step in steps_plan.items()},
               "auto_fit": [str(change) for change in changes], "evaluate_bits": evaluate_bits}
     return values, lines, record, problem
+
+
+def stage_disk_bytes(base_dir, values):
+    """What a stage writes: the fused model (full precision), a quantized training copy, data and checkpoints."""
+    model_bytes = sum(f.stat().st_size for f in Path(base_dir).glob("*.safetensors"))
+    quantization = (runstate.read_model_config(base_dir) or {}).get("quantization") or {}
+    fused = model_bytes * 16 / quantization["bits"] if quantization.get("bits") else model_bytes
+    copy = fused * values["train_bits"] / 16 if values["train_bits"] and not quantization else 0
+    return int(fused + copy + 16e6)  # + data, adapters and checkpoints
+
+
+def disk_problem(number, base_dir, values, output_dir):
+    """What to tell the user when the stage would not fit on the disk, else None."""
+    needed, free = stage_disk_bytes(base_dir, values), shutil.disk_usage(output_dir).free
+    if needed <= free:
+        return None
+    return (f"stage {number} needs about {needed / 1e9:.2f} GB of disk in {output_dir} (the fused model, a quantized "
+            f"training copy, data and checkpoints) but {free / 1e9:.2f} GB is free.\n  Fix: free some space, or "
+            "choose another --output-dir")

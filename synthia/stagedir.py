@@ -64,6 +64,25 @@ def finished_stage(paths, warn=print):
 MANIFEST = "fused_manifest.json"
 
 
+def attempt_status(paths, matches, force, warn=print):
+    """What a real run would do with this stage, for --dry-run. matches(stored fingerprint): whether a fingerprint
+    read back from the stage directory is this run's."""
+    done = finished_stage(paths, warn=warn)
+    if done is not None:
+        if matches(done["fingerprint"]) and not force:
+            return "skip: already done with the same inputs"
+        return "redo (--force)" if force else "stop: finished with other inputs; needs --force"
+    marker = paths.stage_dir / "fingerprint.json"
+    if marker.exists() and matches(json.loads(marker.read_text())):
+        finished = list((read_run_json(paths) or {}).get("timings", {}))
+        iteration = runstate.checkpoint_iteration(paths.stage_dir / "checkpoint.safetensors")
+        if "train" in finished:
+            return f"resume after the {finished[-1]} step"
+        if iteration:
+            return f"resume training at iteration {iteration}"
+    return "train"
+
+
 def manifest_path(paths):
     return paths.stage_dir / MANIFEST
 

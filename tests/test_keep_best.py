@@ -6,6 +6,7 @@ import pytest
 from mlx_lm.tuner.utils import build_schedule
 
 import train_mlx
+from synthia import schedule
 from tests.sample_data import write_dataset
 
 BAD_LR_CONFIG = """\
@@ -26,31 +27,31 @@ def lr_at(schedule, step):
 
 @pytest.mark.parametrize("iters, warmup", [(800, None), (100, 10), (3, 0), (20, 1)])
 def test_schedule_warms_up_then_decays_to_lr_min_at_the_last_step(iters, warmup):
-    schedule = train_mlx.lr_schedule(iters, 2e-5, warmup=warmup)
+    lr = schedule.lr_schedule(iters, 2e-5, warmup=warmup)
     expected_warmup = round(0.05 * iters) if warmup is None else warmup
-    assert schedule["warmup"] == expected_warmup
+    assert lr["warmup"] == expected_warmup
     if expected_warmup:
-        assert lr_at(schedule, 0) == 0.0
-    assert lr_at(schedule, expected_warmup) == pytest.approx(2e-5)
-    assert lr_at(schedule, iters - 1) == pytest.approx(2e-6)  # the last update: iters - 1 steps done
-    assert lr_at(schedule, iters - 2) > lr_at(schedule, iters - 1)
+        assert lr_at(lr, 0) == 0.0
+    assert lr_at(lr, expected_warmup) == pytest.approx(2e-5)
+    assert lr_at(lr, iters - 1) == pytest.approx(2e-6)  # the last update: iters - 1 steps done
+    assert lr_at(lr, iters - 2) > lr_at(lr, iters - 1)
 
 
 def test_schedule_honours_lr_min_and_appears_in_the_plan():
-    schedule = train_mlx.lr_schedule(1000, 1.5e-5, warmup=50, lr_min=1e-6)
-    assert lr_at(schedule, 999) == pytest.approx(1e-6)
-    assert lr_at(schedule, 25) == pytest.approx(0.75e-5)
-    assert train_mlx.describe_schedule(schedule, 1000) == (
+    lr = schedule.lr_schedule(1000, 1.5e-5, warmup=50, lr_min=1e-6)
+    assert lr_at(lr, 999) == pytest.approx(1e-6)
+    assert lr_at(lr, 25) == pytest.approx(0.75e-5)
+    assert schedule.describe_schedule(lr, 1000) == (
         "learning rate: warm-up 50 updates 0 -> 1.5e-05, cosine to 1e-06 at update 1000")
 
 
 def test_gradient_accumulation_sizes_the_schedule_on_optimizer_updates():
     values, _ = train_mlx.resolve_stage_config(1, {}, {"iters": 800})
     values["grad_accumulation_steps"] = 2
-    schedule = train_mlx.stage_schedule(values)
-    assert train_mlx.optimizer_updates(values) == 400
-    assert lr_at(schedule, 399) == pytest.approx(2e-6)  # the 400th and last update reaches lr_min
-    assert lr_at(schedule, 199) > 1e-5  # halfway is still high
+    lr = schedule.stage_schedule(values)
+    assert schedule.optimizer_updates(values) == 400
+    assert lr_at(lr, 399) == pytest.approx(2e-6)  # the 400th and last update reaches lr_min
+    assert lr_at(lr, 199) > 1e-5  # halfway is still high
 
 
 def test_a_stage_with_accumulation_reaches_lr_min_at_its_last_update(tmp_path, tiny_model_dir):

@@ -7,7 +7,7 @@ import re
 import pytest
 
 import train_mlx
-from synthia import memory_plan, stage_memory
+from synthia import memory_plan, models, schedule, stage_memory
 from tests.sample_data import small_run_config, small_run_workspace, stage_one_args
 
 CONFIG = small_run_config(batch_size=4, save_every=4, steps_per_report=10)
@@ -41,7 +41,7 @@ def stage_plan_inputs(root, model):
     args = train_mlx.build_parser().parse_args(cli(root, model, "x"))
     values = train_mlx.resolve_configs(args, [1])[1]
     examples = train_mlx.validate_dataset(str(root / "data.jsonl"), False)
-    tokenizer = train_mlx.load_tokenizer(model)
+    tokenizer = models.load_tokenizer(model)
     from synthia.validate import load_default_tools
     encoded = train_mlx.encode_examples(tokenizer, examples, load_default_tools())
     config = json.loads((model / "config.json").read_text())
@@ -88,7 +88,7 @@ def test_a_smaller_batch_keeps_the_examples_per_update_and_the_number_of_updates
     change = memory_plan.Change("batch_size", 2, 1, "")
     changed = stage_memory.changed_settings(values, [change])
     assert (changed["batch_size"], changed["grad_accumulation_steps"]) == (1, 2)
-    assert train_mlx.optimizer_updates(changed) == train_mlx.optimizer_updates(values) == 800
+    assert schedule.optimizer_updates(changed) == schedule.optimizer_updates(values) == 800
     assert (changed["iters"], changed["steps_per_eval"], changed["save_every"]) == (1600, 200, 200)
     train_mlx.check_stage_config(changed, 1)
 

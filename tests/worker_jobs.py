@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from synthia.steps import worker_command
-from train_mlx import lr_schedule
+from synthia.schedule import lr_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,0 +1,37 @@
+"""Scoring a model's tool calls in a child process (synthia.worker's score job), with each split's result kept
+in out_dir/eval.json beside the digest of the file it came from, so a model is never scored twice on the same
+file (the base model's splits are shared by every stage)."""
+
+import hashlib
+import json
+from pathlib import Path
+
+from synthia import runstate, steps
+
+
+def file_digest(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def score_model(label, model_dir, splits, out_dir, settings, env, rerun, log):
+    """{split: result} for `model_dir` on `splits` ({name: OpenAI JSONL file}); writes out_dir/eval.json and, with
+    settings["samples"], samples.md. settings: chat_template, limit, max_prompt_tokens, samples."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    eval_file = out_dir / "eval.json"
+    cached = json.loads(eval_file.read_text()) if eval_file.exists() else {}
+    digests = {name: file_digest(path) for name, path in splits.items()}
+    todo = {name: path for name, path in splits.items() if cached.get(name, {}).get("file_digest") != digests[name]}
+    if not todo:
+        log(f"score: {eval_file} already holds these splits; skipping", label)
+        return {name: cached[name] for name in splits}
+    job = {"model": str(model_dir), "splits": todo, "chat_template": settings["chat_template"],
+           "limit": settings["limit"], "max_new_tokens": None, "max_prompt_tokens": settings["max_prompt_tokens"],
+           "samples": str(out_dir / "samples.md") if settings["samples"] else None,
+           "result": str(out_dir / "scores.json")}
+    command = steps.worker_command("score", out_dir / "score_job.json")
+    runstate.write_json(Path(command[-1]), job)
+    steps.run_step(label, "score", command, env, out_dir / "score.log", rerun)
+    fresh = json.loads((out_dir / "scores.json").read_text())
+    cached.update({name: {**result, "file_digest": digests[name]} for name, result in fresh.items()})
+    runstate.write_json(eval_file, cached)
+    return {name: cached[name] for name in splits}
