@@ -59,3 +59,24 @@ def test_an_empty_test_split_with_test_is_an_error_before_training(tmp_path, tin
                            str(tmp_path / "c.yaml"), "--output-dir", str(tmp_path / "m"), "--stage", "1", "--test"])
     assert code == 2
     assert "the test split is empty" in capsys.readouterr().err
+
+
+def test_split_files_hold_each_record_as_written_and_normalised_ones_re_encoded(tmp_path):
+    """A line the validator left alone is written byte for byte (key order, spacing, escapes kept); a line whose
+    tool-call arguments were an object is written with them as a JSON string, as it trained."""
+    from synthia import render
+
+    plain, normalised = records(per_category=1, categories=["tool_use", "tdd"])
+    as_object = json.loads(json.dumps(normalised))
+    for message in as_object["messages"]:
+        for call in message.get("tool_calls") or []:
+            call["function"]["arguments"] = json.loads(call["function"]["arguments"])
+    lines = [json.dumps(plain, indent=None, separators=(",", ":"), ensure_ascii=True), json.dumps(as_object)]
+    examples = validate.validate_lines(lines, "data.jsonl").examples
+    encoded = render.Encoded(tokens=[1, 2, 3], spans=[(1, 3)])
+    written = data.write_split(tmp_path, "train", [(ex, encoded) for ex in examples]).with_name("train.jsonl")
+    first, second = written.read_text().splitlines()
+    assert first == lines[0]
+    assert json.loads(second) == examples[1].record and second != lines[1]
+    assert all(isinstance(c["function"]["arguments"], str)
+               for m in json.loads(second)["messages"] for c in m.get("tool_calls") or [])
