@@ -5,6 +5,7 @@ results travel back. macOS does not fork safely once system frameworks are loade
 lists, where starting a process costs more than it saves) everything runs in this process.
 """
 
+import gc
 import multiprocessing
 import os
 import sys
@@ -25,13 +26,12 @@ def processes(count):
 def map_shares(function, items, *args):
     """function(share, *args) over contiguous shares of `items`, concatenated in order; function must return a
     list. A child that dies (out of memory) has its share redone here."""
-    workers = processes(len(items))
-    if workers <= 1:
+    shares = split_shares(items, processes(len(items)))
+    if len(shares) <= 1:
         return function(items, *args)
-    size = -(-len(items) // workers)
-    shares = [items[k:k + size] for k in range(0, len(items), size)]
     global _WORK
     _WORK = function, shares, args
+    gc.freeze()  # a child's collector then skips what it inherited: no copy of every page the parent holds
     try:
         with ProcessPoolExecutor(len(shares) - 1, mp_context=multiprocessing.get_context("fork")) as pool:
             others = [pool.submit(_run_share, k) for k in range(1, len(shares))]
@@ -43,7 +43,14 @@ def map_shares(function, items, *args):
                     results += function(share, *args)
     finally:
         _WORK = None
+        gc.unfreeze()
     return results
+
+
+def split_shares(items, workers):
+    """Contiguous shares of nearly equal length, in order."""
+    bounds = [round(len(items) * k / workers) for k in range(workers + 1)]
+    return [items[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
 def _run_share(k):

@@ -54,15 +54,6 @@ def all_at_once(tokenizer, conversations):
             for r in render.encode_many(tokenizer, conversations)]
 
 
-@pytest.fixture
-def forking(monkeypatch):
-    """Share even a short list among processes (2 here, whatever the machine)."""
-    monkeypatch.setattr(forked, "MIN_ITEMS", 1)
-    monkeypatch.setattr(forked, "MAX_PROCESSES", 2)
-    monkeypatch.setattr(forked.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
-    monkeypatch.setattr(forked.sys, "platform", "linux")
-
-
 def test_the_shipped_dataset_encodes_as_one_conversation_at_a_time(qwen, shipped):
     shortcuts = render.checked_shortcuts(qwen, shipped)
     assert shortcuts.prompt == "<|im_start|>assistant\n" and shortcuts.template is not None  # both shortcuts taken
@@ -71,7 +62,7 @@ def test_the_shipped_dataset_encodes_as_one_conversation_at_a_time(qwen, shipped
     assert all_at_once(qwen, shipped) == one_at_a_time(qwen, shipped)
 
 
-def test_forked_processes_give_the_same_encodings_in_the_same_order(qwen, shipped, forking):
+def test_forked_processes_give_the_same_encodings_in_the_same_order(qwen, shipped, two_processes):
     assert forked.processes(len(shipped)) == 2
     assert all_at_once(qwen, shipped) == one_at_a_time(qwen, shipped)
 

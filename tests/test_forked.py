@@ -2,17 +2,7 @@
 
 import os
 
-import pytest
-
 from synthia import forked
-
-
-@pytest.fixture
-def two_processes(monkeypatch):
-    monkeypatch.setattr(forked, "MIN_ITEMS", 1)
-    monkeypatch.setattr(forked, "MAX_PROCESSES", 2)
-    monkeypatch.setattr(forked.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
-    monkeypatch.setattr(forked.sys, "platform", "linux")
 
 
 def squares_with_pids(share, offset):
@@ -43,3 +33,9 @@ def test_one_process_on_macos_and_for_short_lists(monkeypatch):
     assert forked.processes(10_000) == 1
     monkeypatch.setattr(forked.sys, "platform", "linux")
     assert forked.processes(forked.MIN_ITEMS - 1) == 1
+
+
+def test_shares_are_contiguous_nearly_equal_and_never_empty(two_processes):
+    assert [len(s) for s in forked.split_shares(list(range(2601)), 2)] in ([1300, 1301], [1301, 1300])
+    assert sum(forked.split_shares(list(range(10)), 4), []) == list(range(10))
+    assert forked.split_shares([7], 2) == [[7]] and forked.map_shares(squares_with_pids, [3], 0)[0][0] == 9
