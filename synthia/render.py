@@ -250,9 +250,9 @@ def _text_and_ranges(tokenizer, text, messages, tools, shortcuts):
 def render_each(tokenizer, conversations, shortcuts=Shortcuts()):
     """The full text of each (messages, tools), or the exception its render raised."""
     if shortcuts.template is not None:
-        return [_render_or_error(lambda: shortcuts.template.render(
-            messages=template_messages(messages), tools=tools, documents=None, add_generation_prompt=False,
-            **shortcuts.template_arguments)) for messages, tools in conversations]
+        return [_render_or_error(lambda m=messages, t=tools: render_directly(shortcuts.template,
+                                                                             shortcuts.template_arguments, m, t))
+                for messages, tools in conversations]
     groups = {}  # conversations that share their tools render in one call
     for k, (_, tools) in enumerate(conversations):
         groups.setdefault(json.dumps(tools, sort_keys=True), []).append(k)
@@ -316,10 +316,14 @@ def checked_shortcuts(tokenizer, conversations):
             return Shortcuts()  # a conversation the template cannot take: every one goes the long way
         located = located_turns(text, messages, prompt, marker) if locate else None
         locate = locate and located in (None, ranges)
-        direct = direct and _render_or_error(lambda: template.render(
-            messages=template_messages(messages), tools=tools, documents=None, add_generation_prompt=False,
-            **arguments)) == text
+        direct = direct and _render_or_error(lambda: render_directly(template, arguments, messages, tools)) == text
     return Shortcuts(prompt if locate else None, marker, template if direct else None, arguments)
+
+
+def render_directly(template, arguments, messages, tools):
+    """The conversation's full text from the compiled template, called as apply_chat_template calls it."""
+    return template.render(messages=template_messages(messages), tools=tools, documents=None,
+                           add_generation_prompt=False, **arguments)
 
 
 def compiled_template(tokenizer):
