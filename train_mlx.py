@@ -24,7 +24,7 @@ from synthia import (blas, data, demo, memory_plan, models, preview, render, rep
                      score_runs, stage_memory, stagedir, steps, validate)
 from synthia.chunked_loss import SUPPORTED_MODEL_TYPES
 from synthia.config import (GLOBAL, ConfigError, Setting, check_config, fingerprint_view, load_yaml_file,
-                            override_lines, resolve)
+                            override_lines, resolve, where_set)
 
 # ---------------------------------------------------------------------------------------------------------
 # Configuration: every key declared once, with its default, type, range and scope. A YAML file (--config)
@@ -640,7 +640,11 @@ def resolve_configs(args, numbers):
                   (f"config file stages.{number}", file_config["stages"].get(number, {})),
                   ("command line", cli_overrides(args))]
         configs[number], notes[number] = resolve(layers, quiet=2 + len(demo_layer))
-        check_stage_config(configs[number], number)
+        try:
+            check_stage_config(configs[number], number)
+        except PipelineError as e:  # say which file or flag set the values at fault
+            origins = where_set(str(e), notes[number], args.config)
+            raise PipelineError(str(e) + "".join(f"\n  {line}" for line in origins), e.exit_code) from None
     if args.demo:
         log(demo.settings_line(DEMO_SETTINGS, DEMO_STAGES, args.test_limit))
     for line, number in override_lines(notes):

@@ -264,3 +264,9 @@ def override_lines(notes_by_stage):
     for number, notes in notes_by_stage.items():
         lines += [(note, number) for note in dict.fromkeys(n for n in notes if n not in shared)]
     return lines
+
+
+def where_set(message, notes, config_path):
+    """resolve's notes on the keys `message` names, with the config file's path: where faulty values came from."""
+    named = [n for n in notes if (m := re.search(r" sets (\w+)=", n)) and m.group(1) in message]
+    return [n.removeprefix("NOTE: ").replace("config file", f"the config file {config_path}", 1) for n in named]

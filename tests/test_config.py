@@ -103,3 +103,12 @@ def test_logging_only_keys_stay_out_of_the_fingerprint():
     view = config.fingerprint_view(values, train_mlx.SETTINGS)
     assert "steps_per_report" not in view and "save_every" not in view and "report_to" not in view
     assert view["learning_rate"] == values["learning_rate"] and "steps_per_eval" in view
+
+
+def test_an_error_between_keys_names_the_file_and_flags_that_set_them(workspace, tiny_model_dir, capsys):
+    assert dry_run(workspace, tiny_model_dir, TINY + "stages:\n  2: {grad_accumulation_steps: 3}\n",
+                   "--stage", "2") == 2
+    err = capsys.readouterr().err
+    assert "save_every=100 must be a multiple of grad_accumulation_steps=3" in err
+    assert f"the config file {workspace / 'c.yaml'} stages.2 sets grad_accumulation_steps=3 (was 1 from" in err
+    assert "Traceback" not in err
