@@ -80,8 +80,8 @@ STAGES = {
 # definitions alone render to ~1,000 tokens, so max_seq_length must hold them plus a turn or two.
 DEMO_SETTINGS = {"train_bits": None, "grad_checkpoint": False, "num_layers": 8, "batch_size": 1,
                  "max_seq_length": 1152, "grad_accumulation_steps": 1,
-                 "lora_parameters": {"rank": 16, "scale": 20.0, "dropout": 0.0}, "valid_fraction": 0.03, "test_fraction": 0.02, "val_batches": 2, "steps_per_report": 2,
-                 "save_every": 4}
+                 "lora_parameters": {"rank": 16, "scale": 20.0, "dropout": 0.0}, "valid_fraction": 0.03,
+                 "test_fraction": 0.02, "val_batches": 2, "steps_per_report": 2, "save_every": 4}
 DEMO_STAGES = {1: {"iters": 14, "learning_rate": 5e-4, "steps_per_eval": 14},
                2: {"iters": 10, "learning_rate": 3e-4, "steps_per_eval": 10},
                3: {"iters": 10, "learning_rate": 2e-4, "steps_per_eval": 10}}

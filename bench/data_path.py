@@ -204,7 +204,7 @@ def main(argv=None):
             old, *before = timed(render_phase_before, tokenizer, examples, render_module_before(directory))
             assert same_encodings(encoded, old), "the old and new synthia/render.py encode differently"
         print(f"totals of the {args.repeat} runs (wall s): " + ", ".join(f"{sum(p[0] for p in run):.2f}" for run in runs)
-              + f"; medians below (CPU s: this process and the forked ones)")
+              + "; medians below (CPU s: this process and the forked ones)")
         print(f"{'phase':38} {'wall s':>8} {'CPU s':>8} {'conv/s (wall)':>14} {'conv/s (CPU)':>13}")
         for name, (wall, cpu) in rows + [("total", total)]:
             print(f"{name:38} {wall:>8.2f} {cpu:>8.2f} {args.conversations / wall:>14,.0f} "

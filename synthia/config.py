@@ -260,7 +260,8 @@ def fingerprint_view(config, settings):
 def override_lines(notes_by_stage):
     """[(line, stage or None)]: what overrode a default, once when every stage shares the note, else per stage."""
     shared = set.intersection(*(set(n) for n in notes_by_stage.values()))
-    lines = [(note, None) for note in dict.fromkeys(n for notes in notes_by_stage.values() for n in notes if n in shared)]
+    every = (n for notes in notes_by_stage.values() for n in notes if n in shared)
+    lines = [(note, None) for note in dict.fromkeys(every)]
     for number, notes in notes_by_stage.items():
         lines += [(note, number) for note in dict.fromkeys(n for n in notes if n not in shared)]
     return lines

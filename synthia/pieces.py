@@ -39,7 +39,8 @@ class Tokenized:
     __slots__ = ("ids", "part_chars", "part_tokens", "parts", "length")
 
     def __init__(self, ids, part_chars, part_tokens, parts, length):
-        self.ids, self.part_chars, self.part_tokens, self.parts, self.length = ids, part_chars, part_tokens, parts, length
+        self.ids, self.part_chars, self.part_tokens, self.parts = ids, part_chars, part_tokens, parts
+        self.length = length
 
     @property
     def offsets(self):

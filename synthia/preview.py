@@ -2,7 +2,7 @@
 
 import json
 
-from synthia import render
+from synthia import pieces, render
 
 GREEN, RESET = "\033[32m", "\033[0m"
 
@@ -11,7 +11,7 @@ def preview_text(tokenizer, messages, tools, where, as_json=False, colour=False)
     """The text to print for `--preview`: JSON segments, or the text with trained spans in green (colour) or in
     [[brackets]], and a closing line of counts. `where` names the example (file:line)."""
     text, ranges = render.assistant_char_ranges(tokenizer, messages, tools)
-    encoded = render.encode(tokenizer, messages, tools)
+    encoded = render.encoded_from(pieces.tokenize(tokenizer, text), ranges)  # the text rendered once, as encode does
     segments = render.segments(text, ranges)
     if as_json:
         return json.dumps({"segments": [{"text": s.text, "trained": s.trained} for s in segments],

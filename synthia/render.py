@@ -3,7 +3,8 @@
 Every assistant turn (its text, its tool calls and its end-of-turn token) is trained, unless it has
 `weight: 0`; system, user and tool-result tokens never are. The trained character ranges are found by
 rendering the conversation up to each assistant turn with and without it: the text the template adds
-after the generation prompt is exactly what the model emits at inference.
+after the generation prompt is exactly what the model emits at inference. A whole dataset (`encode_many`)
+reads the same ranges off each conversation's single render, once a sample has shown that gives the same.
 """
 
 import json
@@ -247,7 +248,7 @@ def _text_and_ranges(tokenizer, text, messages, tools, shortcuts):
         return TemplateError(str(e))
 
 
-def render_each(tokenizer, conversations, shortcuts=Shortcuts()):
+def render_each(tokenizer, conversations, shortcuts):
     """The full text of each (messages, tools), or the exception its render raised."""
     if shortcuts.template is not None:
         return [_render_or_error(lambda m=messages, t=tools: render_directly(shortcuts.template,
@@ -331,7 +332,8 @@ def compiled_template(tokenizer):
     rendering with them directly skips transformers' per-call copies of every message. (None, None) for mlx_lm's
     Python templates and a transformers without this function."""
     hf = getattr(tokenizer, "_tokenizer", tokenizer)
-    if getattr(tokenizer, "_chat_template", None) is not None or not isinstance(getattr(hf, "chat_template", None), str):
+    python_template = getattr(tokenizer, "_chat_template", None) is not None
+    if python_template or not isinstance(getattr(hf, "chat_template", None), str):
         return None, None
     try:
         from transformers.utils.chat_template_utils import _compile_jinja_template
