@@ -12,6 +12,9 @@ import weakref
 
 import numpy as np
 
+from synthia import fast_bpe
+from synthia.fast_bpe import FastBPEDiverged  # noqa: F401  (raised while tokenizing; callers catch it from here)
+
 
 class Piece:
     """The tokens of one piece of text: ids, and character offsets read from the tokenizer only when asked
@@ -19,13 +22,16 @@ class Piece:
 
     __slots__ = ("ids", "_offsets", "_bounds")
 
-    def __init__(self, ids, offsets):
-        self.ids, self._offsets, self._bounds = list(ids), offsets, None
+    def __init__(self, ids, offsets=None, bounds=None):
+        """offsets: [(start, end)] or a function that reads them; or bounds: a function giving `bounds`."""
+        self.ids, self._offsets, self._bounds = ids, offsets, bounds
 
     @property
     def bounds(self):
         """(starts, ends): numpy arrays of each token's character offsets within the piece."""
-        if self._bounds is None:
+        if callable(self._bounds):
+            self._bounds = self._bounds()
+        elif self._bounds is None:
             offsets = self._offsets() if callable(self._offsets) else self._offsets
             pairs = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
             self._bounds, self._offsets = (pairs[:, 0].copy(), pairs[:, 1].copy()), None
@@ -99,11 +105,26 @@ def tokenize_many(tokenizer, texts):
             for text, ids, offsets in zip(texts, encoding["input_ids"], encoding["offset_mapping"])]
 
 
+def use_fast_bpe(tokenizer):
+    """Build tiktoken's table for `tokenizer` now (before forking, so that every process shares it); whether
+    tiktoken will tokenize for it."""
+    pieces = piece_tokenizer(getattr(tokenizer, "_tokenizer", tokenizer))
+    return pieces is not None and pieces.use_fast_bpe()
+
+
+def drop_fast_bpe(tokenizer):
+    """Tokenize with the tokenizer itself only, from now on."""
+    pieces = piece_tokenizer(getattr(tokenizer, "_tokenizer", tokenizer))
+    if pieces is not None:
+        pieces.drop_fast_bpe()
+
+
 class PieceTokenizer:
     """Tokenizes the pieces between special tokens once each, and remembers recent pieces across calls."""
 
     def __init__(self, hf, specials, capacity=256):  # pieces of a few conversations: tens of MB at most
         self.hf, self.capacity, self.cache = hf, capacity, {}
+        self.fast, self.fast_tried = None, False  # fast_bpe.FastBPE, built for the first large batch
         self.special_ids = {token: hf.convert_tokens_to_ids(token) for token in specials}
         self.split = re.compile("(" + "|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)) + ")")
 
@@ -119,14 +140,53 @@ class PieceTokenizer:
             self.cache.update((piece, known[piece]) for piece in missing)
         return [self._assemble(parts, known) for parts in parts_of]
 
+    def use_fast_bpe(self):
+        """Tokenize with tiktoken from now on where it gives this tokenizer's ids (built once: ~0.5 s)."""
+        if not self.fast_tried:
+            self.fast_tried, self.fast = True, fast_bpe.fast_bpe(self.raw)
+        return self.fast is not None
+
+    def drop_fast_bpe(self):
+        self.fast, self.fast_tried, self.cache = None, True, {}
+
+    @property
+    def raw(self):
+        """The Rust tokenizer: the same encodings, without the wrapper (None if this is not one)."""
+        raw = getattr(self.hf, "_tokenizer", None)
+        return raw if raw is not None and hasattr(raw, "encode_batch") else None
+
     def _tokenize(self, texts):
+        pieces = [None] * len(texts)
+        if self.fast is None and sum(map(len, texts)) >= fast_bpe.MIN_CHARACTERS:
+            self.use_fast_bpe()
+        if self.fast is not None:
+            for k, text in enumerate(texts):
+                ids = self.fast.ids(text)
+                if ids is not None:
+                    pieces[k] = Piece(ids, bounds=lambda text=text, ids=ids: self.fast.bounds(text, ids))
+            self._check_fast([(text, piece) for text, piece in zip(texts, pieces) if piece is not None])
+        rest = [k for k, piece in enumerate(pieces) if piece is None]
+        for k, (ids, offsets) in zip(rest, self._encodings([texts[k] for k in rest])):
+            pieces[k] = Piece(ids, offsets)
+        return pieces
+
+    def _check_fast(self, tokenized):
+        """Every CHECK_EVERY-th piece tiktoken tokenized (spread over the list), tokenized again by the tokenizer
+        itself: the same ids and offsets, or FastBPEDiverged."""
+        sample = tokenized[::fast_bpe.CHECK_EVERY]
+        for (text, piece), (ids, offsets) in zip(sample, self._encodings([text for text, _ in sample])):
+            own = Piece(ids, offsets)
+            if list(ids) != list(piece.ids) or not all(map(np.array_equal, own.bounds, piece.bounds)):
+                raise FastBPEDiverged(f"tiktoken and the tokenizer split {text[:80]!r} differently")
+
+    def _encodings(self, texts):
+        """[(ids, offsets or a function that reads them)] from the tokenizer itself."""
         if not texts:
             return []
-        raw = getattr(self.hf, "_tokenizer", None)  # the Rust tokenizer: the same encodings, without the wrapper
-        if raw is not None and hasattr(raw, "encode_batch"):
-            return [Piece(e.ids, lambda e=e: e.offsets) for e in raw.encode_batch(texts, add_special_tokens=False)]
+        if self.raw is not None:
+            return [(e.ids, lambda e=e: e.offsets) for e in self.raw.encode_batch(texts, add_special_tokens=False)]
         encoding = self.hf(texts, add_special_tokens=False, return_offsets_mapping=True)
-        return [Piece(i, o) for i, o in zip(encoding["input_ids"], encoding["offset_mapping"])]
+        return list(zip(encoding["input_ids"], encoding["offset_mapping"]))
 
     def _assemble(self, parts, known):
         ids, part_chars, part_tokens, pieces, position = [], [], [], [], 0

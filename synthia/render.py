@@ -212,6 +212,7 @@ def encode_many(tokenizer, conversations):
     shortcuts = checked_shortcuts(tokenizer, conversations)
     if forked.processes(len(conversations)) == 1:
         return _encode_share(conversations, tokenizer, shortcuts)
+    pieces.use_fast_bpe(tokenizer)
     previous = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one tokenizer thread per process: the processes fill the cores
     try:
@@ -229,11 +230,19 @@ def _encode_share(conversations, tokenizer, shortcuts):
         batch = conversations[first:first + BATCH]
         rendered = [_text_and_ranges(tokenizer, text, messages, tools, shortcuts)
                     for text, (messages, tools) in zip(render_each(tokenizer, batch, shortcuts), batch)]
-        tokenized = iter(pieces.tokenize_many(tokenizer, [r[0] for r in rendered if not isinstance(r, Exception)]))
-        results += [r if isinstance(r, Exception) else encoded_from(next(tokenized), r[1]) for r in rendered]
+        try:
+            results += _encoded_batch(tokenizer, rendered)
+        except pieces.FastBPEDiverged:
+            pieces.drop_fast_bpe(tokenizer)  # a piece the tokenizer splits otherwise: no more tiktoken here
+            results += _encoded_batch(tokenizer, rendered)
     for encoded in results:
         getattr(encoded, "tokens_json", None)  # made here, on every core, for the token files each stage writes
     return results
+
+
+def _encoded_batch(tokenizer, rendered):
+    tokenized = iter(pieces.tokenize_many(tokenizer, [r[0] for r in rendered if not isinstance(r, Exception)]))
+    return [r if isinstance(r, Exception) else encoded_from(next(tokenized), r[1]) for r in rendered]
 
 
 def _text_and_ranges(tokenizer, text, messages, tools, shortcuts):

@@ -1,4 +1,8 @@
+from pathlib import Path
+
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +22,25 @@ def two_processes(monkeypatch):
     monkeypatch.setattr(forked, "MAX_PROCESSES", 2)
     monkeypatch.setattr(forked.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
     monkeypatch.setattr(forked.sys, "platform", "linux")
+
+
+def load_qwen():
+    """Qwen2.5's real tokenizer with the pipeline's tool template, as the default base model renders; a new object
+    each call (tokenizers remember per object whether tiktoken tokenizes for them)."""
+    from mlx_lm.tokenizer_utils import TokenizerWrapper
+    from transformers import PreTrainedTokenizerFast
+
+    from synthia.starter_data import tokenizer as qwen_tokenizer
+
+    try:
+        raw = qwen_tokenizer.load(fetch=False)
+    except qwen_tokenizer.TokenizerUnavailable as e:
+        pytest.skip(f"Qwen2.5's tokenizer is not available here ({e}); .ci/run builds it")
+    hf = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    hf.chat_template = (ROOT / "synthia" / "chat_templates" / "qwen2.5-tools.jinja").read_text()
+    return TokenizerWrapper(hf)
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    return load_qwen()

@@ -17,23 +17,6 @@ TOOLS = load_default_tools()
 
 
 @pytest.fixture(scope="module")
-def qwen():
-    """Qwen2.5's real tokenizer with the pipeline's tool template, as the default base model renders."""
-    from mlx_lm.tokenizer_utils import TokenizerWrapper
-    from transformers import PreTrainedTokenizerFast
-
-    from synthia.starter_data import tokenizer as qwen_tokenizer
-
-    try:
-        raw = qwen_tokenizer.load(fetch=False)
-    except qwen_tokenizer.TokenizerUnavailable as e:
-        pytest.skip(f"Qwen2.5's tokenizer is not available here ({e}); .ci/run builds it")
-    hf = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    hf.chat_template = (ROOT / "synthia" / "chat_templates" / "qwen2.5-tools.jinja").read_text()
-    return TokenizerWrapper(hf)
-
-
-@pytest.fixture(scope="module")
 def shipped():
     report = validate_file(ROOT / "dataset.jsonl")
     return [(ex.messages, ex.record.get("tools", TOOLS)) for ex in report.examples]
