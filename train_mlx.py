@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synthia import (blas, data, demo, memory_plan, models, preview, render, reports, runstate, schedule,
-                     score_runs, stage_memory, stagedir, steps, validate)
+                     score_runs, stage_memory, stagedir, steps, token_files, validate)
 from synthia.chunked_loss import SUPPORTED_MODEL_TYPES
 from synthia.config import (GLOBAL, ConfigError, Setting, check_config, fingerprint_view, load_yaml_file,
                             override_lines, resolve, where_set)
@@ -397,7 +397,7 @@ def log_stage_summary(number, values, stats):
 
 def add_missing_test(number, values, paths, record, args, env):
     """--test on a finished stage: score its fused model on the stage's test split, nothing else."""
-    test_file = data.token_file(paths.stage_dir / "data", "test")
+    test_file = token_files.token_file(paths.stage_dir / "data", "test")
     job = evaluate_job(values, [{"label": "fused", "model": str(paths.fused_dir), "splits": {"test": str(test_file)}}],
                        paths.stage_dir / "test_result.json")
     command = steps.worker_command("evaluate", paths.stage_dir / "test_job.json")

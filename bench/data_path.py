@@ -37,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from token_efficiency import DEFAULT_TEMPLATE, machine_lines, qwen_tokenizer  # noqa: E402
 from validate_speed import module_at_commit  # noqa: E402
 
+from synthia import pieces  # noqa: E402
+
 GOAL_SECONDS = 5.0
 BEFORE = "504c445"  # synthia/render.py before one render per conversation
 NUMBER = re.compile(r"(?<![\w.])\d+(?![\w.])")
@@ -185,9 +187,11 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as directory:
         path = write_dataset(args.dataset, directory, args.conversations)
         tokenizer, load_wall, load_cpu = timed(qwen_tokenizer, DEFAULT_TEMPLATE)
+        fast, table_wall, _ = timed(pieces.use_fast_bpe, tokenizer)
         print(f"data: {args.conversations:,} conversations replicated from {args.dataset} "
               f"({path.stat().st_size / 1e6:.1f} MB); Qwen2.5 tokenizer + {DEFAULT_TEMPLATE.name} loaded in "
-              f"{load_wall:.1f} s (not counted below)\n")
+              f"{load_wall:.1f} s, tiktoken's table for it built in {table_wall:.1f} s (once per run, whatever "
+              f"the data; not counted below){'' if fast else '; tiktoken NOT USED'}\n")
         runs = []
         for run in range(args.repeat):  # fresh examples each time: nothing made in one run serves the next
             examples, *validate_times = timed(validate_phase, path)

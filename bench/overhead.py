@@ -143,15 +143,14 @@ def mlx_lm_data(stage_data, target, model_copy):
     checks that mlx_lm's tokenizer gives every record the pipeline's token ids."""
     from mlx_lm.utils import load_tokenizer
 
-    from synthia import render
+    from synthia import render, token_files
 
     tokenizer = load_tokenizer(model_copy)
     target.mkdir(parents=True, exist_ok=True)
     for split in ("train", "valid"):
         records = [json.loads(line) for line in (stage_data / f"{split}.jsonl").read_text().splitlines()]
         records = [{**r, "messages": render.template_messages(r["messages"])} for r in records]
-        ours = sorted(json.loads(line)["tokens"] for line in (stage_data / f"{split}.tokens.jsonl").read_text()
-                      .splitlines())
+        ours = sorted(tokens.tolist() for _, tokens, _ in token_files.read(stage_data / f"{split}.tokens.npz"))
         theirs = sorted(tokenizer.apply_chat_template(r["messages"], tools=r.get("tools"), return_dict=False)
                         for r in records)
         if ours != theirs:

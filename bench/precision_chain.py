@@ -107,7 +107,7 @@ def main():
         "4-bit copy + adapters (trained)": (quantized, str(stage)),
         "fused into 4-bit, re-quantized": (work / "fused-into-4bit", None),
         "fused into full precision (ours)": (work / "models" / "synthia-stage1", None),
-    }, str(stage / "data" / "valid.tokens.jsonl"), work)
+    }, str(stage / "data" / "valid.tokens.npz"), work)
     print_report(losses, args)
     full_before, full_after = dense_weights(base), dense_weights(work / "models" / "synthia-stage1")
     q_before, q_after = dense_weights(quantized), dense_weights(work / "fused-into-4bit")

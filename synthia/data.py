@@ -1,12 +1,11 @@
 """Stage slices, the deterministic train/valid/test split, and the token files the worker trains on."""
 
 import hashlib
-import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from synthia import render
+from synthia import render, token_files
 
 SPLITS = ("train", "valid", "test")
 
@@ -92,19 +91,16 @@ def split_stats(pairs):
     }
 
 
-def token_file(directory, split):
-    return Path(directory) / f"{split}.tokens.jsonl"
-
-
 def write_split(directory, split, pairs):
-    """The split as OpenAI records (for people and other tools) and as token files (for the worker)."""
+    """The split as OpenAI records (for people and other tools) and as a token file (for the worker)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / f"{split}.jsonl", "w") as records, open(token_file(directory, split), "w") as toks:
-        for ex, enc in pairs:
-            records.write(ex.json_text + "\n")
-            toks.write(f'{{"line": {ex.line}, "tokens": {enc.tokens_json}, "spans": {json.dumps(enc.spans)}}}\n')
-    return token_file(directory, split)
+    with open(directory / f"{split}.jsonl", "w") as records:
+        records.writelines(ex.json_text + "\n" for ex, _ in pairs)
+    legacy = directory / f"{split}{token_files.LEGACY_SUFFIX}"
+    legacy.unlink(missing_ok=True)  # an earlier version's, which token_file would otherwise still find
+    return token_files.write(directory / f"{split}{token_files.SUFFIX}",
+                             [(ex.line, enc.token_array, enc.spans) for ex, enc in pairs])
 
 
 def dataset_fingerprint(examples):
@@ -128,7 +124,7 @@ def prepare_stage_data(number, values, examples, encoded, stage_dir, dataset_pat
         pairs, lengths = fit_split(encoded, splits[split], values["max_seq_length"])
         report_lengths(number, split, lengths, values["max_seq_length"], dataset_path, strict, log)
         directory = Path(stage_dir) / "data"
-        files[split] = str(write_split(directory, split, pairs) if write else token_file(directory, split))
+        files[split] = str(write_split(directory, split, pairs) if write else token_files.token_file(directory, split))
         stats[split] = split_stats(pairs)
     check_split_sizes(number, values, stats, with_test)
     return files, stats

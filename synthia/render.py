@@ -12,6 +12,9 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
 from synthia import forked, pieces
 
 PROBE_TOOL = "synthia_probe_lookup"
@@ -52,8 +55,17 @@ class Encoded:
         return sum(end - start for start, end in self.untrained_spans)
 
     @cached_property
-    def tokens_json(self):
-        return json.dumps(self.tokens)
+    def token_array(self):
+        """The ids as int32, as the token files hold them."""
+        return np.asarray(self.tokens, dtype=np.int32)
+
+    def __getstate__(self):
+        """From a forked process: the ids as one int32 buffer, not millions of Python ints (pickled twice)."""
+        array = self.token_array
+        return {**self.__dict__, "tokens": array, "token_array": array}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, tokens=state["tokens"].tolist())
 
 
 def template_messages(messages):
@@ -236,7 +248,7 @@ def _encode_share(conversations, tokenizer, shortcuts):
             pieces.drop_fast_bpe(tokenizer)  # a piece the tokenizer splits otherwise: no more tiktoken here
             results += _encoded_batch(tokenizer, rendered)
     for encoded in results:
-        getattr(encoded, "tokens_json", None)  # made here, on every core, for the token files each stage writes
+        getattr(encoded, "token_array", None)  # made here, on every core, for the token files and the trip back
     return results
 
 
@@ -336,6 +348,18 @@ def render_directly(template, arguments, messages, tools):
                            add_generation_prompt=False, **arguments)
 
 
+DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class DictKeysFirstSandbox(ImmutableSandboxedEnvironment):
+    """transformers' sandbox, but `message.role` on a dict is its key at once (see with_dict_keys_first)."""
+
+    def getattr(self, obj, attribute):
+        if type(obj) is dict and attribute in obj and attribute not in DICT_ATTRIBUTES:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
 def compiled_template(tokenizer):
     """(the chat template compiled as transformers compiles it, the special tokens apply_chat_template passes it):
     rendering with them directly skips transformers' per-call copies of every message. (None, None) for mlx_lm's
@@ -347,9 +371,21 @@ def compiled_template(tokenizer):
     try:
         from transformers.utils.chat_template_utils import _compile_jinja_template
 
-        return _compile_jinja_template(hf.chat_template), dict(hf.special_tokens_map)
+        template = _compile_jinja_template(hf.chat_template)
     except Exception:
         return None, None
+    return with_dict_keys_first(template, hf.chat_template), dict(hf.special_tokens_map)
+
+
+def with_dict_keys_first(template, source):
+    """`template` compiled again in a copy of its sandbox that reads `message.role` from a dict without first
+    trying (and failing) an attribute lookup: a fifth of rendering. The same values (a dict's own attributes,
+    like `items`, still come first) and the same sandbox; the template itself if its sandbox is not the usual."""
+    if type(template.environment) is not ImmutableSandboxedEnvironment:
+        return template
+    environment = template.environment.overlay()  # the same filters, globals and extensions
+    environment.__class__ = DictKeysFirstSandbox
+    return environment.from_string(source)
 
 
 def fit_to_length(encoded, max_seq_length):

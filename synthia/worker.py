@@ -28,7 +28,7 @@ from mlx_lm.tuner.trainer import grad_checkpoint
 from mlx_lm.tuner.utils import build_schedule, linear_to_lora_layers
 from mlx_lm.utils import load
 
-from synthia import blas, cpu_backend
+from synthia import blas, cpu_backend, token_files
 from synthia.chunked_loss import ChunkedLossUnsupported, OutputHead, chunked_summed_loss, trained_positions
 
 PAD_TO = 32  # pad batches to a multiple of this, as mlx_lm does, so compiled shapes repeat
@@ -44,11 +44,9 @@ BATCH_LOG_VARIABLE = "SYNTHIA_BATCH_LOG"  # a directory: each rank writes rank<N
 def load_token_file(path):
     """List of (tokens, mask) numpy pairs; mask[k] is 1 where token k is a training target."""
     examples = []
-    for line in Path(path).read_text().splitlines():
-        record = json.loads(line)
-        tokens = np.asarray(record["tokens"], dtype=np.int32)
+    for _, tokens, spans in token_files.read(path):
         mask = np.zeros(len(tokens), dtype=np.float32)
-        for start, end in record["spans"]:
+        for start, end in spans:
             mask[start:end] = 1.0
         examples.append((tokens, mask))
     return examples

@@ -52,8 +52,8 @@ def launch(root, name, launcher, model_dir, token_files, env):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("data-parallel")
-    token_files = (write_token_file(root / "train.tokens.jsonl", uneven_examples(16, seed=1)),
-                   write_token_file(root / "valid.tokens.jsonl", uneven_examples(5, seed=2)))
+    token_files = (write_token_file(root / "train.tokens.npz", uneven_examples(16, seed=1)),
+                   write_token_file(root / "valid.tokens.npz", uneven_examples(5, seed=2)))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     found = {}
     for name, launcher in (("one", []), ("two", TWO_RANKS)):

@@ -2,8 +2,6 @@
 
 import json
 import math
-import os
-import subprocess
 import sys
 
 import mlx.core as mx
@@ -12,7 +10,7 @@ import pytest
 from mlx_lm.utils import load, load_tokenizer
 
 import train_mlx
-from synthia import blas, render, runstate, steps, worker
+from synthia import blas, render, steps, token_files, worker
 from synthia.validate import load_default_tools
 from tests.sample_data import write_dataset
 
@@ -79,7 +77,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(workspace, tiny_model_dir, c
     assert f"--model {workspace / 'dry' / 'synthia-stage2'} --adapter-path {workspace / 'dry' / 'stage3'}" in out
     models = workspace / "dry"
     assert not list(models.rglob("*.safetensors")) and not list(models.glob("synthia-stage*"))
-    assert (models / "stage1" / "data" / "train.tokens.jsonl").exists()
+    assert (models / "stage1" / "data" / "train.tokens.npz").exists()
 
 
 def test_preview_json_round_trips_to_the_rendered_conversation(workspace, tiny_model_dir, capsys):
@@ -143,8 +141,7 @@ def test_batches_carry_exactly_the_render_mask(tmp_path, tiny_model_dir):
     records[0]["messages"][5]["weight"] = 0  # in context, not trained
     encoded = [render.encode(tokenizer, r["messages"], load_default_tools()) for r in records[:3]]
     assert encoded[0].untrained_turns == 1
-    path = tmp_path / "t.tokens.jsonl"
-    path.write_text("".join(json.dumps({"tokens": e.tokens, "spans": e.spans}) + "\n" for e in encoded))
+    path = token_files.write(tmp_path / "t.tokens.npz", [(k, e.tokens, e.spans) for k, e in enumerate(encoded)])
     dataset = worker.load_token_file(path)
     batches = list(worker.evaluation_batches(dataset, 2, 4096))
     assert len(batches) == 2  # the short last batch is evaluated too
@@ -214,8 +211,7 @@ def test_run_json_records_config_data_commands_and_losses(full_run):
 
 def test_splits_are_stable_across_stages(full_run):
     def lines(number, split):
-        path = full_run / f"stage{number}" / "data" / f"{split}.tokens.jsonl"
-        return {json.loads(line)["line"] for line in path.read_text().splitlines()}
+        return {line for line, _, _ in token_files.read(full_run / f"stage{number}" / "data" / f"{split}.tokens.npz")}
 
     for split in ("train", "valid", "test"):
         assert lines(1, split) <= lines(2, split) <= lines(3, split)

@@ -20,8 +20,8 @@ RTOL = 1e-5
 @pytest.fixture(scope="module")
 def token_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("tokens")
-    return (write_token_file(root / "train.tokens.jsonl", random_examples(12, 1024, seed=1)),
-            write_token_file(root / "valid.tokens.jsonl", random_examples(5, 1024, seed=2)))
+    return (write_token_file(root / "train.tokens.npz", random_examples(12, 1024, seed=1)),
+            write_token_file(root / "valid.tokens.npz", random_examples(5, 1024, seed=2)))
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synthia import token_files
 from synthia.steps import worker_command
 from synthia.schedule import lr_schedule
 
@@ -25,8 +26,8 @@ def random_examples(count, vocab_size, seed, lengths=(40, 120), spans=2):
 
 
 def write_token_file(path, examples):
-    path.write_text("".join(json.dumps(e) + "\n" for e in examples))
-    return str(path)
+    """The examples as train_mlx.py writes a split's token file (line numbers 1, 2, ...)."""
+    return str(token_files.write(path, [(k, e["tokens"], e["spans"]) for k, e in enumerate(examples, start=1)]))
 
 
 def train_job(model_dir, adapter_dir, train, valid, **overrides):
