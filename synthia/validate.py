@@ -47,6 +47,8 @@ from typing import NamedTuple
 
 import jsonschema
 
+from synthia import quick_schema
+
 DEFAULT_TOOLS_FILE = Path(__file__).with_name("default_tools.json")
 CATEGORIES = ("tool_use", "tdd", "debugging", "planning", "refactoring", "code_review", "collaboration")
 ROLES = ("system", "user", "assistant", "tool")
@@ -344,14 +346,34 @@ def value_problems(value, root="", strings=False):
 # ---------------------------------------------------------------------------------------------------------
 class ToolSet(NamedTuple):
     problems: tuple  # Findings
-    validators: dict  # tool name -> jsonschema validator (None when its schema is broken); {} if unusable
+    validators: dict  # tool name -> SchemaCheck (None when its schema is broken); {} if unusable
+
+
+class SchemaCheck(NamedTuple):
+    validator: object  # jsonschema's, for the verdict and its wording
+    accepts: object  # quick_schema.acceptor: a quick yes for plain schemas, or None
 
 
 def tool_set(tools):
     if not isinstance(tools, list) or not tools:
         return ToolSet((Finding("tools", f"must be a non-empty list of function schemas, {got(tools)}",
                                 FIX_TOOLS),), {})
-    return compiled_tool_set(json.dumps(tools, sort_keys=True))
+    return compiled_tool_set(canonical_tools(tools))
+
+
+def canonical_json(value):
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+_LAST_TOOLS = [None, None]  # [a record's tools list, its canonical JSON]: the line's fingerprint needs it again
+
+
+def canonical_tools(tools):
+    """canonical_json(tools), made once per line although both its tool set and its fingerprint need it (the
+    list is held, so `is` cannot match another list; validation never changes a record's tools)."""
+    if _LAST_TOOLS[0] is not tools:
+        _LAST_TOOLS[:] = tools, canonical_json(tools)
+    return _LAST_TOOLS[1]
 
 
 _DEFAULT_TOOL_SETS = {}  # id(list) -> (the list, its ToolSet): most lines use the default tools, one list object
@@ -395,7 +417,7 @@ def compiled_tool_set(canonical_tools):
 
 
 def schema_validator(schema, where):
-    """(validator, None) or (None, Finding)."""
+    """(SchemaCheck, None) or (None, Finding)."""
     fix = 'give a JSON Schema with "type": "object" and "properties" (https://json-schema.org)'
     if not isinstance(schema, dict):
         return None, Finding(where, f"must be a JSON Schema object, {got(schema)}", fix)
@@ -408,12 +430,14 @@ def schema_validator(schema, where):
         return None, Finding(where, f"is not a usable JSON Schema: {cut(str(e))}", fix)
     if schema.get("type") != "object":
         return None, Finding(where, f'must have "type": "object", {got(schema.get("type"))}', fix)
-    return cls(schema), None
+    return SchemaCheck(cls(schema), quick_schema.acceptor(schema)), None
 
 
-def schema_mismatch(validator, arguments, where, name):
+def schema_mismatch(check, arguments, where, name):
+    if check.accepts is not None and check.accepts(arguments):
+        return None
     try:
-        error = next(iter(validator.iter_errors(arguments)), None)
+        error = next(iter(check.validator.iter_errors(arguments)), None)
     except Exception as e:  # the schema fails only when used: an unresolvable $ref, say
         return Finding(where, f"tool {name!r}'s schema cannot check them: {cut(str(e))}",
                        "keep the tool's schema self-contained ($ref only to #/...)")
@@ -661,7 +685,13 @@ def normalise_arguments(record):
 
 
 def fingerprint(record):
-    canonical = json.dumps(record, sort_keys=True, ensure_ascii=False)
+    """A digest of the record's canonical JSON (sorted keys): the same content gives the same fingerprint."""
+    if not isinstance(record.get("tools"), list):
+        canonical = canonical_json(record)
+    else:  # canonical_json(record), with the tools' part taken from tool_set's
+        canonical = "{" + ", ".join(f"{canonical_json(key)}: "
+                                    f"{canonical_tools(value) if key == 'tools' else canonical_json(value)}"
+                                    for key, value in sorted(record.items())) + "}"
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -193,3 +193,25 @@ def test_validate_file_never_raises_and_leaves_the_file_unchanged(lines, newline
         assert path.read_bytes() == content
     line_count = len(content.split(b"\n")) - content.endswith(b"\n") if content else 0
     assert_well_formed(report, line_count)
+
+
+def utf8_encodable(record):  # lone surrogates never pass validation, so never reach a fingerprint
+    try:
+        return bool(json.dumps(record, ensure_ascii=False).encode())
+    except UnicodeEncodeError:
+        return False
+
+
+@FUZZ
+@given(records=st.lists(st.dictionaries(st.sampled_from(KEYS) | texts, json_values, min_size=1, max_size=5)
+                        .map(lambda r: {**r, "tools": r.get("tools", [{"name": "x"}])}).filter(utf8_encodable),
+                        min_size=1, max_size=3))
+def test_a_fingerprint_is_the_digest_of_the_records_sorted_json(records):
+    """fingerprint() builds the canonical JSON from parts (the tools' part is shared with the tool set); it must
+    stay byte for byte what json.dumps gives, or every example's split would move."""
+    import hashlib
+
+    for record in records:
+        validate.tool_set(record["tools"])
+        expected = json.dumps(record, sort_keys=True, ensure_ascii=False)
+        assert validate.fingerprint(record) == hashlib.sha256(expected.encode()).hexdigest()[:16]
