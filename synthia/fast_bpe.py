@@ -42,8 +42,9 @@ class FastBPE:
     def bounds(self, text, ids):
         """(starts, ends): each token's character offsets in `text`, as the tokenizer gives them: a token that
         starts or ends inside a character's UTF-8 bytes spans that whole character."""
-        ends = np.cumsum(self.byte_lengths[np.asarray(ids, dtype=np.int64)])
-        starts = ends - self.byte_lengths[np.asarray(ids, dtype=np.int64)]
+        lengths = self.byte_lengths[np.asarray(ids, dtype=np.int64)]
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
         if text.isascii():
             return starts, ends
         data = np.frombuffer(text.encode(), dtype=np.uint8)

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import Namespace
 
 from synthia import forked, pieces
 
@@ -349,14 +351,21 @@ def render_directly(template, arguments, messages, tools):
 
 
 DICT_ATTRIBUTES = frozenset(dir(dict))
+PLAIN_JINJA_OBJECTS = (Namespace, LoopContext)  # the sandbox allows any attribute of theirs without a leading _
 
 
 class DictKeysFirstSandbox(ImmutableSandboxedEnvironment):
-    """transformers' sandbox, but `message.role` on a dict is its key at once (see with_dict_keys_first)."""
+    """transformers' sandbox, but `message.role` on a dict is its key at once, and `loop.last` or `ns.seen` is
+    read without the sandbox's checks, which allow them anyway (see with_dict_keys_first)."""
 
     def getattr(self, obj, attribute):
         if type(obj) is dict and attribute in obj and attribute not in DICT_ATTRIBUTES:
             return obj[attribute]
+        if type(obj) in PLAIN_JINJA_OBJECTS and not attribute.startswith("_"):
+            try:
+                return getattr(obj, attribute)
+            except AttributeError:
+                pass  # the sandbox says what is missing
         return super().getattr(obj, attribute)
 
 

@@ -149,3 +149,32 @@ def test_the_pipeline_reads_a_template_error_with_its_line(tiny_model_dir, tmp_p
     examples = validate_file(dataset).examples
     with pytest.raises(train_mlx.PipelineError, match=r"line 1: the chat template failed: .*as a continuation"):
         train_mlx.encode_examples(tokenizer, examples, TOOLS)
+
+
+SANDBOX_PROBES = [
+    "{% set ns = namespace(n=0) %}{% for m in messages %}{{ loop.index0 }}{{ loop.last }}{{ m.role }}"
+    "{{ m.items is defined }}{{ m.get('role') }}{{ ns.n }}{{ m.missing is defined }}{% set ns.n = ns.n + 1 %}"
+    "{% endfor %}{{ ns.n }}{{ ns.missing is defined }}",
+    "{% for m in messages %}{{ m.items() | list | length }}{{ m['items'] if 'items' in m }}{% endfor %}",
+    "{{ messages.__class__ }}", "{% set ns = namespace(a=1) %}{{ ns._Namespace__attrs }}",
+    "{% for m in messages %}{{ loop.__class__ }}{% endfor %}", "{{ messages[0].role.__class__.__mro__ }}",
+    "{% for m in messages %}{{ m.pop('role') }}{% endfor %}", "{{ messages.append(1) }}",
+]
+
+
+def outcome(template, messages):
+    try:
+        return template.render(messages=messages)
+    except Exception as e:
+        return type(e).__name__, str(e)
+
+
+@pytest.mark.parametrize("source", SANDBOX_PROBES)
+def test_the_faster_sandbox_renders_and_refuses_as_transformers_sandbox_does(source):
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    plain = _compile_jinja_template(source)
+    fast = render.with_dict_keys_first(plain, source)
+    assert type(fast.environment) is render.DictKeysFirstSandbox
+    messages = [{"role": "user", "items": "mine", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    assert outcome(fast, [dict(m) for m in messages]) == outcome(plain, [dict(m) for m in messages])
