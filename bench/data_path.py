@@ -5,6 +5,7 @@ any training (the --dry-run path: validate_dataset, encode_examples, then prepar
     python bench/data_path.py --conversations 358  # the shipped dataset's size
     python bench/data_path.py --profile render     # where the render+tokenize phase spends its time
     python bench/data_path.py --no-before          # skip timing synthia/render.py as it was before the speed-up
+    python bench/data_path.py --whole-path-at 33c18d8  # then the whole path as it was at that commit, for a ratio
 
 The render+tokenize phase also runs with synthia/render.py as it was before the speed-up (loaded from git,
 commit BEFORE), in the same process, and both must give identical token ids and loss spans.
@@ -169,6 +170,26 @@ def profile_phase(name, function, *args, top=25):
     return result
 
 
+def compare_with_commit(commit, conversations, total):
+    """The whole path at `commit` (the repository as it was, extracted to a temporary directory), run right after
+    this one by its own bench in a fresh process: the ratio of the two medians."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as old:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
+        done = subprocess.run([sys.executable, str(Path(old) / "bench" / "data_path.py"), "--no-before",
+                               "--conversations", str(conversations)], capture_output=True, text=True, cwd=old)
+    line = next((row for row in done.stdout.splitlines() if row.startswith("total ")), None)
+    if done.returncode or line is None:
+        print(f"\nthe bench at {commit} failed:\n{(done.stdout + done.stderr)[-2000:]}")
+        return
+    wall, cpu = (float(x) for x in line.split()[1:3])
+    print(f"\nthe whole path at {commit}, run right after in a fresh process: {wall:.2f} s wall, {cpu:.2f} s CPU; "
+          f"now {total[0]:.2f} s wall, {total[1]:.2f} s CPU: {wall / total[0]:.1f}x faster (wall), "
+          f"{cpu / total[1]:.1f}x (CPU)")
+
+
 def load_average():
     return "load average (1, 5, 15 min): " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -180,6 +201,8 @@ def main(argv=None):
     parser.add_argument("--no-before", action="store_true", help="do not time the old synthia/render.py")
     parser.add_argument("--repeat", type=int, default=3, help="runs of the three phases; medians are printed")
     parser.add_argument("--profile", choices=["validate", "render", "prepare"], help="cProfile one phase after the run")
+    parser.add_argument("--whole-path-at", metavar="COMMIT", help="then run this bench as it was at COMMIT (its own "
+                        "code, a fresh process, the same data) and print both totals")
     args = parser.parse_args(argv)
     print(f"Data path: python bench/data_path.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
     print("\n".join(machine_lines()))
@@ -225,6 +248,8 @@ def main(argv=None):
         print(f"{tokens:,} tokens; stage train examples: "
               + ", ".join(f"{n}: {s['train']['examples']}" for n, s in stats.items()))
         print(load_average())
+        if args.whole_path_at:
+            compare_with_commit(args.whole_path_at, args.conversations, total)
         if args.profile:
             phase = {"validate": (validate_phase, path), "render": (render_phase, tokenizer, examples),
                      "prepare": (prepare_phase, examples, encoded, path, Path(directory) / "profiled")}[args.profile]

@@ -1,4 +1,5 @@
-"""Pure-Python work over a long list, shared among the machine's cores by forked processes (Linux only).
+"""Pure-Python work over a long list, shared among the machine's cores by forked processes (Linux only), and
+with Python's cyclic collector paused.
 
 Forked children share whatever the parent has loaded (a tokenizer, a schema) without pickling it; only their
 results travel back. macOS does not fork safely once system frameworks are loaded, so there (and for short
@@ -11,6 +12,7 @@ import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 
 MIN_ITEMS = 400  # below this, one process is faster
 MAX_PROCESSES = 8
@@ -45,6 +47,20 @@ def map_shares(function, items, *args):
         _WORK = None
         gc.unfreeze()
     return results
+
+
+@contextmanager
+def collector_paused():
+    """Python's cyclic collector walks every object made so far each time it runs; while a long list's results pile
+    up (none of them garbage: encoding 2,600 conversations left 20 objects in cycles) that cost a quarter to a third
+    of validating or encoding them. Paused for the work, as it was after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def split_shares(items, workers):

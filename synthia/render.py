@@ -223,6 +223,11 @@ def encode_many(tokenizer, conversations):
     exactly one generation prompt per assistant turn, and only after the prefix renders of a sample of the
     conversations found the same ranges; anything else goes through the prefix renders. The distinct pieces of
     text between special tokens are tokenized once, and a large dataset is shared among the cores."""
+    with forked.collector_paused():
+        return _encode_all(tokenizer, conversations)
+
+
+def _encode_all(tokenizer, conversations):
     shortcuts = checked_shortcuts(tokenizer, conversations)
     if forked.processes(len(conversations)) == 1:
         return _encode_share(conversations, tokenizer, shortcuts)

@@ -29,7 +29,6 @@ A conversation (the rules, stated once; tests/test_dataset.py relies on them):
 """
 
 import argparse
-import gc
 import hashlib
 import itertools
 import json
@@ -39,7 +38,6 @@ import re
 import stat
 import sys
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -47,7 +45,7 @@ from typing import NamedTuple
 
 import jsonschema
 
-from synthia import quick_schema
+from synthia import forked, quick_schema
 
 DEFAULT_TOOLS_FILE = Path(__file__).with_name("default_tools.json")
 CATEGORIES = ("tool_use", "tdd", "debugging", "planning", "refactoring", "code_review", "collaboration")
@@ -772,23 +770,10 @@ def check_line(text, default_tools):
     return record, errors, warnings
 
 
-@contextmanager
-def collector_paused():
-    """Python's cyclic collector walks every object made so far each time it runs; while a file's records pile up
-    (none of them garbage) that was a third of validating 2,600 lines. Paused for the file, as it was after."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def validate_lines(lines, path, default_tools=None, max_line_bytes=MAX_LINE_BYTES):
     """Validate the lines of a file, in order: str or bytes, with or without their newline."""
     default_tools = default_tools if default_tools is not None else load_default_tools()
-    with collector_paused():
+    with forked.collector_paused():
         return checked_report(lines, path, default_tools, max_line_bytes)
 
 

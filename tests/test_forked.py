@@ -39,3 +39,25 @@ def test_shares_are_contiguous_nearly_equal_and_never_empty(two_processes):
     assert [len(s) for s in forked.split_shares(list(range(2601)), 2)] in ([1300, 1301], [1301, 1300])
     assert sum(forked.split_shares(list(range(10)), 4), []) == list(range(10))
     assert forked.split_shares([7], 2) == [[7]] and forked.map_shares(squares_with_pids, [3], 0)[0][0] == 9
+
+
+def test_the_collector_is_paused_for_the_work_and_left_as_it_was(monkeypatch):
+    import gc
+
+    from synthia import render
+
+    assert gc.isenabled()
+    with forked.collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with forked.collector_paused():
+            pass
+        assert not gc.isenabled()  # the caller's choice stands
+    finally:
+        gc.enable()
+    seen = []
+    monkeypatch.setattr(render, "_encode_all", lambda *args: seen.append(gc.isenabled()) or [])
+    render.encode_many(None, [])
+    assert seen == [False] and gc.isenabled()  # encoding a dataset runs with the collector paused
