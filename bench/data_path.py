@@ -209,6 +209,8 @@ def main(argv=None):
     print(load_average())
     with tempfile.TemporaryDirectory() as directory:
         path = write_dataset(args.dataset, directory, args.conversations)
+        import train_mlx  # noqa: F401  (imported before its data path runs, as in a real run)
+
         tokenizer, load_wall, load_cpu = timed(qwen_tokenizer, DEFAULT_TEMPLATE)
         fast, table_wall, _ = timed(pieces.use_fast_bpe, tokenizer)
         print(f"data: {args.conversations:,} conversations replicated from {args.dataset} "
@@ -230,8 +232,9 @@ def main(argv=None):
         if not args.no_before:
             old, *before = timed(render_phase_before, tokenizer, examples, render_module_before(directory))
             assert same_encodings(encoded, old), "the old and new synthia/render.py encode differently"
-        print(f"totals of the {args.repeat} runs (wall s): " + ", ".join(f"{sum(p[0] for p in run):.2f}" for run in runs)
-              + "; medians below (CPU s: this process and the forked ones)")
+        print(f"the {args.repeat} runs, wall s (validate + render + write = total): " + "; ".join(
+            " + ".join(f"{p[0]:.2f}" for p in run) + f" = {sum(p[0] for p in run):.2f}" for run in runs))
+        print("medians below (CPU s: this process and the forked ones)")
         print(f"{'phase':38} {'wall s':>8} {'CPU s':>8} {'conv/s (wall)':>14} {'conv/s (CPU)':>13}")
         for name, (wall, cpu) in rows + [("total", total)]:
             print(f"{name:38} {wall:>8.2f} {cpu:>8.2f} {args.conversations / wall:>14,.0f} "
