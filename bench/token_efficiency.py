@@ -20,7 +20,6 @@ square). "Assistant tokens" are the tokens of every assistant turn (synthia.rend
 """
 
 import argparse
-import json
 import os
 import platform
 import sys

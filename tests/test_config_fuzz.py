@@ -5,7 +5,6 @@ a ConfigError that names the file and the key. Never another exception; through 
 A key given twice keeps its last value: YAML's rule, accepted and documented in load_yaml_file."""
 
 import json
-import math
 import subprocess
 import sys
 import tempfile

@@ -2,7 +2,6 @@
 of steps_per_eval), it ends with the adapters, best iteration and loss curves of an uninterrupted run."""
 
 import json
-import signal
 import subprocess
 import sys
 from pathlib import Path

@@ -3,7 +3,6 @@
 import json
 from pathlib import Path
 
-import pytest
 from mlx_lm.utils import load_tokenizer
 
 from synthia import scoring, toolcalls, validate
