@@ -83,7 +83,8 @@ def main(argv=None):
 
     from synthia import fast_bpe, pieces
 
-    print(f"tiktoken vs tokenizers: python bench/fast_bpe.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
+    arguments = " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"tiktoken vs tokenizers: python bench/fast_bpe.py {arguments}".rstrip())
     print("\n".join(machine_lines()) + f", tiktoken {tiktoken.__version__}")
     tokenizer = qwen_tokenizer(DEFAULT_TEMPLATE)
     raw = tokenizer._tokenizer._tokenizer

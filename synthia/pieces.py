@@ -141,7 +141,7 @@ class PieceTokenizer:
         return [self._assemble(parts, known) for parts in parts_of]
 
     def use_fast_bpe(self):
-        """Tokenize with tiktoken from now on where it gives this tokenizer's ids (built once: ~0.5 s)."""
+        """Tokenize with tiktoken from now on where it gives this tokenizer's ids (built once: ~0.7 s for Qwen2.5)."""
         if not self.fast_tried:
             self.fast_tried, self.fast = True, fast_bpe.fast_bpe(self.raw)
         return self.fast is not None

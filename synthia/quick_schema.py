@@ -1,10 +1,10 @@
 """A quick yes for tool-call arguments that a plain parameters schema accepts, before asking jsonschema.
 
-Most tool schemas are an object of typed properties, some required, perhaps an enum or a bound: checking 2,600 conversations'
-calls with jsonschema was a quarter of validating them. `acceptor(schema)` builds a check that answers True only
-for values jsonschema accepts too (stricter where the two could differ: 1.0 is no integer here, True is no 1 in an
-enum); False means "ask jsonschema", which also words the error. A schema with any keyword outside the plain set
-gets no acceptor: jsonschema checks every call to it.
+Most tool schemas are an object of typed properties, some required, perhaps an enum or a bound: checking 2,600
+conversations' calls with jsonschema was a quarter of validating them. `acceptor(schema)` builds a check that
+answers True only for values jsonschema accepts too (stricter where the two could differ: 1.0 is no integer here,
+True is no 1 in an enum); False means "ask jsonschema", which also words the error. A schema with any keyword
+outside the plain set gets no acceptor: jsonschema checks every call to it.
 """
 
 ANNOTATIONS = frozenset({"description", "title", "default", "examples", "$comment", "deprecated", "readOnly",

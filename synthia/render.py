@@ -397,9 +397,12 @@ def with_dict_keys_first(template, source):
     like `items`, still come first) and the same sandbox; the template itself if its sandbox is not the usual."""
     if type(template.environment) is not ImmutableSandboxedEnvironment:
         return template
-    environment = template.environment.overlay()  # the same filters, globals and extensions
-    environment.__class__ = DictKeysFirstSandbox
-    return environment.from_string(source)
+    try:
+        environment = template.environment.overlay()  # the same filters, globals and extensions
+        environment.__class__ = DictKeysFirstSandbox
+        return environment.from_string(source)
+    except Exception:  # a Jinja whose environments do not copy this way: the template as transformers made it
+        return template
 
 
 def fit_to_length(encoded, max_seq_length):
