@@ -1,9 +1,9 @@
 """Token ids of byte-level BPE text by tiktoken, for the tokenizers whose ids it gives.
 
-Qwen2.5's tokenizer (like Llama 3's and GPT-4's) is byte-level BPE over one regex pre-tokenizer, each listed merge
-making a larger id than the last. tiktoken runs that algorithm, merging by id, over the same vocabulary about five
-times faster than the Rust `tokenizers` library (bench/fast_bpe.py), whose regex engine dominates. The two can still
-differ in principle: tiktoken merges any adjacent pair that forms a token, `tokenizers` only the listed merges. So
+Qwen2.5's tokenizer (like Llama 3's and GPT-4's) is byte-level BPE over one regex pre-tokenizer whose token ids
+follow its merges' order. tiktoken runs that algorithm, merging by id, over the same vocabulary about five times
+faster than the Rust `tokenizers` library (bench/fast_bpe.py), whose regex engine dominates. The two can still
+differ: tiktoken merges any adjacent pair that forms a token, `tokenizers` only the listed merges, in their order. So
 the caller checks: one piece in CHECK_EVERY, spread over each batch, is tokenized again by the tokenizer itself,
 which must give the same ids and offsets; one that does not turns tiktoken off and the batch is tokenized again.
 """
