@@ -157,7 +157,7 @@ class PieceTokenizer:
 
     def _tokenize(self, texts):
         pieces = [None] * len(texts)
-        if self.fast is None and sum(map(len, texts)) >= fast_bpe.MIN_CHARACTERS:
+        if not self.fast_tried and sum(map(len, texts)) >= fast_bpe.MIN_CHARACTERS:
             self.use_fast_bpe()
         if self.fast is not None:
             for k, text in enumerate(texts):

@@ -6,6 +6,7 @@ cost more than the rest of preparing them. Token files of earlier versions (.tok
 example) are still read.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,6 @@ def write(path, examples):
 def read(path):
     """[(line, int32 ids, [(start, end)])] in the file's order; line is None in files that did not keep it."""
     if str(path).endswith(LEGACY_SUFFIX):
-        import json
-
         records = [json.loads(line) for line in Path(path).read_text().splitlines()]
         return [(r.get("line"), np.asarray(r["tokens"], dtype=np.int32), [tuple(s) for s in r["spans"]])
                 for r in records]
