@@ -13,7 +13,9 @@ options) and reused on the next run. What an import does:
   its RoPE kernel; qwen2 files are written unpermuted);
 - config.json from the `<arch>.*` metadata keys; tied embeddings when the file has no `output.weight`;
 - the tokenizer rebuilt from the `tokenizer.ggml.*` keys as a Hugging Face tokenizer.json (or copied from
-  `tokenizer_dir`), with the file's chat template unless `chat_template` names another.
+  `tokenizer_dir`), with the file's chat template unless `chat_template` names another. tokenizer_config.json
+  keeps the file's `tokenizer.ggml.pre` under that same key, so that an export of the model (or of a model
+  fused from it, which copies the file) writes the name llama.cpp already knew the tokenizer by.
 """
 
 import argparse
@@ -25,7 +27,7 @@ import shutil
 import time
 from pathlib import Path
 
-IMPORTER_VERSION = 1  # part of every cache key: bump it when the output of an import changes
+IMPORTER_VERSION = 2  # part of every cache key: bump it when the output of an import changes
 SUPPORTED_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 ROPE_PERMUTED_ARCHITECTURES = {"llama"}  # llama.cpp's LlamaModel.permute; Qwen2Model writes q/k as they are
 READABLE_TYPES = {"F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}
@@ -43,7 +45,8 @@ QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 PRE_TOKENIZER_STYLES = {"qwen2": "qwen2", "llama-bpe": "llama3", "llama3": "llama3", "llama-v3": "llama3",
-                        "smollm": "smollm"}
+                        "smollm": "smollm", "gpt-2": "gpt-2"}
+PRE_TOKENIZER_KEY = "tokenizer.ggml.pre"  # also the tokenizer_config.json key that carries the file's value
 
 
 class GGUFImportError(ValueError):
@@ -359,7 +362,7 @@ def pre_tokenizer_style(meta, path):
         raise GGUFImportError(
             f"{path}: tokenizer.ggml.model is {model!r}; only byte-level BPE vocabularies ('gpt2') are rebuilt. "
             "Fix: pass the model's Hugging Face tokenizer directory with --tokenizer DIR.")
-    pre = meta.get("tokenizer.ggml.pre", "default")
+    pre = meta.get(PRE_TOKENIZER_KEY, "default")
     if pre not in PRE_TOKENIZER_STYLES:
         raise GGUFImportError(
             f"{path}: tokenizer.ggml.pre is {pre!r}; the importer rebuilds {sorted(PRE_TOKENIZER_STYLES)}. "
@@ -373,6 +376,8 @@ def pre_tokenizer(style):
     if style == "smollm":  # SmolLM2's tokenizer.json: every digit alone, then GPT-2's regex
         return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
                                         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    if style == "gpt-2":  # GPT-2's tokenizer.json: its regex, inside the byte-level step
+        return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     split = QWEN2_SPLIT if style == "qwen2" else LLAMA3_SPLIT
     return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(split), behavior="isolated"),
                                     pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
@@ -462,7 +467,12 @@ def tokenizer_config(meta, tokenizer, chat_template):
     }
     if chat_template is not None:
         config["chat_template"] = chat_template
-    return config
+    return with_recorded_pre_tokenizer(config, meta)
+
+
+def with_recorded_pre_tokenizer(config, meta):
+    """tokenizer_config.json's settings plus the file's tokenizer.ggml.pre, which gguf_export writes back."""
+    return {**config, PRE_TOKENIZER_KEY: meta[PRE_TOKENIZER_KEY]} if PRE_TOKENIZER_KEY in meta else config
 
 
 def special_tokens_map(config):
@@ -477,8 +487,11 @@ def write_tokenizer_from_metadata(out_dir, meta, path, chat_template):
     write_json(out_dir / "special_tokens_map.json", special_tokens_map(config))
 
 
-def copy_tokenizer_dir(out_dir, tokenizer_dir, vocab_rows, override_template, file_template):
-    """Copy a Hugging Face tokenizer. --chat-template beats its template; the file's template fills in a missing one."""
+def copy_tokenizer_dir(out_dir, tokenizer_dir, vocab_rows, override_template, meta):
+    """Copy a Hugging Face tokenizer. --chat-template beats its template; the file's template fills in a missing one.
+
+    The file's tokenizer.ggml.pre is recorded in tokenizer_config.json too: llama.cpp splits this vocabulary
+    by that name, whatever the copied tokenizer.json says."""
     from tokenizers import Tokenizer
 
     if not (tokenizer_dir / "tokenizer.json").is_file():
@@ -494,12 +507,13 @@ def copy_tokenizer_dir(out_dir, tokenizer_dir, vocab_rows, override_template, fi
     config_file = out_dir / "tokenizer_config.json"
     config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
     has_own = config.get("chat_template") or (out_dir / "chat_template.jinja").is_file()
+    file_template = meta.get("tokenizer.chat_template")
     template = override_template if override_template is not None else (None if has_own else file_template)
     if template is not None:
         config["chat_template"] = template
         (out_dir / "chat_template.jinja").unlink(missing_ok=True)
         (out_dir / "chat_template.json").unlink(missing_ok=True)
-        write_json(config_file, config)
+    write_json(config_file, with_recorded_pre_tokenizer(config, meta))
 
 
 def read_chat_template(chat_template_file):
@@ -644,11 +658,10 @@ def import_into(out_dir, path, tokenizer_dir, override_template, dequantize, dty
     check_tensor_types(reader, path)
     config = model_config(meta, tensors, path)
     plan = tensor_plan(config, tensors, path)
-    file_template = meta.get("tokenizer.chat_template")
     if tokenizer_dir is not None:
-        copy_tokenizer_dir(out_dir, tokenizer_dir, config["vocab_size"], override_template, file_template)
+        copy_tokenizer_dir(out_dir, tokenizer_dir, config["vocab_size"], override_template, meta)
     else:
-        template = override_template if override_template is not None else file_template
+        template = override_template if override_template is not None else meta.get("tokenizer.chat_template")
         write_tokenizer_from_metadata(out_dir, meta, path, template)
     types = sorted({t.tensor_type.name for t in reader.tensors})
     native = native_quantized_arrays(path, tensors, log)

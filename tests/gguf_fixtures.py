@@ -105,7 +105,8 @@ def train_byte_level_tokenizer(texts, vocab_size, style, specials, plain_added=(
     """A byte-level BPE tokenizer shaped like a real model family's tokenizer.json.
 
     style "llama3": Llama 3's split regex (digits in runs of up to three), merges ignored for whole-vocabulary
-    words; "smollm": every digit alone, then GPT-2's regex (SmolLM2's pre-tokenizer).
+    words; "smollm": every digit alone, then GPT-2's regex (SmolLM2's pre-tokenizer); "gpt2": GPT-2's regex
+    alone, inside the byte-level step (GPT-2's own tokenizer.json).
     """
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from tokenizers.trainers import BpeTrainer
@@ -121,6 +122,8 @@ def train_byte_level_tokenizer(texts, vocab_size, style, specials, plain_added=(
             pre_tokenizers.Digits(individual_digits=True),
             pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
         ])
+    elif style == "gpt2":
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
     else:
         raise ValueError(f"unknown tokenizer style {style!r}")
     tokenizer.decoder = decoders.ByteLevel()
@@ -139,6 +142,19 @@ def train_byte_level_tokenizer(texts, vocab_size, style, specials, plain_added=(
     return tokenizer
 
 
+def dataset_texts(records):
+    """Every distinct text of a dataset's records: message contents, tool-call arguments, tool schemas."""
+    texts = set()
+    for record in records:
+        texts.add(json.dumps(record["tools"], ensure_ascii=False))
+        for message in record["messages"]:
+            texts.add(message.get("content") or "")
+            for call in message.get("tool_calls") or []:
+                arguments = call["function"]["arguments"]
+                texts.add(arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False))
+    return sorted(texts - {""})
+
+
 def write_json(path, data):
     Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -146,7 +162,7 @@ def write_json(path, data):
 def build_llama_source(out_dir, *, style="llama3", texts, vocab_size=1024, hidden_size=256, num_layers=2,
                        num_heads=4, num_kv_heads=2, intermediate_size=512, tie_word_embeddings=False, seed=1,
                        rope_scaling=None):
-    """A tiny random Llama in HF layout; style "llama3" (BOS added, untied head) or "smollm" (ChatML, tied)."""
+    """A tiny random Llama in HF layout; style "llama3" (BOS added), "smollm" or "gpt2" (both ChatML)."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.models import llama

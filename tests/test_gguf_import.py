@@ -18,7 +18,7 @@ from synthia.tiny_model import build_tiny_model, default_corpus_texts
 from tests import gguf_fixtures as fx
 
 DATASET = Path(__file__).resolve().parents[1] / "dataset.jsonl"
-PRE = {"qwen2": "qwen2", "llama3": "llama-bpe", "smollm": "smollm"}
+PRE = {"qwen2": "qwen2", "llama3": "llama-bpe", "smollm": "smollm", "gpt2": "gpt-2"}
 # Largest logit difference from the source model, as a fraction of its largest logit, by file type: F16 only
 # rounds the weights; Q8_0 keeps 8 bits per weight; Q4_K_M keeps 4 to 6.
 LOGIT_TOLERANCE = {"F16": 0.002, "Q8_0": 0.02, "Q4_K_M": 0.25}
@@ -35,7 +35,7 @@ def quiet(_message):
 # ---------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
-    """name -> (source dir, architecture): a tied Qwen2, an untied Llama 3-style and a tied SmolLM-style Llama."""
+    """name -> (source dir, architecture): a tied Qwen2, an untied Llama 3-style, tied SmolLM- and GPT-2-style Llamas."""
     root = tmp_path_factory.mktemp("gguf-sources")
     texts = default_corpus_texts()
     return {
@@ -45,6 +45,7 @@ def sources(tmp_path_factory):
                    "llama"),
         "smollm": (fx.build_llama_source(root / "smollm", style="smollm", texts=texts, tie_word_embeddings=True),
                    "llama"),
+        "gpt2": (fx.build_llama_source(root / "gpt2", style="gpt2", texts=texts, tie_word_embeddings=True), "llama"),
     }
 
 
@@ -93,15 +94,7 @@ def rendered_conversations(sources, records):
 @pytest.fixture(scope="module")
 def dataset_texts(records):
     """Every distinct text of the shipped dataset: message contents, tool-call arguments, tool schemas."""
-    texts = set()
-    for record in records:
-        texts.add(json.dumps(record["tools"], ensure_ascii=False))
-        for message in record["messages"]:
-            texts.add(message.get("content") or "")
-            for call in message.get("tool_calls") or []:
-                arguments = call["function"]["arguments"]
-                texts.add(arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False))
-    return sorted(texts - {""})
+    return fx.dataset_texts(records)
 
 
 def load_tokenizer(model_dir):
@@ -211,7 +204,7 @@ def test_keep_quantized_stores_mlx_quantized_layers_that_compute_the_same_logits
 # ---------------------------------------------------------------------------------------------------------
 # Tokenizer and chat template
 # ---------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("source", ["qwen2", "llama3", "smollm"])
+@pytest.mark.parametrize("source", ["qwen2", "llama3", "smollm", "gpt2"])
 def test_rebuilt_tokenizer_encodes_every_dataset_text_like_the_source_and_decodes_it_back(
         sources, imported, rendered_conversations, dataset_texts, source):
     want, got = load_tokenizer(sources[source][0]), load_tokenizer(imported(source, "Q8_0"))
@@ -229,6 +222,18 @@ def test_chat_template_and_special_tokens_come_from_the_metadata(sources, import
     assert (got.eos_token, got.bos_token) == (want.eos_token, want.bos_token)
     messages = [{k: m[k] for k in ("role", "content")} for m in records[0]["messages"] if m.get("content")]
     assert got.apply_chat_template(messages, tokenize=True) == want.apply_chat_template(messages, tokenize=True)
+
+
+@pytest.mark.parametrize("source", ["smollm", "gpt2"])
+def test_the_files_pre_tokenizer_name_is_kept_in_tokenizer_config_for_the_export(imported, source):
+    config = json.loads((imported(source, "Q8_0") / "tokenizer_config.json").read_text())
+    assert config["tokenizer.ggml.pre"] == PRE[source]
+
+
+def test_the_pre_tokenizer_name_is_kept_beside_a_tokenizer_given_with_the_tokenizer_option(sources, tmp_path):
+    path = fx.write_gguf(sources["llama3"][0], tmp_path / "v3.gguf", "F16", pre="llama-v3")
+    out = import_gguf(path, tmp_path / "cache", tokenizer_dir=sources["llama3"][0], log=quiet)
+    assert json.loads((out / "tokenizer_config.json").read_text())["tokenizer.ggml.pre"] == "llama-v3"
 
 
 def test_mlx_lm_loads_the_imported_directory_with_its_end_of_turn_token(sources, imported):
