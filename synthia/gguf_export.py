@@ -25,8 +25,9 @@ SUPPORTED_MODEL_TYPES = ("qwen2", "llama")
 ROPE_FREQS = "rope_freqs.weight"  # llama.cpp's per-frequency RoPE divisors (Llama 3 scaling)
 DISK_MARGIN_BYTES = 256 * 2**20  # metadata (vocabulary, merges, template) and file-system slack
 
-# Pre-tokenizer split patterns of GPT-2 style BPE tokenizers, by the tokenizer.ggml.pre name llama.cpp
-# knows them by: llama.cpp applies its built-in regex for that name, so the name must match the pattern.
+# Pre-tokenizer split patterns of GPT-2 style BPE tokenizers. llama.cpp splits the text by the built-in regex
+# list of the file's tokenizer.ggml.pre name, each regex in turn, so the name must match the tokenizer's
+# whole pre-tokenizer sequence, not only its last regex.
 QWEN2_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
@@ -35,7 +36,11 @@ LLAMA3_PATTERN = (
     r"|\s+(?!\S)|\s+"
 )
 GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-PRE_TOKENIZER_BY_PATTERN = {QWEN2_PATTERN: "qwen2", LLAMA3_PATTERN: "llama-bpe", GPT2_PATTERN: "gpt-2"}
+DIGIT_PATTERN = r"\p{N}"  # tokenizers' Digits(individual_digits=True): every digit alone
+DIGIT_RUN_PATTERN = r"\p{N}+"  # Digits(individual_digits=False)
+PRE_TOKENIZER_BY_PATTERNS = {(QWEN2_PATTERN,): "qwen2", (LLAMA3_PATTERN,): "llama-bpe", (GPT2_PATTERN,): "gpt-2",
+                             (DIGIT_PATTERN, GPT2_PATTERN): "smollm"}  # SmolLM2: Digits, then ByteLevel
+RECORDED_PRE_TOKENIZER_KEY = "tokenizer.ggml.pre"  # in tokenizer_config.json: the GGUF the model was imported from
 
 
 class GGUFExportError(ValueError):
@@ -287,27 +292,49 @@ def tokenizer_json(model_dir):
 
 
 def split_patterns(pre_tokenizer):
-    """The regex patterns of every Split step in a tokenizer.json pre_tokenizer, in order."""
-    if not pre_tokenizer:
-        return []
-    if pre_tokenizer.get("type") == "Sequence":
+    """The regex of every splitting step in a tokenizer.json pre_tokenizer, in order, as llama.cpp lists them.
+
+    A step of another kind (Whitespace, Punctuation, ...) appears as <its type>, so that no name matches it.
+    """
+    kind = (pre_tokenizer or {}).get("type")
+    if kind is None or (kind == "ByteLevel" and not pre_tokenizer.get("use_regex", True)):
+        return []  # nothing, or only the byte-to-character mapping
+    if kind == "Sequence":
         return [p for step in pre_tokenizer["pretokenizers"] for p in split_patterns(step)]
-    if pre_tokenizer.get("type") == "Split":
+    if kind == "Split" and pre_tokenizer.get("behavior", "Isolated") == "Isolated" and not pre_tokenizer.get("invert"):
         return [pre_tokenizer["pattern"].get("Regex", pre_tokenizer["pattern"].get("String"))]
-    if pre_tokenizer.get("type") == "ByteLevel" and pre_tokenizer.get("use_regex", True):
+    if kind == "ByteLevel":
         return [GPT2_PATTERN]
-    return []
+    if kind == "Digits":
+        return [DIGIT_PATTERN if pre_tokenizer.get("individual_digits") else DIGIT_RUN_PATTERN]
+    return [f"<{kind}>"]
 
 
 def pre_tokenizer_name(tokenizer_data, path="tokenizer.json"):
-    """llama.cpp's tokenizer.ggml.pre for this tokenizer, matched on its split regex (not on the architecture)."""
-    patterns = split_patterns(tokenizer_data.get("pre_tokenizer"))
-    if len(patterns) == 1 and patterns[0] in PRE_TOKENIZER_BY_PATTERN:
-        return PRE_TOKENIZER_BY_PATTERN[patterns[0]]
-    known = ", ".join(sorted(PRE_TOKENIZER_BY_PATTERN.values()))
-    raise GGUFExportError(f"{path}: pre-tokenizer split {patterns!r} matches none that this export knows ({known}); "
-                          "llama.cpp would split text differently from training. Pass pre_tokenizer= with the "
-                          "llama.cpp name of this tokenizer's regex, or convert with convert_hf_to_gguf.py")
+    """llama.cpp's tokenizer.ggml.pre for this tokenizer, matched on its whole split sequence (not the architecture)."""
+    patterns = tuple(split_patterns(tokenizer_data.get("pre_tokenizer")))
+    if patterns in PRE_TOKENIZER_BY_PATTERNS:
+        return PRE_TOKENIZER_BY_PATTERNS[patterns]
+    known = ", ".join(sorted(PRE_TOKENIZER_BY_PATTERNS.values()))
+    raise GGUFExportError(f"{path}: pre-tokenizer split {list(patterns)!r} matches none that this export knows "
+                          f"({known}); llama.cpp would split text differently from training. Pass pre_tokenizer= "
+                          "with the llama.cpp name of this tokenizer's regex, or convert with convert_hf_to_gguf.py")
+
+
+def recorded_pre_tokenizer(model_dir):
+    """The tokenizer.ggml.pre of the GGUF file this model (or its base) was imported from, or None."""
+    path = Path(model_dir) / "tokenizer_config.json"
+    return read_json(path).get(RECORDED_PRE_TOKENIZER_KEY) if path.is_file() else None
+
+
+def chosen_pre_tokenizer(model_dir, tokenizer_data, log):
+    """The recorded name of an imported model (llama.cpp already split this vocabulary by it), else the inferred one."""
+    recorded = recorded_pre_tokenizer(model_dir)
+    if recorded:
+        log(f"[gguf] tokenizer.ggml.pre {recorded!r}: as in the GGUF file the model was imported from "
+            "(tokenizer_config.json)")
+        return recorded
+    return pre_tokenizer_name(tokenizer_data, Path(model_dir) / "tokenizer.json")
 
 
 def looks_like_control_token(text):
@@ -384,11 +411,11 @@ def add_hyperparameters(writer, config, n_vocab):
         writer.add_rope_scaling_orig_ctx_len(rope_scaling["original_max_position_embeddings"])
 
 
-def add_tokenizer(writer, model_dir, n_vocab, pre_tokenizer=None, chat_template=None):
+def add_tokenizer(writer, model_dir, n_vocab, pre_tokenizer=None, chat_template=None, log=print):
     data = tokenizer_json(model_dir)
     tokens, types = vocabulary(data, n_vocab)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(pre_tokenizer or pre_tokenizer_name(data, Path(model_dir) / "tokenizer.json"))
+    writer.add_tokenizer_pre(pre_tokenizer or chosen_pre_tokenizer(model_dir, data, log))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     special_vocab(model_dir, n_vocab, chat_template).add_to_gguf(writer, quiet=True)
@@ -401,7 +428,7 @@ def file_type(out_type):
             "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M}[out_type]
 
 
-def metadata_writer(path, model_dir, config, out_type, name, pre_tokenizer=None, chat_template=None):
+def metadata_writer(path, model_dir, config, out_type, name, pre_tokenizer=None, chat_template=None, log=print):
     """A GGUFWriter for `path` holding every key: general, hyperparameters, tokenizer and chat template."""
     import gguf
 
@@ -412,7 +439,7 @@ def metadata_writer(path, model_dir, config, out_type, name, pre_tokenizer=None,
     if out_type != "f16":
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     add_hyperparameters(writer, config, config["vocab_size"])
-    add_tokenizer(writer, model_dir, config["vocab_size"], pre_tokenizer, chat_template)
+    add_tokenizer(writer, model_dir, config["vocab_size"], pre_tokenizer, chat_template, log)
     return writer
 
 
@@ -438,7 +465,7 @@ def write_gguf(model_dir, out_path, out_type, name, *, pre_tokenizer=None, chat_
     tensors = source_tensors(weights, config)
     types = [ggml_type_for(t, out_type) for t in tensors]
     partial = out_path.with_name(out_path.name + ".partial")  # never a half-written file under the final name
-    writer = metadata_writer(partial, model_dir, config, out_type, name, pre_tokenizer, chat_template)
+    writer = metadata_writer(partial, model_dir, config, out_type, name, pre_tokenizer, chat_template, log)
     for tensor, ggml_type in zip(tensors, types):
         writer.add_tensor_info(tensor.gguf_name, tensor.shape, np.dtype(np.float32),
                                tensor_nbytes(tensor.shape, ggml_type), raw_dtype=ggml_type)
@@ -538,9 +565,12 @@ def export_gguf(model_dir, out_dir, name, *, types=GGUF_TYPES, chat_template=Non
     q4_k_m needs llama-cpp-python (llama.cpp's quantizer) and is quantized from the f16 file, which is
     therefore written too; without llama-cpp-python it is skipped with a note saying how to get it.
     `chat_template` (text) overrides the model directory's: pass the template training used.
+    `pre_tokenizer` (llama.cpp's tokenizer.ggml.pre) overrides the name recorded by gguf_import, which
+    overrides the one matched on tokenizer.json's pre-tokenizer.
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    model_config(model_dir)  # fail on a wrong directory before anything is written
+    model_config(model_dir)  # fail on a wrong directory or tokenizer before anything is written
+    pre_tokenizer = pre_tokenizer or chosen_pre_tokenizer(model_dir, tokenizer_json(model_dir), log)
     written_types, skipped = resolve_types(types, llama_cpp_available())
     if skipped:
         log("[gguf] NOTE: skipping q4_k_m: llama.cpp's quantizer is not installed (pip install llama-cpp-python)")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 from collections import namedtuple
 from pathlib import Path
@@ -233,6 +234,64 @@ def test_a_tokenizer_split_llama_cpp_does_not_know_is_rejected(tiny_model_dir, t
     (model_dir / "tokenizer.json").write_text(json.dumps(tokenizer))
     with pytest.raises(gguf_export.GGUFExportError, match=r"tokenizer\.json: pre-tokenizer split .* matches none"):
         gguf_export.export_gguf(model_dir, tmp_path / "out", "tiny", types=("f16",), log=lambda line: None)
+
+
+def serialized_pre_tokenizer(*steps):
+    """tokenizer.json's pre_tokenizer entry for these `tokenizers` steps, as the library writes it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = steps[0] if len(steps) == 1 else pre_tokenizers.Sequence(list(steps))
+    return {"pre_tokenizer": json.loads(tokenizer.to_str())["pre_tokenizer"]}
+
+
+def family_pre_tokenizer(family):
+    """The pre-tokenizer steps of each family's own tokenizer.json."""
+    from tokenizers import Regex, pre_tokenizers
+
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    bytes_only = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    return {
+        "gpt2": [byte_level],
+        "smollm": [pre_tokenizers.Digits(individual_digits=True), byte_level],
+        "qwen2": [pre_tokenizers.Split(Regex(gguf_export.QWEN2_PATTERN), behavior="isolated"), bytes_only],
+        "llama3": [pre_tokenizers.Split(Regex(gguf_export.LLAMA3_PATTERN), behavior="isolated"), bytes_only],
+    }[family]
+
+
+@pytest.mark.parametrize("family, name", [("gpt2", "gpt-2"), ("smollm", "smollm"), ("qwen2", "qwen2"),
+                                          ("llama3", "llama-bpe")])
+def test_the_pre_tokenizer_name_follows_the_whole_split_sequence(family, name):
+    # SmolLM2 splits every digit off before GPT-2's regex: as 'gpt-2', llama.cpp splits "   1" into "  ", " 1".
+    assert gguf_export.pre_tokenizer_name(serialized_pre_tokenizer(*family_pre_tokenizer(family))) == name
+
+
+@pytest.mark.parametrize("first_step, shown", [("digit runs", r"\p{N}+"), ("punctuation", "<Punctuation>")])
+def test_a_split_before_byte_level_that_llama_cpp_has_no_name_for_is_rejected(first_step, shown):
+    from tokenizers import pre_tokenizers
+
+    step = (pre_tokenizers.Digits(individual_digits=False) if first_step == "digit runs"
+            else pre_tokenizers.Punctuation())
+    data = serialized_pre_tokenizer(step, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True))
+    expected = (r"tokenizer\.json: pre-tokenizer split " + re.escape(f"[{shown!r}, ")
+                + r".* matches none that this export knows \(gpt-2, llama-bpe, qwen2, smollm\)")
+    with pytest.raises(gguf_export.GGUFExportError, match=expected):
+        gguf_export.pre_tokenizer_name(data)
+
+
+def test_the_pre_tokenizer_name_recorded_at_import_is_written_and_said(tiny_model_dir, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    tokenizer = json.loads((model_dir / "tokenizer.json").read_text())
+    tokenizer["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\p{N}{1,2}|\s+"  # matches no name
+    (model_dir / "tokenizer.json").write_text(json.dumps(tokenizer))
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    (model_dir / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer.ggml.pre": "qwen2"}))
+    messages = []
+    paths = gguf_export.export_gguf(model_dir, tmp_path / "out", "tiny", types=("f16",), log=messages.append)
+    assert read_gguf(paths[0])[0]["tokenizer.ggml.pre"] == "qwen2"
+    assert messages[0] == ("[gguf] tokenizer.ggml.pre 'qwen2': as in the GGUF file the model was imported from "
+                           "(tokenizer_config.json)")
 
 
 def test_a_model_without_chat_template_is_rejected(tiny_model_dir, tmp_path):

