@@ -629,8 +629,10 @@ def parse_args(argv=None):
                         help="skip the llama.cpp check (it runs whenever llama-cpp-python is installed)")
     parser.add_argument("--dataset", type=Path, default=Path("dataset.jsonl"),
                         help="conversations for the llama.cpp check")
-    parser.add_argument("--min-margin", type=float, default=0.0,
-                        help="llama.cpp check: count only positions where MLX's top-1 leads by this many logits")
+    parser.add_argument("--min-margin", type=float,
+                        help="llama.cpp check: count only positions where MLX's top-1 leads by this many logits "
+                             "(default: every position for f16; for quantized files, those where MLX is confident: "
+                             "synthia.gguf_verify.CONFIDENT_MARGIN)")
     parser.add_argument("--lmstudio-dir", type=Path, metavar="DIR",
                         help="also copy the files to DIR/<publisher>/NAME/ (LM Studio: ~/.lmstudio/models)")
     parser.add_argument("--publisher", default="synthia", help="LM Studio publisher folder")

@@ -17,11 +17,10 @@ from synthia.tiny_model import CHAT_TEMPLATE_PATH, build_tiny_model, random_weig
 DATASET = Path(__file__).resolve().parents[1] / "dataset.jsonl"
 CONVERSATIONS = 3
 MAX_TOKENS = 256  # teacher-forced positions per conversation
-# Which positions count for top-1 agreement: all of them for f16; for q8_0, those where MLX's top-1 leads the
-# runner-up by half a logit. Tiny random models are far touchier than trained ones: MLX itself, run with its
-# weights rounded through Q8_0, agrees with the unrounded MLX model on only 98.4% of the tiny llama's positions
+# Top-1 agreement counts gguf_verify's default positions: all of them for f16; for q8_0, those where MLX's top-1
+# leads the runner-up by half a logit. Tiny random models are far touchier than trained ones: MLX itself, run with
+# its weights rounded through Q8_0, agrees with the unrounded MLX model on only 98.4% of the tiny llama's positions
 # (99.5% of the tiny qwen2's), and llama.cpp also rounds activations to 8 bits for q8_0 matrix products.
-MIN_MARGIN = {"f16": 0.0, "q8_0": 0.5}
 
 # .ci/run installs llama-cpp-python and sets SYNTHIA_REQUIRE_LLAMA_CPP=1: there these tests fail without it.
 needs_llama_cpp = pytest.mark.skipif(
@@ -348,7 +347,7 @@ def llama_reference(tiny_llama_dir, conversations):
 
 def verified(exported, reference, conversations, out_type):
     return gguf_verify.verify_gguf(exported.paths[out_type], exported.model_dir, conversations, reference=reference,
-                                   max_tokens=MAX_TOKENS, min_margin=MIN_MARGIN.get(out_type, 0.0))
+                                   max_tokens=MAX_TOKENS)
 
 
 @needs_llama_cpp
@@ -393,6 +392,25 @@ def test_llama_with_rope_scaling_matches_mlx_in_llama_cpp(tiny_llama_dir, conver
 
 
 @needs_llama_cpp
+def test_q8_0_agreement_counts_the_positions_where_mlx_is_confident_and_says_so(qwen2_export, qwen2_reference,
+                                                                               conversations):
+    figures = verified(qwen2_export, qwen2_reference, conversations, "q8_0")
+    assert figures["min_margin"] == gguf_verify.CONFIDENT_MARGIN == 0.5
+    assert figures["all_positions"] == CONVERSATIONS * MAX_TOKENS
+    assert figures["all_positions"] // 2 <= figures["positions"] < figures["all_positions"]
+    assert (f"top-1 agreement {figures['top1_agreement']:.2%} over {figures['positions']} of {CONVERSATIONS * MAX_TOKENS} "
+            "positions (those where MLX's top-1 leads its runner-up by at least 0.5 logits) (need 99%)"
+            ) in gguf_verify.format_figures(figures)
+
+
+@needs_llama_cpp
+def test_f16_agreement_counts_every_position(qwen2_export, qwen2_reference, conversations):
+    figures = verified(qwen2_export, qwen2_reference, conversations, "f16")
+    assert figures["min_margin"] == 0.0 and figures["positions"] == figures["all_positions"]
+    assert f"over {figures['positions']} positions (need 99%)" in gguf_verify.format_figures(figures)
+
+
+@needs_llama_cpp
 def test_q4_k_m_from_llama_cpp_loads_and_its_agreement_is_reported(qwen2_export, qwen2_reference, conversations):
     figures = verified(qwen2_export, qwen2_reference, conversations, "q4_k_m")
     assert figures["tokenization_identical"] == figures["texts"]
@@ -413,10 +431,18 @@ def test_quantized_mlx_model_exports_to_a_gguf_that_matches_it(tiny_model_dir, c
 def test_llama_export_without_the_rope_reordering_fails_the_check(tiny_llama_dir, llama_reference, conversations,
                                                                   tmp_path, monkeypatch):
     monkeypatch.setattr(gguf_export, "permute_for_llama_rope", lambda weight, n_heads: weight)
-    broken = export(tiny_llama_dir, tmp_path, types=("f16",))
-    figures = verified(broken, llama_reference, conversations, "f16")
-    assert figures["top1_agreement"] < 0.99
-    assert "top-1 agreement with MLX" in gguf_verify.problems(figures)[0]
+    broken = export(tiny_llama_dir, tmp_path, types=("f16", "q8_0"))
+    f16, q8_0 = (verified(broken, llama_reference, conversations, out_type) for out_type in ("f16", "q8_0"))
+    assert f16["top1_agreement"] < 0.99 and q8_0["top1_agreement"] < 0.99
+    assert gguf_verify.problems(f16)[0] == (
+        f"tiny-f16.gguf: top-1 agreement with MLX is {f16['top1_agreement']:.2%} over {CONVERSATIONS * MAX_TOKENS} "
+        "positions, below 99%: a conversion error (tensor layout, RoPE order, dequantization), or a model too touchy "
+        "for this type (then count only positions where MLX is more confident with --min-margin 0.5)")
+    assert gguf_verify.problems(q8_0)[0] == (
+        f"tiny-q8_0.gguf: top-1 agreement with MLX is {q8_0['top1_agreement']:.2%} over {q8_0['positions']} of "
+        f"{CONVERSATIONS * MAX_TOKENS} positions (those where MLX's top-1 leads its runner-up by at least 0.5 logits), "
+        "below 99%: a conversion error (tensor layout, RoPE order, dequantization), or a model too touchy for this "
+        "type (then count only positions where MLX is more confident with --min-margin 1)")
 
 
 @needs_llama_cpp
