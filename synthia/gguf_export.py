@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from synthia.gguf_import import PRE_TOKENIZER_KEY  # the tokenizer_config.json key the import records the name in
+
 GGUF_TYPES = ("f16", "q8_0", "q4_k_m")  # the order they are written: q4_k_m is quantized from f16
 SUPPORTED_MODEL_TYPES = ("qwen2", "llama")
 ROPE_FREQS = "rope_freqs.weight"  # llama.cpp's per-frequency RoPE divisors (Llama 3 scaling)
@@ -40,7 +42,6 @@ DIGIT_PATTERN = r"\p{N}"  # tokenizers' Digits(individual_digits=True): every di
 DIGIT_RUN_PATTERN = r"\p{N}+"  # Digits(individual_digits=False)
 PRE_TOKENIZER_BY_PATTERNS = {(QWEN2_PATTERN,): "qwen2", (LLAMA3_PATTERN,): "llama-bpe", (GPT2_PATTERN,): "gpt-2",
                              (DIGIT_PATTERN, GPT2_PATTERN): "smollm"}  # SmolLM2: Digits, then ByteLevel
-RECORDED_PRE_TOKENIZER_KEY = "tokenizer.ggml.pre"  # in tokenizer_config.json: the GGUF the model was imported from
 
 
 class GGUFExportError(ValueError):
@@ -324,7 +325,7 @@ def pre_tokenizer_name(tokenizer_data, path="tokenizer.json"):
 def recorded_pre_tokenizer(model_dir):
     """The tokenizer.ggml.pre of the GGUF file this model (or its base) was imported from, or None."""
     path = Path(model_dir) / "tokenizer_config.json"
-    return read_json(path).get(RECORDED_PRE_TOKENIZER_KEY) if path.is_file() else None
+    return read_json(path).get(PRE_TOKENIZER_KEY) if path.is_file() else None
 
 
 def chosen_pre_tokenizer(model_dir, tokenizer_data, log):

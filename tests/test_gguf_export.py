@@ -398,9 +398,9 @@ def test_q8_0_agreement_counts_the_positions_where_mlx_is_confident_and_says_so(
     assert figures["min_margin"] == gguf_verify.CONFIDENT_MARGIN == 0.5
     assert figures["all_positions"] == CONVERSATIONS * MAX_TOKENS
     assert figures["all_positions"] // 2 <= figures["positions"] < figures["all_positions"]
-    assert (f"top-1 agreement {figures['top1_agreement']:.2%} over {figures['positions']} of {CONVERSATIONS * MAX_TOKENS} "
-            "positions (those where MLX's top-1 leads its runner-up by at least 0.5 logits) (need 99%)"
-            ) in gguf_verify.format_figures(figures)
+    assert (f"top-1 agreement {figures['top1_agreement']:.2%} over {figures['positions']} of "
+            f"{CONVERSATIONS * MAX_TOKENS} positions (those where MLX's top-1 leads its runner-up by at least 0.5 "
+            "logits) (need 99%)") in gguf_verify.format_figures(figures)
 
 
 @needs_llama_cpp

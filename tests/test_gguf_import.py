@@ -35,7 +35,8 @@ def quiet(_message):
 # ---------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
-    """name -> (source dir, architecture): a tied Qwen2, an untied Llama 3-style, tied SmolLM- and GPT-2-style Llamas."""
+    """name -> (source dir, architecture): a tied Qwen2, an untied Llama 3-style, a tied SmolLM-style and a tied
+    GPT-2-style Llama."""
     root = tmp_path_factory.mktemp("gguf-sources")
     texts = default_corpus_texts()
     return {
