@@ -71,6 +71,25 @@ class _Loader(yaml.SafeLoader):
         finally:
             self.depth -= 1
 
+    def construct_mapping(self, node, deep=False):
+        # YAML requires unique keys, but PyYAML keeps the last value of a repeated one without a word. Keys that a
+        # `<<: *alias` merge brings in may be overridden: only the mapping's own keys are compared.
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                try:
+                    first = seen.setdefault(self.construct_object(key_node, deep=True), key_node)
+                except TypeError:  # an unhashable key: PyYAML's own error names it
+                    continue
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(None, None, (
+                        f"key {key_name(self.construct_object(key_node))} is given twice (first on line "
+                        f"{first.start_mark.line + 1}): the first value would be lost without a word; delete one "
+                        "of the two"), key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
@@ -88,7 +107,7 @@ def parse_yaml(text):
 
 def load_yaml_file(path, settings, stage_keys, stage_numbers):
     """{"shared": {...}, "stages": {n: {...}}} from a YAML file; every problem names the file and the key.
-    A key given twice keeps its last value (YAML's rule, which PyYAML applies without a word)."""
+    A key given twice in one mapping is an error naming both lines (PyYAML would keep the last without a word)."""
     raw = read_yaml_mapping(path)
     stages = raw.pop("stages", None) or {}
     if not isinstance(stages, dict):

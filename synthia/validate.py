@@ -18,14 +18,22 @@ what it is shown, and other parsers reject those). So is nesting deeper than MAX
 inside a tool call's `arguments` string.
 
 A conversation (the rules, stated once; tests/test_dataset.py relies on them):
-- roles are system (first message only), user, assistant, tool; content is a string, or null on an
-  assistant turn that has tool_calls; `weight` (0 or 1) only on assistant turns, and at least one of them 1;
-- a tool call has an id unique in the whole conversation (a reused id makes the pairing ambiguous), calls a
-  tool of the record's `tools` (default: synthia/default_tools.json) with a JSON-object `arguments` string;
-  arguments that break the tool's JSON Schema are a warning;
+- roles are system (first message only), user, assistant, tool; content is a string, or a list of text parts
+  ([{"type": "text", "text": ...}], joined with no separator as the API joins them; other parts are errors), or
+  null on an assistant turn that calls tools; `weight` (0 or 1) only on assistant turns, and at least one of them 1;
+- a tool call has an id unique among the calls not yet answered (a trace may reuse an id once it is answered),
+  calls a tool of the record's `tools` (default: synthia/default_tools.json) with a JSON-object `arguments`
+  string; arguments that break the tool's JSON Schema, a key written twice, or one its `properties` do not
+  declare (when `additionalProperties` is not given) are warnings;
 - the tool results follow their assistant turn directly, one per call (no user message in between), and
   every call is answered before the next assistant turn; the last assistant turn may leave calls open;
-- the conversation ends with an assistant turn.
+- the conversation ends with an assistant turn; an empty one is a warning (it trains the model to say nothing).
+- the legacy format (an assistant `function_call`, answered by a `function` message with `name` and `content`)
+  follows the same rules and is converted: the call to a tool call with a made-up id, its answer to a tool
+  message; one warning per file counts the lines. A `function_call` beside `tool_calls` is an error.
+
+A valid record is handed on normalised (`normalise`), in the form render.py and data.py read: content a string
+or null, tool_calls a non-empty list of calls whose `arguments` is a JSON string, tool messages only.
 """
 
 import argparse
@@ -50,6 +58,8 @@ from synthia import forked, quick_schema
 DEFAULT_TOOLS_FILE = Path(__file__).with_name("default_tools.json")
 CATEGORIES = ("tool_use", "tdd", "debugging", "planning", "refactoring", "code_review", "collaboration")
 ROLES = ("system", "user", "assistant", "tool")
+LEGACY_ROLE = "function"  # the answer to a legacy function_call; converted to a tool message
+KNOWN_ROLES = (*ROLES, LEGACY_ROLE)
 MAX_ERRORS_SHOWN = 30
 MAX_LINE_BYTES = 8 * 2**20  # ~2M tokens, 1000x a 2048-token context: a longer line is a broken export
 MAX_NESTING = 100  # arrays/objects; a record needs ~10 levels, and deep values overflow recursive code later
@@ -63,6 +73,11 @@ BOM = "UTF-8 byte-order mark"
 BLANK_LINE = "blank line"
 ARGUMENTS_AS_OBJECT = "arguments given as an object instead of a JSON string (normalised)"
 TOO_LONG = "longer than max_seq_length"
+LEGACY_FORMAT = "legacy function_call/function format (converted)"
+EMPTY_TOOL_CALLS = "empty tool_calls list (dropped)"
+UNDECLARED_ARGUMENT = "argument the tool's schema does not declare"
+REPEATED_KEY = "key repeated in an arguments JSON string"
+EMPTY_LAST_TURN = "empty final assistant turn"
 
 # Fixes shared by several problems.
 FIX_LINE_JSON = "write each example as one complete JSON object on one line (json.dumps(record))"
@@ -71,11 +86,15 @@ FIX_NON_FINITE = "write null, a finite number or a string instead (json.dumps(..
 FIX_DEEP = f"flatten the value: at most {MAX_NESTING} levels of nested arrays/objects"
 FIX_SURROGATE = "write the character itself, or a complete surrogate pair (json.dumps does this)"
 FIX_CALL = 'give each call as {"id": "call_1", "type": "function", "function": {"name": ..., "arguments": "{...}"}}'
-FIX_CALL_ID = "give each tool call its own non-empty string id, unique in the conversation (call_1, call_2, ...)"
+FIX_CALL_ID = ("give each tool call its own non-empty string id, unique among the calls not yet answered "
+               "(call_1, call_2, ...)")
 FIX_TOOL_RESULT = "answer each call once, with a tool message right after the assistant turn that made it"
 FIX_TOOLS = ('give "tools" as a non-empty list of {"type": "function", "function": {"name", "parameters"}}, '
              f"or leave it out to use {DEFAULT_TOOLS_FILE.name}")
 FIX_ROLE = f"use one of: {', '.join(ROLES)}"
+FIX_TEXT_PART = 'give each part as {"type": "text", "text": "..."}, or the whole content as one string'
+FIX_LEGACY_RESULT = ("answer a function_call once, with a function message (name and content) right after the "
+                     "assistant turn that made it")
 
 MISSING = object()  # a key that is absent, told apart from one that holds null
 
@@ -106,7 +125,7 @@ class Problem:
 @dataclass
 class Example:
     line: int
-    record: dict  # normalised: every tool call's `arguments` is a JSON string
+    record: dict  # normalised (`normalise`): the form render.py and data.py read
     fingerprint: str
     text: str = None  # the line as written, when normalising changed nothing: the record's JSON as is
 
@@ -193,6 +212,7 @@ SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 _ODD_NUMBERS = []  # NaN, Infinity and overflowing floats the last parse_json met
+_REPEATED_KEYS = []  # keys written twice in one object, the last time parse_json read arguments
 
 
 def _constant(name):
@@ -208,17 +228,28 @@ def _number(digits):
     return value
 
 
+def _object(pairs):
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        seen = set()
+        _REPEATED_KEYS.extend(key for key, _ in pairs if key in seen or seen.add(key))
+    return value
+
+
 # One decoder for every parse: json.loads with hooks makes a new one per call, which cost as much as the decoding.
 _DECODER = json.JSONDecoder(parse_constant=_constant, parse_float=_number)
+# Arguments are small: keeping their pairs to find a key written twice costs a third of a microsecond per call.
+ARGUMENTS_DECODER = json.JSONDecoder(parse_constant=_constant, parse_float=_number, object_pairs_hook=_object)
 
 
-def parse_json(text, root=""):
+def parse_json(text, root="", decoder=_DECODER):
     """(value, []) or (None, findings). `root` names the field the text sits in ("" for a whole line)."""
     _ODD_NUMBERS.clear()
+    _REPEATED_KEYS.clear()
     try:
         if text.startswith("\ufeff"):  # json.loads refuses it before decoding; the decoder alone would not say why
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
-        value = _DECODER.decode(text)
+        value = decoder.decode(text)
     except json.JSONDecodeError as e:
         return None, [syntax_finding(e, root)]
     except RecursionError:  # Python's parser gives up near 1,000 levels
@@ -350,6 +381,7 @@ class ToolSet(NamedTuple):
 class SchemaCheck(NamedTuple):
     validator: object  # jsonschema's, for the verdict and its wording
     accepts: object  # quick_schema.acceptor: a quick yes for plain schemas, or None
+    declared: frozenset = None  # the parameter names, where the schema lets others through without saying so
 
 
 def tool_set(tools):
@@ -428,7 +460,21 @@ def schema_validator(schema, where):
         return None, Finding(where, f"is not a usable JSON Schema: {cut(str(e))}", fix)
     if schema.get("type") != "object":
         return None, Finding(where, f'must have "type": "object", {got(schema.get("type"))}', fix)
-    return SchemaCheck(cls(schema), quick_schema.acceptor(schema)), None
+    return SchemaCheck(cls(schema), quick_schema.acceptor(schema), declared_parameters(schema)), None
+
+
+# Keywords under which a schema admits or declares parameters beyond its own "properties".
+OPEN_KEYWORDS = frozenset({"additionalProperties", "patternProperties", "unevaluatedProperties", "allOf", "anyOf",
+                           "oneOf", "$ref", "if", "dependentSchemas"})
+
+
+def declared_parameters(schema):
+    """Names in "properties" when nothing else admits a parameter and additionalProperties is unset (so any other
+    name passes unseen); None otherwise ("additionalProperties": false already refuses the others)."""
+    properties = schema.get("properties")
+    if not isinstance(properties, dict) or not OPEN_KEYWORDS.isdisjoint(schema):
+        return None
+    return frozenset(properties)
 
 
 def schema_mismatch(check, arguments, where, name):
@@ -452,12 +498,14 @@ class CallPairing:
     """Which calls are open, so every tool message is matched to exactly one call (rules in the docstring)."""
 
     def __init__(self):
-        self.used = {}  # call id -> the call's field
+        self.made = set()  # every call id made so far
         self.answered = {}  # call id -> index of the tool message that answered it
-        self.open = {}  # call id -> index of the assistant message that made it, until answered
+        self.open = {}  # call id -> the call's field, until answered
         self.interrupted = set()  # open ids whose results came after another message: reported once
         self.nameless = 0  # open calls without a usable id (reported): each takes one unmatched result quietly
         self.last_assistant = None
+        self.legacy_open = None  # (index of the assistant turn, name) of a function_call awaiting its answer
+        self.legacy_quiet = False  # this turn's function_call was reported, or its answer came late: not again
 
     def open_ids(self):
         return ", ".join(shown(i) for i in itertools.islice(self.open, 10)) + (", ..." if len(self.open) > 10 else "")
@@ -468,36 +516,47 @@ class CallPairing:
             problems.append(Finding(f"messages[{i}]", f"tool call(s) {self.open_ids()} of "
                                     f"messages[{self.last_assistant}] are not answered before this assistant turn",
                                     FIX_TOOL_RESULT))
+        if self.legacy_open:
+            problems.append(Finding(f"messages[{i}]", f"the function_call of messages[{self.legacy_open[0]}] is not "
+                                    "answered before this assistant turn", FIX_LEGACY_RESULT))
         self.open, self.last_assistant, self.nameless = {}, i, 0
+        self.legacy_open, self.legacy_quiet = None, False
         return problems
 
     def other_turn(self, i, role):
-        if not self.open:
-            return []
-        problem = Finding(f"messages[{i}]", f"this {role} message comes between the tool call(s) {self.open_ids()} "
-                          f"of messages[{self.last_assistant}] and their results",
-                          "put the tool results directly after the assistant turn that made the calls, "
-                          f"and the {role} message after them")
-        self.interrupted |= set(self.open)
-        self.open = {}
-        return [problem]
+        if not self.open and not self.legacy_open:
+            return ()
+        problems = []
+        if self.open:
+            problems.append(Finding(f"messages[{i}]", f"this {role} message comes between the tool call(s) "
+                                    f"{self.open_ids()} of messages[{self.last_assistant}] and their results",
+                                    "put the tool results directly after the assistant turn that made the calls, "
+                                    f"and the {role} message after them"))
+            self.interrupted |= set(self.open)
+            self.open = {}
+        if self.legacy_open:
+            problems.append(Finding(f"messages[{i}]", f"this {role} message comes between the function_call of "
+                                    f"messages[{self.legacy_open[0]}] and its function message",
+                                    f"put the function message directly after that turn, and the {role} message "
+                                    "after it"))
+            self.legacy_open, self.legacy_quiet = None, True
+        return problems
 
     def call_without_id(self, count=1):
         self.nameless += count
 
-    def call(self, call_id, where, i):
+    def call(self, call_id, where):
         problems = []
-        if call_id in self.used:  # reported; still opened, so its result is not reported a second time
-            problems.append(Finding(f"{where}.id", f"{shown(call_id)} is already used by {self.used[call_id]}",
+        if call_id in self.open:  # reported; its result is not reported a second time
+            problems.append(Finding(f"{where}.id", f"{shown(call_id)} is already used by {self.open[call_id]}",
                                     FIX_CALL_ID))
         else:
-            self.used[call_id] = where
-        self.open[call_id] = i
+            self.open[call_id] = where
+        self.made.add(call_id)
         self.answered.pop(call_id, None)
         return problems
 
-    def result(self, message, i):
-        call_id = message.get("tool_call_id")
+    def result(self, call_id, i):
         if not isinstance(call_id, str) or not call_id:
             self.take_any_open_call()
             return [Finding(f"messages[{i}].tool_call_id", f"must be the id of the call it answers, {got(call_id)}",
@@ -513,15 +572,47 @@ class CallPairing:
             self.nameless -= 1
             return []
         again = f": messages[{self.answered[call_id]}] answered it already" if call_id in self.answered else ""
-        if call_id not in self.used:
+        if call_id not in self.made:
             self.take_any_open_call()
         return [Finding(f"messages[{i}].tool_call_id", f"{shown(call_id)} answers no open call of "
                         f"messages[{self.last_assistant}]{again}", FIX_TOOL_RESULT)]
 
     def take_any_open_call(self):
-        """A result with a wrong id was most likely meant for the first open call: it is not reported again."""
-        if self.open:
-            self.open.pop(next(iter(self.open)))
+        """A result with a wrong id was most likely meant for the first open call: it is not reported again.
+        Returns that call's id, or None."""
+        if not self.open:
+            return None
+        call_id = next(iter(self.open))
+        del self.open[call_id]
+        return call_id
+
+    def legacy_call(self, i, name):
+        self.legacy_open = (i, name)
+
+    def legacy_call_refused(self):
+        self.legacy_quiet = True
+
+    def legacy_result(self, message, i):
+        """A function message answers the function_call of the assistant turn before it, and names its function."""
+        if self.legacy_open is None:
+            meant_for = self.take_any_open_call()
+            if self.legacy_quiet:
+                return []
+            of = f" of messages[{self.last_assistant}]" if self.last_assistant is not None else ""
+            if meant_for is not None:
+                return [Finding(f"messages[{i}]", f"this function message (legacy format) answers no function_call:"
+                                f" messages[{self.last_assistant}] made tool calls", 'write it as the tool message '
+                                f'{{"role": "tool", "tool_call_id": {json.dumps(meant_for)}, "content": ...}}')]
+            return [Finding(f"messages[{i}]", f"this function message (legacy format) answers no open "
+                            f"function_call{of}", FIX_LEGACY_RESULT)]
+        turn, called = self.legacy_open
+        self.legacy_open = None
+        name = message.get("name", MISSING)
+        if not isinstance(called, str) or name == called:
+            return []
+        problem = "is missing" if name is MISSING else f"{shown(name)} is not the function"
+        return [Finding(f"messages[{i}].name", f"{problem}: it answers messages[{turn}].function_call, which calls "
+                        f"{shown(called)}", f'write "name": {json.dumps(called)}')]
 
 
 def parse_arguments(raw, where):
@@ -532,16 +623,18 @@ def parse_arguments(raw, where):
         return raw, []  # normalised to a JSON string later, with a warning
     if not isinstance(raw, str):
         return None, [Finding(where, f"must be a JSON string, {got(raw)}", FIX_ARGUMENTS)]
-    value, problems = parse_json(raw, where)
+    value, problems = parse_json(raw, where, ARGUMENTS_DECODER)
     if problems:
         return None, problems
     if not isinstance(value, dict):
         return None, [Finding(where, f"must hold a JSON object, got a JSON {json_type(value)}",
                               'put the arguments in an object keyed by parameter name: {"param": value}')]
-    return value, []
+    return value, [Finding(where, f"key {shown(key)} appears more than once in one object; json.loads keeps only "
+                           "the last value", "write each key once", REPEATED_KEY)
+                   for key in dict.fromkeys(_REPEATED_KEYS)] if _REPEATED_KEYS else []
 
 
-def call_problems(call, where, i, validators, pairing):
+def call_problems(call, where, validators, pairing):
     if not isinstance(call, dict):
         yield Finding(where, f"must be an object, {got(call)}", FIX_CALL)
         pairing.call_without_id()
@@ -552,29 +645,47 @@ def call_problems(call, where, i, validators, pairing):
                       f"must be a non-empty string, {got(call_id)}", FIX_CALL_ID)
         pairing.call_without_id()
     else:
-        yield from pairing.call(call_id, where, i)
+        yield from pairing.call(call_id, where)
     if call.get("type", "function") != "function":
         yield Finding(f"{where}.type", f'must be "function", {got(call.get("type"))}', 'write "type": "function"')
     fn = call.get("function")
     if not isinstance(fn, dict):
         yield Finding(f"{where}.function", f"must be an object with name and arguments, {got(fn)}", FIX_CALL)
         return
-    name = fn.get("name", MISSING)
-    if not isinstance(name, str) or not name:
-        yield Finding(f"{where}.function.name", "is missing" if name is MISSING else
-                      f"must be a non-empty string, {got(name)}", "name the tool to call")
-    arguments, problems = parse_arguments(fn.get("arguments", MISSING), f"{where}.function.arguments")
-    yield from problems
-    if not isinstance(name, str) or not name or not validators:
-        return
-    if name not in validators:
+    yield from function_problems(fn, f"{where}.function", validators)
+
+
+def function_problems(fn, where, validators):
+    """[Finding] for the name and arguments of a call's `function` (or of a legacy `function_call`) at `where`.
+    A list, not a generator: one per call, and most calls have none."""
+    name, arguments_field = fn.get("name", MISSING), f"{where}.arguments"
+    named = isinstance(name, str) and name
+    problems = [] if named else [Finding(f"{where}.name", "is missing" if name is MISSING else
+                                         f"must be a non-empty string, {got(name)}", "name the tool to call")]
+    arguments, argument_problems = parse_arguments(fn.get("arguments", MISSING), arguments_field)
+    problems += argument_problems
+    if not named or not validators:
+        return problems
+    check = validators.get(name, MISSING)
+    if check is MISSING:
         known = ", ".join(itertools.islice(sorted(validators), 20))
-        yield Finding(f"{where}.function.name", f"unknown tool {shown(name)} (known: {known})",
-                      "call a tool of the record's \"tools\" (or add it there)")
-    elif arguments is not None and validators[name] is not None:
-        mismatch = schema_mismatch(validators[name], arguments, f"{where}.function.arguments", name)
+        problems.append(Finding(f"{where}.name", f"unknown tool {shown(name)} (known: {known})",
+                                "call a tool of the record's \"tools\" (or add it there)"))
+    elif arguments is not None and check is not None:
+        mismatch = schema_mismatch(check, arguments, arguments_field, name)
         if mismatch:
-            yield mismatch
+            problems.append(mismatch)
+        if check.declared is not None:
+            problems += undeclared_arguments(arguments, check.declared, arguments_field, name)
+    return problems
+
+
+def undeclared_arguments(arguments, declared, where, name):
+    for key in arguments:
+        if key not in declared:
+            yield Finding(where, f"{shown(key)} is not a parameter of tool {name!r} (its parameters: "
+                          f"{cut(', '.join(sorted(declared)), 100) or 'none'})",
+                          "remove the argument, or declare it in the tool's parameters", UNDECLARED_ARGUMENT)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -584,10 +695,9 @@ def message_problems(message, i):
     """Field-level problems of one message whose role is known (pairing is checked by CallPairing)."""
     where, role = f"messages[{i}]", message["role"]
     content = message.get("content", MISSING)
-    if not isinstance(content, str) and not (content is None and role == "assistant" and message.get("tool_calls")):
-        problem = "is missing" if content is MISSING else f"must be a string, {got(content)}"
-        yield Finding(f"{where}.content", problem + " (null only on an assistant turn with tool_calls)",
-                      "give the message's text as a string")
+    if type(content) is not str:
+        yield from content_problems(content, where, role == "assistant" and (
+            bool(message.get("tool_calls")) or message.get("function_call") is not None))
     if "weight" in message:
         weight = message["weight"]
         if role != "assistant":
@@ -598,9 +708,90 @@ def message_problems(message, i):
                           "write 0 (do not train this turn) or 1, or leave it out (1)")
     if role == "system" and i > 0:
         yield Finding(where, "a system message may only come first", "move it to the start, or merge it there")
-    if role != "assistant" and message.get("tool_calls") not in (None, []):
-        yield Finding(f"{where}.tool_calls", f"only assistant messages call tools, this is a {role} message",
-                      "move the calls to an assistant turn")
+    if role != "assistant":
+        calls = message.get("tool_calls")
+        if calls == []:
+            yield empty_tool_calls(where)
+        elif calls is not None or message.get("function_call") is not None:
+            yield Finding(f"{where}.{'function_call' if calls is None else 'tool_calls'}",
+                          f"only assistant messages call tools, this is a {role} message",
+                          "move the calls to an assistant turn")
+
+
+def empty_tool_calls(where):
+    return Finding(f"{where}.tool_calls", "is an empty list: the turn calls no tool (the key is dropped)",
+                   "leave tool_calls out of a turn that calls no tool", EMPTY_TOOL_CALLS)
+
+
+def content_problems(content, where, may_be_null):
+    if content is None and may_be_null:
+        return ()
+    if type(content) is list:
+        return [problem for k, part in enumerate(content) if (problem := part_problem(part, f"{where}.content[{k}]"))]
+    problem = "is missing" if content is MISSING else f"must be a string, {got(content)}"
+    return [Finding(f"{where}.content", problem + " (null only on an assistant turn with tool_calls)",
+                    "give the message's text as a string")]
+
+
+def part_problem(part, where):
+    """A content part must be text: {"type": "text", "text": "..."}."""
+    kind = part.get("type", MISSING) if isinstance(part, dict) else None
+    if kind == "text":
+        text = part.get("text", MISSING)
+        return None if isinstance(text, str) else Finding(
+            f"{where}.text", "is missing" if text is MISSING else f"must be a string, {got(text)}", FIX_TEXT_PART)
+    if isinstance(kind, str) and kind:
+        return Finding(where, f"{shown(kind)} parts cannot be trained: the model is trained on text only",
+                       "remove the part, or put what it showed into a text part")
+    if kind is None:
+        return Finding(where, f'must be a text part {{"type": "text", "text": ...}}, {got(part)}', FIX_TEXT_PART)
+    return Finding(f"{where}.type", "is missing" if kind is MISSING else f'must be "text", {got(kind)}', FIX_TEXT_PART)
+
+
+def legacy_call_problems(message, i, validators, pairing):
+    """An assistant turn's function_call (legacy format): one call, or an error beside tool_calls."""
+    where = f"messages[{i}]"
+    calls, legacy_call = message.get("tool_calls"), message["function_call"]
+    if calls:
+        pairing.legacy_call_refused()
+        if isinstance(calls, list):
+            yield Finding(f"{where}.function_call", "is given beside tool_calls, which replace it: the call it "
+                          "holds would be ignored", legacy_call_fix(legacy_call, calls))
+    elif not isinstance(legacy_call, dict):
+        pairing.legacy_call(i, None)
+        yield Finding(f"{where}.function_call", f"must be an object with name and arguments, {got(legacy_call)}",
+                      'write "function_call": {"name": ..., "arguments": "{...}"}, or use tool_calls')
+    else:
+        pairing.legacy_call(i, legacy_call.get("name"))
+        yield from function_problems(legacy_call, f"{where}.function_call", validators)
+
+
+def legacy_call_fix(legacy_call, calls):
+    if not isinstance(legacy_call, dict):
+        return "delete function_call: tool_calls holds the turn's calls"
+    same = next((j for j, call in enumerate(calls) if isinstance(call, dict) and same_call(call.get("function"),
+                                                                                          legacy_call)), None)
+    if same is not None:
+        return f"delete function_call: tool_calls[{same}] makes the same call (answered by a tool message)"
+    ids = {call.get("id") for call in calls if isinstance(call, dict)}
+    new_id = next(f"call_{n}" for n in itertools.count(len(calls) + 1) if f"call_{n}" not in ids)
+    return (f'move it into tool_calls as {{"id": "{new_id}", "type": "function", "function": '
+            f"{cut(json.dumps(legacy_call, ensure_ascii=False), 100)}}}, answered by a tool message with "
+            f'"tool_call_id": "{new_id}", and delete function_call')
+
+
+def same_call(fn, other):
+    """Two {name, arguments} objects that make the same call, whether arguments are strings or objects."""
+    if not isinstance(fn, dict) or fn.get("name") != other.get("name"):
+        return False
+    try:
+        return loaded(fn.get("arguments")) == loaded(other.get("arguments"))
+    except (ValueError, RecursionError):  # arguments that cannot be read are reported where they are checked
+        return fn.get("arguments") == other.get("arguments")
+
+
+def loaded(arguments):
+    return json.loads(arguments) if isinstance(arguments, str) else arguments
 
 
 def conversation_problems(messages, validators):
@@ -611,7 +802,7 @@ def conversation_problems(messages, validators):
             yield Finding(where, f"must be an object, {got(message)}", 'write {"role": ..., "content": ...}')
             continue
         role = message.get("role", MISSING)
-        if not isinstance(role, str) or role not in ROLES:
+        if not isinstance(role, str) or role not in KNOWN_ROLES:
             problem = "is missing" if role is MISSING else f"unknown role {shown(role)}"
             yield Finding(f"{where}.role", f"{problem} (known: {', '.join(ROLES)})", FIX_ROLE)
             continue
@@ -624,9 +815,15 @@ def conversation_problems(messages, validators):
                 pairing.call_without_id(math.inf)  # its results cannot be matched: they are not reported
             elif calls:
                 for j, call in enumerate(calls):
-                    yield from call_problems(call, f"{where}.tool_calls[{j}]", i, validators, pairing)
+                    yield from call_problems(call, f"{where}.tool_calls[{j}]", validators, pairing)
+            elif calls == []:
+                yield empty_tool_calls(where)
+            if message.get("function_call") is not None:
+                yield from legacy_call_problems(message, i, validators, pairing)
         elif role == "tool":
-            yield from pairing.result(message, i)
+            yield from pairing.result(message.get("tool_call_id"), i)
+        elif role == LEGACY_ROLE:
+            yield from pairing.legacy_result(message, i)
         else:
             yield from pairing.other_turn(i, role)
     yield from ending_problems(messages)
@@ -634,13 +831,27 @@ def conversation_problems(messages, validators):
 
 def ending_problems(messages):
     last = messages[-1]
-    if isinstance(last, dict) and last.get("role") != "assistant" and last.get("role") in ROLES:
-        yield Finding(f"messages[{len(messages) - 1}]", f"the conversation must end with an assistant turn, "
-                      f"not {shown(last.get('role'))}", "end it with the assistant turn to train")
+    role = last.get("role") if isinstance(last, dict) else None
+    if role == "assistant":
+        content = last.get("content")
+        if (content == "" or (content.isspace() if type(content) is str else is_blank(content))) \
+                and last.get("weight", 1) == 1 and not last.get("tool_calls") and last.get("function_call") is None:
+            yield Finding(f"messages[{len(messages) - 1}].content", "the final assistant turn is empty: it trains "
+                          "the model to answer with nothing", 'write the reply the turn should give, or give it '
+                          '"weight": 0', EMPTY_LAST_TURN)
+    elif role in KNOWN_ROLES:
+        yield Finding(f"messages[{len(messages) - 1}]", f"the conversation must end with an assistant turn, not "
+                      f"{shown(role)}", "end it with the assistant turn to train")
     assistants = [m for m in messages if isinstance(m, dict) and m.get("role") == "assistant"]
     if assistants and all(m.get("weight", 1) == 0 for m in assistants):
         yield Finding("messages", "every assistant turn has weight 0: nothing to learn from this example",
                       "give at least one assistant turn weight 1 (or no weight)")
+
+
+def is_blank(parts):
+    """Text parts that hold whitespace only (a content with other faults is not blank, but wrong)."""
+    return type(parts) is list and all(isinstance(part, dict) and type(part.get("text")) is str
+                                       and (part["text"] == "" or part["text"].isspace()) for part in parts)
 
 
 def record_problems(record, default_tools):
@@ -668,18 +879,53 @@ def check_record(record, default_tools):
     errors, warnings = [], []
     for finding in record_problems(record, default_tools):
         (warnings if finding.kind else errors).append(finding)
-    return errors, warnings, (0 if errors else normalise_arguments(record))
+    return errors, warnings, (0 if errors else normalise(record).object_arguments)
 
 
-def normalise_arguments(record):
-    """Turn object `arguments` into JSON strings (only on a record without errors); returns how many."""
-    count = 0
-    for message in record["messages"]:
-        for call in message.get("tool_calls") or []:
-            if isinstance(call["function"]["arguments"], dict):
+class Changes(NamedTuple):
+    """What `normalise` did to a record."""
+    any: bool = False
+    object_arguments: int = 0  # calls whose arguments were an object
+    legacy: bool = False  # function_call / function messages converted
+
+
+def legacy_call_id(i):
+    """The made-up id of the call converted from messages[i].function_call (a turn holds one such call)."""
+    return f"function_call_{i}"
+
+
+def normalise(record):
+    """Put a record without errors in the form the rest of the pipeline reads (see the module docstring)."""
+    changed, objects, legacy_ids = False, 0, []
+    messages = record["messages"]
+    for i, message in enumerate(messages):
+        if (type(message.get("content")) is list or message.get("tool_calls", MISSING) == []
+                or "function_call" in message or message["role"] == LEGACY_ROLE):
+            messages[i] = message = canonical_message(message, i, legacy_ids)
+            changed = True
+        for call in message.get("tool_calls") or ():
+            if type(call["function"]["arguments"]) is dict:
                 call["function"]["arguments"] = json.dumps(call["function"]["arguments"], ensure_ascii=False)
-                count += 1
-    return count
+                objects += 1
+    return Changes(changed or objects > 0, objects, bool(legacy_ids))
+
+
+def canonical_message(message, i, legacy_ids):
+    """The message with its content a string (or null), without an empty tool_calls, and in the current format: a
+    function_call becomes a tool call (its made-up id is appended to legacy_ids), a function message the tool
+    message answering the last of them."""
+    if type(message.get("content")) is list:
+        message["content"] = "".join(part["text"] for part in message["content"])
+    if message.get("tool_calls", MISSING) == []:
+        del message["tool_calls"]
+    legacy_call = message.pop("function_call", None)
+    if legacy_call is not None:
+        legacy_ids.append(legacy_call_id(i))
+        message["tool_calls"] = [{"id": legacy_ids[-1], "type": "function", "function": legacy_call}]
+    if message["role"] != LEGACY_ROLE:
+        return message
+    return {"role": "tool", "tool_call_id": legacy_ids[-1],
+            **{key: value for key, value in message.items() if key not in ("role", "name", "tool_call_id")}}
 
 
 def fingerprint(record):
@@ -756,18 +1002,19 @@ def kept(findings):
 
 
 def check_line(text, default_tools):
-    """(normalised record or None, errors, warnings) of one line's text."""
+    """(normalised record or None, errors, warnings, Changes) of one line's text."""
     record, problems = parse_json(text)
     if problems:
-        return None, problems, []  # at most MAX_PROBLEMS_PER_LINE + 1
+        return None, problems, [], Changes()  # at most MAX_PROBLEMS_PER_LINE + 1
     errors, warnings = kept(record_problems(record, default_tools))
     if errors:
-        return None, errors, warnings
-    objects = normalise_arguments(record)
-    if objects:
-        warnings.append(Finding("", f"{objects} tool call(s) give arguments as an object; normalised to a JSON "
-                                "string", "encode them with json.dumps to silence this", ARGUMENTS_AS_OBJECT))
-    return record, errors, warnings
+        return None, errors, warnings, Changes()
+    changes = normalise(record)
+    if changes.object_arguments:
+        warnings.append(Finding("", f"{changes.object_arguments} tool call(s) give arguments as an object; "
+                                "normalised to a JSON string", "encode them with json.dumps to silence this",
+                                ARGUMENTS_AS_OBJECT))
+    return record, errors, warnings, changes
 
 
 def validate_lines(lines, path, default_tools=None, max_line_bytes=MAX_LINE_BYTES):
@@ -779,29 +1026,42 @@ def validate_lines(lines, path, default_tools=None, max_line_bytes=MAX_LINE_BYTE
 
 def checked_report(lines, path, default_tools, max_line_bytes):
     report = Report(str(path))
-    seen = {}
+    seen, legacy_lines = {}, []
     for number, raw in enumerate(lines, start=1):
         report.lines = number
         text, findings = line_text(raw, number, max_line_bytes)
         record = None
         if text is not None:
-            record, errors, warnings = check_line(text, default_tools)
+            record, errors, warnings, changes = check_line(text, default_tools)
             findings += errors + warnings
         for finding in findings:
             report.add(number, finding)
         if record is None:
             continue
+        if changes.legacy:
+            legacy_lines.append(number)
         key = fingerprint(record)
         if key in seen:
             report.warn(number, f"duplicate of line {seen[key]}", DUPLICATE, "remove the repeated line")
             continue
         seen[key] = number
-        unchanged = not any(w.kind == ARGUMENTS_AS_OBJECT for w in warnings)
-        report.examples.append(Example(number, record, key, text.strip() if unchanged else None))
+        report.examples.append(Example(number, record, key, None if changes.any else text.strip()))
+    if legacy_lines:
+        report.add(0, legacy_warning(legacy_lines))
     if not report.examples and not report.errors:
         problem = "the file is empty" if report.lines == 0 else "every line is blank"
         report.add(0, Finding("", f"no examples: {problem}", "add examples, one JSON object per line"))
     return report
+
+
+def legacy_warning(lines):
+    """One warning for the whole file: a dataset in the legacy format has it on most lines."""
+    shown_lines = ", ".join(map(str, lines[:5])) + (", ..." if len(lines) > 5 else "")
+    return Finding("", f"{len(lines)} line(s) use the legacy function_call/function message format (line(s) "
+                   f"{shown_lines}); converted: each function_call to a tool call with a made-up id "
+                   f"({legacy_call_id('N')} for messages[N]), each function message to the tool message answering "
+                   "it", "nothing needed; write tool_calls and tool messages (the current OpenAI format) to "
+                   "silence this", LEGACY_FORMAT)
 
 
 # ---------------------------------------------------------------------------------------------------------

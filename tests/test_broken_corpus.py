@@ -66,9 +66,10 @@ def set_arguments(text):
     return lambda r: first_call(r)["function"].__setitem__("arguments", text)
 
 
-def reuse_call_1_in_the_second_turn(r):
-    r["messages"][5]["tool_calls"][0]["id"] = "call_1"
-    r["messages"][6]["tool_call_id"] = "call_1"
+def reuse_call_1_while_it_is_open(r):
+    """An id may come back once its call is answered, not while it is open: which call would a result answer?"""
+    r["messages"][2]["tool_calls"][1]["id"] = "call_1"
+    del r["messages"][4]
 
 
 def insert_message(index, message):
@@ -250,8 +251,8 @@ LINE_CASES = [
               "messages[1]: tool message before any assistant tool call"),
     line_case("a call left unanswered", changed(lambda r: r["messages"].__delitem__(4)),
               "messages[4]: tool call(s) 'call_2' of messages[2] are not answered before this assistant turn"),
-    line_case("a call id reused in a later turn", changed(reuse_call_1_in_the_second_turn),
-              "messages[5].tool_calls[0].id: 'call_1' is already used by messages[2].tool_calls[0]"),
+    line_case("a call id reused while its call is open", changed(reuse_call_1_while_it_is_open),
+              "messages[2].tool_calls[1].id: 'call_1' is already used by messages[2].tool_calls[0]"),
     line_case("a user message between a call and its result",
               changed(insert_message(3, {"role": "user", "content": "hurry"})),
               "messages[3]: this user message comes between the tool call(s) 'call_1', 'call_2' of messages[2]"),

@@ -16,7 +16,14 @@ def workspace(tmp_path_factory):
     return root
 
 
-TINY = "num_layers: -1\ntrain_bits: null\n"  # the tiny model has 2 layers; YAML keeps the last of a repeated key
+TINY = "num_layers: -1\ntrain_bits: null\n"  # the tiny model has 2 layers
+
+
+def with_tiny(yaml_text):
+    """TINY's settings and then yaml_text, without the TINY lines whose key yaml_text sets (a repeated key is an
+    error)."""
+    own = {line.split(":")[0] for line in yaml_text.splitlines() if line[:1].isalpha()}
+    return "".join(f"{line}\n" for line in TINY.splitlines() if line.split(":")[0] not in own) + yaml_text
 
 
 def dry_run(workspace, tiny_model_dir, yaml_text=TINY, *flags):
@@ -65,7 +72,7 @@ def test_exponent_learning_rates_in_a_config_file_plan_a_run(workspace, tiny_mod
 ])
 def test_each_config_defect_is_an_error_before_anything_runs(workspace, tiny_model_dir, capsys, yaml_text, message):
     mapping = not yaml_text.startswith(("-", "just"))
-    assert dry_run(workspace, tiny_model_dir, TINY + yaml_text if mapping else yaml_text) == 2
+    assert dry_run(workspace, tiny_model_dir, with_tiny(yaml_text) if mapping else yaml_text) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.startswith("error: ") and re.search(message, err), err
@@ -112,3 +119,35 @@ def test_an_error_between_keys_names_the_file_and_flags_that_set_them(workspace,
     assert "save_every=100 must be a multiple of grad_accumulation_steps=3" in err
     assert f"the config file {workspace / 'c.yaml'} stages.2 sets grad_accumulation_steps=3 (was 1 from" in err
     assert "Traceback" not in err
+
+
+def load(tmp_path, text):
+    (tmp_path / "c.yaml").write_text(text)
+    return config.load_yaml_file(tmp_path / "c.yaml", train_mlx.SETTINGS, (), sorted(train_mlx.STAGES))
+
+
+@pytest.mark.parametrize("text, line, column, key, first", [
+    ("batch_size: 4\niters: 9\nbatch_size: 8\n", 3, 1, "batch_size", 1),
+    ("stages:\n  2:\n    iters: 4\n    seed: 1\n    iters: 5\n", 5, 5, "iters", 3),
+    ("lora_parameters: {rank: 8, scale: 20.0, rank: 16, dropout: 0.0}\n", 1, 41, "rank", 1),
+])
+def test_a_key_given_twice_is_an_error_naming_the_file_both_lines_and_the_key(tmp_path, text, line, column, key,
+                                                                              first):
+    """The first value would be lost without a word (PyYAML keeps the last): an error, before anything runs."""
+    with pytest.raises(config.ConfigError) as refused:
+        load(tmp_path, text)
+    assert str(refused.value) == (f"{tmp_path / 'c.yaml'}:{line}:{column}: not valid YAML: key {key} is given twice "
+                                  f"(first on line {first}): the first value would be lost without a word; delete "
+                                  "one of the two")
+
+
+def test_keys_a_merge_brings_in_may_still_be_overridden(tmp_path):
+    text = "stages:\n  2: &base {iters: 4, batch_size: 2}\n  3:\n    <<: *base\n    iters: 6\n"
+    assert load(tmp_path, text)["stages"] == {2: {"iters": 4, "batch_size": 2}, 3: {"iters": 6, "batch_size": 2}}
+
+
+def test_a_key_given_twice_stops_the_cli_with_exit_status_2(workspace, tiny_model_dir, capsys):
+    assert dry_run(workspace, tiny_model_dir, TINY + "batch_size: 4\nbatch_size: 8\n") == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {workspace / 'c.yaml'}:4:1: not valid YAML: key batch_size is given twice (first on line "
+                   "3): the first value would be lost without a word; delete one of the two\n")

@@ -59,7 +59,7 @@ def documents(draw):
 
 ALIAS_CHAIN = "a0: &a0 [1]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 300)) + "keys: *a299\n"
 RAW_FRAGMENTS = [
-    "batch_size: 4\nbatch_size: x\n",  # a repeated key: the last wins
+    "batch_size: 4\nbatch_size: x\n",  # a repeated key: refused, naming both lines
     "base: &b {iters: 3}\n", "categories: &c [tool_use, *c]\n", "lora_parameters: &l {rank: *l}\n",
     "stages: {1: &s {iters: 5}, 2: *s}\n", "iters: *undefined\n", "x: !!binary aGVsbG8=\n", "seed: !!set {1, 2}\n",
     "name: !!python/object/apply:os.system [ls]\n", "keys: " + "[" * 3000 + "]" * 3000 + "\n",
@@ -152,11 +152,6 @@ def test_what_the_fuzzer_found_is_refused_with_the_file_key_and_fix(tmp_path, te
     with pytest.raises(config.ConfigError) as refused:
         config.load_yaml_file(path, train_mlx.SETTINGS, (), sorted(train_mlx.STAGES))
     assert str(refused.value).startswith(str(path)) and message in str(refused.value), str(refused.value)
-
-
-def test_a_repeated_key_keeps_its_last_value(tmp_path):
-    (tmp_path / "c.yaml").write_text("batch_size: 4\nbatch_size: 8\n")
-    assert config.load_yaml_file(tmp_path / "c.yaml", train_mlx.SETTINGS, (), [1, 2, 3])["shared"] == {"batch_size": 8}
 
 
 CLI_CASES = {

@@ -16,7 +16,7 @@ TOOLS = validate.load_default_tools()
 FUZZ = settings(max_examples=150, deadline=None, database=None)  # no .hypothesis/ in the repository
 
 KEYS = ["messages", "tools", "category", "role", "content", "tool_calls", "id", "type", "function", "name",
-        "arguments", "tool_call_id", "weight", "parameters", "properties"]
+        "arguments", "tool_call_id", "weight", "parameters", "properties", "function_call", "text"]
 WORDS = ["user", "assistant", "tool", "system", "function", "read", "bash", "call_1", "call_2", "tool_use",
          "object", "string", 0, 1]
 surrogates = st.integers(0xD800, 0xDFFF).map(chr)
@@ -39,14 +39,23 @@ def tool_call(draw):
     return call
 
 
+parts = st.lists(st.one_of(texts.map(lambda t: {"type": "text", "text": t}), json_values,
+                           st.sampled_from([{"type": "image_url", "image_url": {"url": "x"}}, {"type": "text"}])),
+                 max_size=3)
+
+
 @st.composite
 def message(draw):
-    role = draw(st.sampled_from(["system", "user", "assistant", "assistant", "tool", "robot"]))
-    message = {"role": role, "content": draw(st.one_of(texts, st.none(), st.integers()))}
+    role = draw(st.sampled_from(["system", "user", "assistant", "assistant", "tool", "function", "robot"]))
+    message = {"role": role, "content": draw(st.one_of(texts, st.none(), st.integers(), parts))}
     if role == "assistant" and draw(st.booleans()):
         message["tool_calls"] = draw(st.lists(tool_call(), max_size=3) | json_values)
+    if role == "assistant" and draw(st.integers(0, 3)) == 0:
+        message["function_call"] = draw(tool_call().map(lambda call: call.get("function")) | json_values)
     if role == "tool":
         message["tool_call_id"] = draw(st.sampled_from(["call_1", "call_2", "call_3", None]))
+    if role == "function" and draw(st.integers(0, 3)):
+        message["name"] = draw(st.sampled_from(["read", "bash", None]))
     if draw(st.integers(0, 4)) == 0:
         message["weight"] = draw(st.sampled_from([0, 1, 2, True, "1", None]))
     return message
@@ -71,6 +80,17 @@ BASE = {"category": "tool_use", "messages": [
     {"role": "tool", "tool_call_id": "call_1", "content": "1\tx = 1"},
     {"role": "tool", "tool_call_id": "call_2", "content": "exit code 0"},
     {"role": "assistant", "content": "All good.", "weight": 1}]}
+TRACE = {"messages": [  # as a hosted API records it: text parts, the legacy function_call, an id used again
+    {"role": "user", "content": [{"type": "text", "text": "Look at "}, {"type": "text", "text": "a.py."}]},
+    {"role": "assistant", "content": None, "function_call": {"name": "read", "arguments": '{"file_path": "a.py"}'}},
+    {"role": "function", "name": "read", "content": "1\tx = 1"},
+    {"role": "assistant", "content": [], "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "bash", "arguments": '{"command": "make"}'}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "exit code 0"}]},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "bash", "arguments": '{"command": "make"}'}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "exit code 0"},
+    {"role": "assistant", "content": [{"type": "text", "text": "All good."}], "tool_calls": []}]}
 
 
 def places(value, path=()):
@@ -83,9 +103,9 @@ def places(value, path=()):
 
 @st.composite
 def mutated_record(draw):
-    """The valid BASE with up to three changes: a field replaced by a random or odd value, deleted, or a
+    """The valid BASE or TRACE with up to three changes: a field replaced by a random or odd value, deleted, or a
     string field with an odd character spliced in."""
-    result = copy.deepcopy(BASE)
+    result = copy.deepcopy(draw(st.sampled_from([BASE, TRACE])))
     for _ in range(draw(st.integers(0, 3))):
         choices = list(places(result))
         if not choices:  # everything was deleted
@@ -136,7 +156,19 @@ def assert_well_formed(report, line_count):
     for example in report.examples:
         assert 1 <= example.line <= line_count and example.line not in error_lines
         json.dumps(example.record, allow_nan=False).encode("utf-8")  # standard JSON, encodable as UTF-8
+        assert_canonical(example.messages)
     assert report.examples or report.errors  # a file with nothing to train on is an error
+
+
+def assert_canonical(messages):
+    """What render.py and data.py read: the four roles, string content (null beside calls), no legacy fields,
+    no empty tool_calls, arguments as JSON strings."""
+    for message in messages:
+        assert message["role"] in validate.ROLES and "function_call" not in message, message
+        calls = message.get("tool_calls", "absent")
+        assert calls != [] and (calls == "absent" or calls is None or all(
+            isinstance(call["function"]["arguments"], str) for call in calls)), message
+        assert isinstance(message["content"], str) or message["content"] is None and calls, message
 
 
 ODD_VALUES = [None, True, 0, -1, 2.5, "", "x", "\ud800", [], [1], ["call_1"], {}, {"a": 1}, float("nan"),
