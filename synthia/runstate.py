@@ -116,6 +116,20 @@ def model_dir_problems(path):
     return problems
 
 
+# A stage's training checkpoints, newest first: a new one is written under a temporary name and checked before the
+# one it replaces becomes the previous, so a damaged newest checkpoint still leaves one to resume from.
+CHECKPOINTS = ("checkpoint.safetensors", "checkpoint.prev.safetensors")
+
+
+def resume_iteration(stage_dir):
+    """The iteration training resumes at: that of the newest checkpoint whose file is whole (0 when none is)."""
+    for name in CHECKPOINTS:
+        path = Path(stage_dir) / name
+        if path.exists() and safetensors_problem(path) is None and (iteration := checkpoint_iteration(path)):
+            return iteration
+    return 0
+
+
 def checkpoint_iteration(path):
     """The iteration a training checkpoint was written at, read from its safetensors header; 0 when there is none.
     (The parent never imports MLX, so it reads the header itself: 8 bytes of length, then JSON.)"""

@@ -75,7 +75,7 @@ def attempt_status(paths, matches, force, warn=print):
     marker = paths.stage_dir / "fingerprint.json"
     if marker.exists() and matches(json.loads(marker.read_text())):
         finished = list((read_run_json(paths) or {}).get("timings", {}))
-        iteration = runstate.checkpoint_iteration(paths.stage_dir / "checkpoint.safetensors")
+        iteration = runstate.resume_iteration(paths.stage_dir)
         if "train" in finished:
             return f"resume after the {finished[-1]} step"
         if iteration:
@@ -166,8 +166,8 @@ def fused_model_problems(paths, sizes):
 # What the pipeline writes in models/stageN: only these are ever removed (with --force).
 PIPELINE_FILES = ("data", "stage.log", "run.json", "fingerprint.json", "train_job.json", "eval_job.json",
                   "train_result.json", "eval_result.json", "adapter_config.json", "adapters.safetensors",
-                  "best_adapters.safetensors", "last_adapters.safetensors", "checkpoint.safetensors",
-                  "test_job.json", "test_result.json", MANIFEST)
+                  "best_adapters.safetensors", "last_adapters.safetensors", *runstate.CHECKPOINTS,
+                  "checkpoint.tmp.safetensors", "test_job.json", "test_result.json", MANIFEST)
 # A fused model's own files: replaced when a stage is redone; anything else in the directory stays.
 MODEL_FILE_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json",
                        "tokenizer*", "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt",
