@@ -109,6 +109,11 @@ def log(message, stage=None):
 # ---------------------------------------------------------------------------------------------------------
 def load_yaml_config(path):
     """{"shared": {...}, "stages": {n: {...}}} from a YAML file; unknown keys and misplaced global keys rejected."""
+    if not Path(path).is_file():
+        problem = "a directory, not a file" if Path(path).is_dir() else "no such file"
+        where = "" if Path(path).is_absolute() else f" (relative to {Path.cwd()})"
+        raise PipelineError(f"--config {path}: {problem}{where}. Fix: pass the YAML file that overrides SETTINGS and "
+                            "STAGES, or drop --config to train with train_mlx.py's own", EXIT_INVALID)
     try:
         return load_yaml_file(path, SETTINGS, (), sorted(STAGES))
     except ConfigError as e:
@@ -435,9 +440,8 @@ def test_stages(numbers, configs, base_model, args, env):
 
 def evaluate_only(args):
     """--evaluate MODEL_DIR: score one model on --eval-data (or the dataset's test split) and train nothing."""
-    model_dir = Path(args.evaluate)
-    if not (model_dir / "config.json").is_file():
-        raise PipelineError(f"--evaluate {model_dir}: not a model directory (no config.json)", EXIT_INVALID)
+    model_dir = models.check_model_dir(args.evaluate, "--evaluate")
+    models.load_tokenizer(model_dir, args.chat_template)  # a chat template that renders tools, before the child
     with runstate.output_lock(Path(args.output_dir)):
         out_dir = Path(args.output_dir) / "evaluate" / model_dir.name
         splits = ({"eval-data": str(args.eval_data)} if args.eval_data else reports.held_out_test_split(
@@ -465,16 +469,28 @@ def export_model(args, env):
 
 
 def upload(args):
-    """--upload REPO: the newest fused model (and with --upload-gguf the GGUF files) with a model card."""
+    """--upload REPO: the newest fused model, or --model DIR (and with --upload-gguf the GGUF files), with a model
+    card."""
     from synthia import hub
 
     if args.upload_gguf and not (Path(args.output_dir) / "gguf").is_dir():
         raise PipelineError("--upload-gguf: no models/gguf yet; export first with --export gguf", EXIT_INVALID)
     try:
         with runstate.output_lock(Path(args.output_dir)):
-            hub.upload(args.upload, args.output_dir, include_gguf=args.upload_gguf, dry_run=args.dry_run, log=log)
+            hub.upload(args.upload, args.output_dir, model_dir=args.model, include_gguf=args.upload_gguf,
+                       dry_run=args.dry_run, log=log)
     except hub.HubUploadError as e:
-        raise PipelineError(f"--upload {args.upload}: {e}")
+        raise PipelineError(f"--upload {args.upload}: {e}", e.exit_code)
+
+
+def ship_model(args):
+    """--model DIR with --export and/or --upload: that model as it is; nothing is trained."""
+    models.check_model_dir(args.model, "--model")
+    if args.export:
+        with runstate.output_lock(Path(args.output_dir)):
+            export_model(args, blas.child_setup(args.blas, log)[0])
+    if args.upload:
+        upload(args)
 
 
 def finished_all(args):
@@ -707,7 +723,8 @@ def build_parser():
     ship.add_argument("--export", choices=["gguf"],
                       help="after the stages (or alone with --model): write models/gguf/*-{f16,q8_0,q4_k_m}.gguf for "
                            "LM Studio / llama.cpp, checked by llama.cpp when llama-cpp-python is installed")
-    ship.add_argument("--model", metavar="DIR", help="with --export: the MLX model directory to export")
+    ship.add_argument("--model", metavar="DIR", help="with --export or --upload: the MLX model directory to ship "
+                                                     "instead of the newest stage's; nothing is trained")
     ship.add_argument("--upload", metavar="REPO",
                       help="after the stages (or alone): upload the newest fused model to the Hugging Face Hub "
                            "repository REPO (made if needed) with a generated model card; log in first with "
@@ -752,27 +769,55 @@ def build_parser():
     return p
 
 
+def check_flags(args):
+    """Flags that cannot work together or hold an impossible value, before anything runs."""
+    if args.demo and args.base_model:
+        raise PipelineError("--demo trains its own base (SmolLM2-135M); drop --base-model, or drop --demo to "
+                            f"train {args.base_model}", EXIT_INVALID)
+    if args.model and not (args.export or args.upload):
+        raise PipelineError(f"--model {args.model}: names the model to ship, so it goes with --export gguf or "
+                            "--upload REPO. Fix: add one of them, or use --base-model to train from it",
+                            EXIT_INVALID)
+    if args.memory_budget is not None and not 0 < args.memory_budget < float("inf"):
+        raise PipelineError(f"--memory-budget {args.memory_budget:g}: the memory a step may use, in GB, must be a "
+                            "positive number. Fix: e.g. --memory-budget 12, or leave it out to use the machine's "
+                            "own", EXIT_INVALID)
+
+
+def check_output_dir(output_dir):
+    """--output-dir must be a directory or a path where one can be made: not a file, nor inside one."""
+    path = Path(output_dir)
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        where = "it is a file" if blocking == path else f"{blocking} is a file"
+        raise PipelineError(f"--output-dir {output_dir}: {where}, not a directory. Fix: choose another --output-dir "
+                            "(a directory, made when missing)", EXIT_INVALID)
+
+
+def dispatch(args):
+    check_flags(args)
+    if args.demo:
+        apply_demo_flags(args)
+    args.output_dir = args.output_dir or "models"
+    if args.preview is not None:
+        show_preview(args)
+        return
+    check_output_dir(args.output_dir)
+    if args.evaluate:
+        evaluate_only(args)
+    elif args.model:
+        ship_model(args)
+    elif args.upload and not (args.test or args.export) and finished_all(args):
+        upload(args)  # everything is trained: no need to load the data again
+    else:
+        run_pipeline(args)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if args.demo and args.base_model:
-            raise PipelineError("--demo trains its own base (SmolLM2-135M); drop --base-model, or drop --demo to "
-                                f"train {args.base_model}", EXIT_INVALID)
-        if args.demo:
-            apply_demo_flags(args)
-        args.output_dir = args.output_dir or "models"
-        if args.preview is not None:
-            show_preview(args)
-        elif args.evaluate:
-            evaluate_only(args)
-        elif args.export and args.model:
-            with runstate.output_lock(Path(args.output_dir)):
-                export_model(args, blas.child_setup(args.blas, log)[0])
-        elif args.upload and not (args.test or args.export) and finished_all(args):
-            upload(args)  # everything is trained: no need to load the data again
-        else:
-            run_pipeline(args)
+        dispatch(args)
     except (PipelineError, models.ModelUnavailable, runstate.RunLocked, data.DataError, steps.StepFailed,
             demo.DemoUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -99,10 +99,12 @@ def model_dir_problems(path):
     """What keeps a local model directory from loading: config.json, the tokenizer, every weight file."""
     path = Path(path)
     if not path.is_dir():
-        return [f"{path}: not a directory"]
+        return [f"{path}: {'a file, not a directory' if path.exists() else 'no such directory'}"]
     problems = []
     try:
-        json.loads((path / "config.json").read_text())
+        config = json.loads((path / "config.json").read_text())
+        if not isinstance(config, dict) or "model_type" not in config:
+            problems.append(f"{path / 'config.json'}: no \"model_type\" key, so not a model's config")
     except FileNotFoundError:
         problems.append(f"{path / 'config.json'}: missing")
     except (OSError, ValueError) as e:

@@ -137,10 +137,25 @@ def test_upload_dry_run_lists_the_newest_finished_model_and_sends_nothing(root, 
     assert train_mlx.main(cli(root, tiny_model_dir, "done", "--upload", "you/synthia-test", "--dry-run")) == 0
     out = capsys.readouterr().out
     assert "[upload] would upload stage 1's model" in out and "you/synthia-test" in out
-    assert "model.safetensors" in out and "[upload] dry run: nothing was sent" in out
+    assert "model.safetensors" in out and "[upload] dry run: nothing was uploaded" in out
 
 
-def test_upload_gguf_without_an_export_says_to_export_first(root, tiny_model_dir, finished, capsys):
-    args = cli(root, tiny_model_dir, "done", "--upload", "you/synthia-test", "--upload-gguf", "--dry-run")
-    assert train_mlx.main(args) == 2
-    assert "export first with --export gguf" in capsys.readouterr().err
+def test_upload_dry_run_of_model_uploads_that_directory_not_the_newest_stage(root, tiny_model_dir, finished, capsys,
+                                                                            monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = cli(root, tiny_model_dir, "done", "--upload", "you/synthia-test", "--model", str(tiny_model_dir),
+               "--dry-run")
+    assert train_mlx.main(args) == 0
+    out = capsys.readouterr().out
+    assert f"[upload] would upload the model in {tiny_model_dir} to https://huggingface.co/you/synthia-test: " in out
+    assert str(finished / "synthia-stage1") not in out and "[upload] dry run: nothing was uploaded" in out
+
+
+def test_upload_dry_run_of_model_needs_no_stage_and_no_base_model(root, tiny_model_dir, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = ["--upload", "you/synthia-test", "--model", str(tiny_model_dir), "--output-dir", str(root / "nothing-yet"),
+            "--dry-run"]
+    assert train_mlx.main(args) == 0
+    captured = capsys.readouterr()
+    assert f"[upload] would upload the model in {tiny_model_dir} to " in captured.out
+    assert "[upload] dry run: nothing was uploaded" in captured.out and captured.err == ""
