@@ -88,7 +88,7 @@ DEMO_STAGES = {1: {"iters": 14, "learning_rate": 5e-4, "steps_per_eval": 14},
 DEMO_TEST_LIMIT = 3  # held-out conversations scored (about 10 assistant turns), the same for every model
 DEMO_CHAT_TEMPLATE = Path(__file__).parent / "synthia" / "chat_templates" / "qwen2.5-tools.jinja"
 DEMO_OUTPUT_DIR = "models/demo"
-EXIT_INVALID, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_INVALID, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 1, 130, 143  # 128 + SIGINT, 128 + SIGTERM
 DEFAULTS = {key: setting.default for key, setting in SETTINGS.items()}
 
 
@@ -368,12 +368,13 @@ def run_stage(number, values, base_model, inputs, args, env, blas_note, memory=N
 
 
 def prepare_stage_dir(number, paths, fingerprint, args):
-    """Continue an interrupted attempt with the same inputs (returns its run.json record); an attempt with other
-    inputs is discarded only with --force, and then only the files the pipeline wrote."""
+    """Continue an interrupted attempt with the same inputs (returns its run.json record), even under --force, so
+    that the command that was stopped resumes; an attempt with other inputs, or a finished stage, is discarded only
+    with --force, and then only the files the pipeline wrote."""
     marker = paths.stage_dir / "fingerprint.json"
     same = marker.exists() and json.loads(marker.read_text()) == json.loads(json.dumps(fingerprint, default=str))
     record = stagedir.read_run_json(paths) if same else None
-    if same and not args.force:
+    if same and not (args.force and (record or {}).get("status") == "done"):
         log(f"continuing the interrupted attempt in {paths.stage_dir}", number)
         runstate.write_json(marker, fingerprint)
         return record if record and record.get("status") == "running" else None
@@ -817,7 +818,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        dispatch(args)
+        with runstate.sigterm_as_interrupt():
+            dispatch(args)
     except (PipelineError, models.ModelUnavailable, runstate.RunLocked, data.DataError, steps.StepFailed,
             demo.DemoUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -830,10 +832,11 @@ def main(argv=None):
         print(f"error: {where}{e.strerror or e}. Fix: check that the path exists, is writable and has free space "
               "(or choose another --output-dir)", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished stages are kept; re-run the same command to resume from the last checkpoint",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (runstate.Terminated): a step's child was stopped first
+        terminated = isinstance(e, runstate.Terminated)
+        print(f"\n{'terminated (SIGTERM)' if terminated else 'interrupted'}: finished stages are kept, and training "
+              f"resumes from its last checkpoint. To resume, run: {rerun_command(args)}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     return 0
 
 

@@ -1,9 +1,11 @@
-"""Bookkeeping that makes runs safe to interrupt and repeat: a lock per output directory, atomic JSON
-writes, a cheap identity for the model a stage starts from, and what a model directory's config.json says."""
+"""Bookkeeping that makes runs safe to interrupt and repeat: a lock per output directory, SIGTERM stopping a run as
+Ctrl-C does, atomic JSON writes, a cheap identity for the model a stage starts from, what a model directory's
+config.json says, and which training checkpoint a stage resumes from."""
 
 import hashlib
 import json
 import os
+import signal
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,6 +14,24 @@ from filelock import FileLock, Timeout
 
 class RunLocked(Exception):
     """Another live run holds the output directory."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a job scheduler, a closed session), raised where the run is so that it stops the way Ctrl-C
+    stops it: the running step's child first (synthia.steps), then the lock, then the command that resumes."""
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM raises Terminated; the previous handler is back afterwards."""
+    def stop(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

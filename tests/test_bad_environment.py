@@ -1,5 +1,6 @@
 """Broken models, unwritable outputs and closed pipes end in a clear message and the right exit code."""
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -175,7 +176,9 @@ def test_ctrl_c_stops_the_child_first_and_frees_the_lock(tmp_path, tiny_model_di
     assert child is not None
     process.stdout.read()
     assert process.wait(timeout=60) == 130
-    assert "interrupted: finished stages are kept" in process.stderr.read()
+    resume = shlex.join(["python", "train_mlx.py", *command[2:]])
+    assert process.stderr.read().endswith("\ninterrupted: finished stages are kept, and training resumes from its last "
+                                          f"checkpoint. To resume, run: {resume}\n")
     assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text()
     with runstate.output_lock(tmp_path / "models"):
         pass

@@ -1,11 +1,13 @@
 """An interrupted stage resumes exactly: killed at a checkpoint (dropout on, keep: best, save_every not a multiple
 of steps_per_eval), it ends with the adapters, best iteration and loss curves of an uninterrupted run; so does one
-whose newest checkpoint was then truncated (it resumes from the checkpoint before)."""
+whose newest checkpoint was then truncated (it resumes from the checkpoint before), and one stopped by SIGTERM."""
 
 import contextlib
 import io
 import json
 import shutil
+import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +60,21 @@ def run_killing_the_worker_after(cmd, checkpoint_iteration):
     return process.wait(), "".join(output)
 
 
+def run_terminating_the_pipeline_after(cmd, checkpoint_iteration):
+    """Run the pipeline; SIGTERM it (not its child) once the child saved the checkpoint of `checkpoint_iteration`.
+    Returns (exit code, stdout, stderr, the training child's pid)."""
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    output, child = [], None
+    for line in process.stdout:
+        output.append(line)
+        if f"iter {checkpoint_iteration}/{ITERS}  checkpoint saved" in line:
+            child = children(process.pid)[0]
+            process.send_signal(signal.SIGTERM)
+            break
+    output.append(process.stdout.read())
+    return process.wait(timeout=60), "".join(output), process.stderr.read(), child
+
+
 def truncate_newest_checkpoint(stage_dir):
     """Cut the newest checkpoint in half, as a full disk or a broken copy leaves it; (bytes left, bytes before)."""
     newest = stage_dir / "checkpoint.safetensors"
@@ -89,11 +106,14 @@ def runs(tmp_path_factory, tiny_model_dir):
         shutil.copytree(root / "killed", root / name)
         sizes[name] = truncate_newest_checkpoint(root / name / "stage1")
     (root / "truncated-alone" / "stage1" / "checkpoint.prev.safetensors").unlink()
+    shutil.copytree(root / "killed", root / "forced")  # resumed by the same command with --force
     statuses = {name: dry_run_status(command(root, tiny_model_dir, name)) for name in ("truncated", "truncated-alone")}
-    resumed = {name: subprocess.run(command(root, tiny_model_dir, name), capture_output=True, text=True, cwd=ROOT)
-               for name in ("killed", "truncated", "truncated-alone")}
+    terminated = run_terminating_the_pipeline_after(command(root, tiny_model_dir, "terminated"), 6)
+    resumed = {name: subprocess.run(command(root, tiny_model_dir, name) + (["--force"] if name == "forced" else []),
+                                    capture_output=True, text=True, cwd=ROOT)
+               for name in ("killed", "truncated", "truncated-alone", "terminated", "forced")}
     return {"root": root, "code": code, "killed_output": killed_output, "kept": kept, "resumed": resumed,
-            "sizes": sizes, "statuses": statuses}
+            "sizes": sizes, "statuses": statuses, "terminated": terminated}
 
 
 def record(root, output):
@@ -140,6 +160,13 @@ def test_resumed_run_equals_an_uninterrupted_one(runs):
     assert_same_as_uninterrupted(runs["root"], "killed")
 
 
+def test_force_resumes_an_interrupted_attempt_with_the_same_inputs(runs):
+    resumed = runs["resumed"]["forced"]
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "[stage 1] resuming from iteration 6 (checkpoint.safetensors)\n" in resumed.stdout
+    assert_same_as_uninterrupted(runs["root"], "forced")
+
+
 def test_dropout_was_on_so_the_random_state_mattered(runs):
     assert record(runs["root"], "straight")["config"]["lora_parameters"]["dropout"] == 0.05
 
@@ -176,3 +203,23 @@ def test_a_truncated_only_checkpoint_starts_the_stage_again_and_says_so(runs):
            f"describes {whole}); no earlier checkpoint: the stage starts again from iteration 0\n" in resumed.stdout
     assert f"[stage 1] iter 1/{ITERS}  train " in resumed.stdout
     assert_same_as_uninterrupted(runs["root"], "truncated-alone")
+
+
+# --- SIGTERM ---------------------------------------------------------------------------------------------
+def test_sigterm_stops_the_child_frees_the_lock_and_prints_the_command_that_resumes(runs, tiny_model_dir):
+    code, _, stderr, child = runs["terminated"]
+    assert code == 143
+    resume = shlex.join(["python", "train_mlx.py", *command(runs["root"], tiny_model_dir, "terminated")[2:]])
+    assert stderr.endswith("\nterminated (SIGTERM): finished stages are kept, and training resumes from its last "
+                           f"checkpoint. To resume, run: {resume}\n")
+    assert "Traceback" not in stderr
+    assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text()
+    with runstate.output_lock(runs["root"] / "terminated"):
+        pass
+
+
+def test_a_run_stopped_by_sigterm_resumes_and_equals_an_uninterrupted_one(runs):
+    resumed = runs["resumed"]["terminated"]
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "[stage 1] resuming from iteration " in resumed.stdout
+    assert_same_as_uninterrupted(runs["root"], "terminated")
