@@ -372,7 +372,8 @@ def prepare_stage_dir(number, paths, fingerprint, args):
     that the command that was stopped resumes; an attempt with other inputs, or a finished stage, is discarded only
     with --force, and then only the files the pipeline wrote."""
     marker = paths.stage_dir / "fingerprint.json"
-    same = marker.exists() and json.loads(marker.read_text()) == json.loads(json.dumps(fingerprint, default=str))
+    stored = stagedir.read_fingerprint(paths)
+    same = stored is not None and stored == json.loads(json.dumps(fingerprint, default=str))
     record = stagedir.read_run_json(paths) if same else None
     if same and not (args.force and (record or {}).get("status") == "done"):
         log(f"continuing the interrupted attempt in {paths.stage_dir}", number)
@@ -821,7 +822,7 @@ def main(argv=None):
         with runstate.sigterm_as_interrupt():
             dispatch(args)
     except (PipelineError, models.ModelUnavailable, runstate.RunLocked, data.DataError, steps.StepFailed,
-            demo.DemoUnavailable) as e:
+            demo.DemoUnavailable, stagedir.DamagedState) as e:
         print(f"error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", EXIT_INVALID if isinstance(e, data.DataError) else EXIT_FAILED)
     except BrokenPipeError:  # `--preview 5 --json | head`: the reader left; end quietly
