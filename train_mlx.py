@@ -88,7 +88,7 @@ DEMO_STAGES = {1: {"iters": 14, "learning_rate": 5e-4, "steps_per_eval": 14},
 DEMO_TEST_LIMIT = 3  # held-out conversations scored (about 10 assistant turns), the same for every model
 DEMO_CHAT_TEMPLATE = Path(__file__).parent / "synthia" / "chat_templates" / "qwen2.5-tools.jinja"
 DEMO_OUTPUT_DIR = "models/demo"
-EXIT_INVALID, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_INVALID, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 1, 130, 143  # 128 + SIGINT, 128 + SIGTERM
 DEFAULTS = {key: setting.default for key, setting in SETTINGS.items()}
 
 
@@ -109,6 +109,11 @@ def log(message, stage=None):
 # ---------------------------------------------------------------------------------------------------------
 def load_yaml_config(path):
     """{"shared": {...}, "stages": {n: {...}}} from a YAML file; unknown keys and misplaced global keys rejected."""
+    if not Path(path).is_file():
+        problem = "a directory, not a file" if Path(path).is_dir() else "no such file"
+        where = "" if Path(path).is_absolute() else f" (relative to {Path.cwd()})"
+        raise PipelineError(f"--config {path}: {problem}{where}. Fix: pass the YAML file that overrides SETTINGS and "
+                            "STAGES, or drop --config to train with train_mlx.py's own", EXIT_INVALID)
     try:
         return load_yaml_file(path, SETTINGS, (), sorted(STAGES))
     except ConfigError as e:
@@ -363,12 +368,14 @@ def run_stage(number, values, base_model, inputs, args, env, blas_note, memory=N
 
 
 def prepare_stage_dir(number, paths, fingerprint, args):
-    """Continue an interrupted attempt with the same inputs (returns its run.json record); an attempt with other
-    inputs is discarded only with --force, and then only the files the pipeline wrote."""
+    """Continue an interrupted attempt with the same inputs (returns its run.json record), even under --force, so
+    that the command that was stopped resumes; an attempt with other inputs, or a finished stage, is discarded only
+    with --force, and then only the files the pipeline wrote."""
     marker = paths.stage_dir / "fingerprint.json"
-    same = marker.exists() and json.loads(marker.read_text()) == json.loads(json.dumps(fingerprint, default=str))
+    stored = stagedir.read_fingerprint(paths)
+    same = stored is not None and stored == json.loads(json.dumps(fingerprint, default=str))
     record = stagedir.read_run_json(paths) if same else None
-    if same and not args.force:
+    if same and not (args.force and (record or {}).get("status") == "done"):
         log(f"continuing the interrupted attempt in {paths.stage_dir}", number)
         runstate.write_json(marker, fingerprint)
         return record if record and record.get("status") == "running" else None
@@ -435,9 +442,8 @@ def test_stages(numbers, configs, base_model, args, env):
 
 def evaluate_only(args):
     """--evaluate MODEL_DIR: score one model on --eval-data (or the dataset's test split) and train nothing."""
-    model_dir = Path(args.evaluate)
-    if not (model_dir / "config.json").is_file():
-        raise PipelineError(f"--evaluate {model_dir}: not a model directory (no config.json)", EXIT_INVALID)
+    model_dir = models.check_model_dir(args.evaluate, "--evaluate")
+    models.load_tokenizer(model_dir, args.chat_template)  # a chat template that renders tools, before the child
     with runstate.output_lock(Path(args.output_dir)):
         out_dir = Path(args.output_dir) / "evaluate" / model_dir.name
         splits = ({"eval-data": str(args.eval_data)} if args.eval_data else reports.held_out_test_split(
@@ -465,16 +471,28 @@ def export_model(args, env):
 
 
 def upload(args):
-    """--upload REPO: the newest fused model (and with --upload-gguf the GGUF files) with a model card."""
+    """--upload REPO: the newest fused model, or --model DIR (and with --upload-gguf the GGUF files), with a model
+    card."""
     from synthia import hub
 
     if args.upload_gguf and not (Path(args.output_dir) / "gguf").is_dir():
         raise PipelineError("--upload-gguf: no models/gguf yet; export first with --export gguf", EXIT_INVALID)
     try:
         with runstate.output_lock(Path(args.output_dir)):
-            hub.upload(args.upload, args.output_dir, include_gguf=args.upload_gguf, dry_run=args.dry_run, log=log)
+            hub.upload(args.upload, args.output_dir, model_dir=args.model, include_gguf=args.upload_gguf,
+                       dry_run=args.dry_run, log=log)
     except hub.HubUploadError as e:
-        raise PipelineError(f"--upload {args.upload}: {e}")
+        raise PipelineError(f"--upload {args.upload}: {e}", e.exit_code)
+
+
+def ship_model(args):
+    """--model DIR with --export and/or --upload: that model as it is; nothing is trained."""
+    models.check_model_dir(args.model, "--model")
+    if args.export:
+        with runstate.output_lock(Path(args.output_dir)):
+            export_model(args, blas.child_setup(args.blas, log)[0])
+    if args.upload:
+        upload(args)
 
 
 def finished_all(args):
@@ -707,7 +725,8 @@ def build_parser():
     ship.add_argument("--export", choices=["gguf"],
                       help="after the stages (or alone with --model): write models/gguf/*-{f16,q8_0,q4_k_m}.gguf for "
                            "LM Studio / llama.cpp, checked by llama.cpp when llama-cpp-python is installed")
-    ship.add_argument("--model", metavar="DIR", help="with --export: the MLX model directory to export")
+    ship.add_argument("--model", metavar="DIR", help="with --export or --upload: the MLX model directory to ship "
+                                                     "instead of the newest stage's; nothing is trained")
     ship.add_argument("--upload", metavar="REPO",
                       help="after the stages (or alone): upload the newest fused model to the Hugging Face Hub "
                            "repository REPO (made if needed) with a generated model card; log in first with "
@@ -752,29 +771,58 @@ def build_parser():
     return p
 
 
+def check_flags(args):
+    """Flags that cannot work together or hold an impossible value, before anything runs."""
+    if args.demo and args.base_model:
+        raise PipelineError("--demo trains its own base (SmolLM2-135M); drop --base-model, or drop --demo to "
+                            f"train {args.base_model}", EXIT_INVALID)
+    if args.model and not (args.export or args.upload):
+        raise PipelineError(f"--model {args.model}: names the model to ship, so it goes with --export gguf or "
+                            "--upload REPO. Fix: add one of them, or use --base-model to train from it",
+                            EXIT_INVALID)
+    if args.memory_budget is not None and not 0 < args.memory_budget < float("inf"):
+        raise PipelineError(f"--memory-budget {args.memory_budget:g}: the memory a step may use, in GB, must be a "
+                            "positive number. Fix: e.g. --memory-budget 12, or leave it out to use the machine's "
+                            "own", EXIT_INVALID)
+
+
+def check_output_dir(output_dir):
+    """--output-dir must be a directory or a path where one can be made: not a file, nor inside one."""
+    path = Path(output_dir)
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        where = "it is a file" if blocking == path else f"{blocking} is a file"
+        raise PipelineError(f"--output-dir {output_dir}: {where}, not a directory. Fix: choose another --output-dir "
+                            "(a directory, made when missing)", EXIT_INVALID)
+
+
+def dispatch(args):
+    check_flags(args)
+    if args.demo:
+        apply_demo_flags(args)
+    args.output_dir = args.output_dir or "models"
+    if args.preview is not None:
+        show_preview(args)
+        return
+    check_output_dir(args.output_dir)
+    if args.evaluate:
+        evaluate_only(args)
+    elif args.model:
+        ship_model(args)
+    elif args.upload and not (args.test or args.export) and finished_all(args):
+        upload(args)  # everything is trained: no need to load the data again
+    else:
+        run_pipeline(args)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if args.demo and args.base_model:
-            raise PipelineError("--demo trains its own base (SmolLM2-135M); drop --base-model, or drop --demo to "
-                                f"train {args.base_model}", EXIT_INVALID)
-        if args.demo:
-            apply_demo_flags(args)
-        args.output_dir = args.output_dir or "models"
-        if args.preview is not None:
-            show_preview(args)
-        elif args.evaluate:
-            evaluate_only(args)
-        elif args.export and args.model:
-            with runstate.output_lock(Path(args.output_dir)):
-                export_model(args, blas.child_setup(args.blas, log)[0])
-        elif args.upload and not (args.test or args.export) and finished_all(args):
-            upload(args)  # everything is trained: no need to load the data again
-        else:
-            run_pipeline(args)
+        with runstate.sigterm_as_interrupt():
+            dispatch(args)
     except (PipelineError, models.ModelUnavailable, runstate.RunLocked, data.DataError, steps.StepFailed,
-            demo.DemoUnavailable) as e:
+            demo.DemoUnavailable, stagedir.DamagedState) as e:
         print(f"error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", EXIT_INVALID if isinstance(e, data.DataError) else EXIT_FAILED)
     except BrokenPipeError:  # `--preview 5 --json | head`: the reader left; end quietly
@@ -785,10 +833,11 @@ def main(argv=None):
         print(f"error: {where}{e.strerror or e}. Fix: check that the path exists, is writable and has free space "
               "(or choose another --output-dir)", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished stages are kept; re-run the same command to resume from the last checkpoint",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (runstate.Terminated): a step's child was stopped first
+        terminated = isinstance(e, runstate.Terminated)
+        print(f"\n{'terminated (SIGTERM)' if terminated else 'interrupted'}: finished stages are kept, and training "
+              f"resumes from its last checkpoint. To resume, run: {rerun_command(args)}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     return 0
 
 

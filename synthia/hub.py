@@ -3,6 +3,7 @@ files in models/gguf/) with a model card written from the stages' run.json files
 
     upload("you/synthia-7b", "models", dry_run=True)        # the repository, every file and its size; sends nothing
     upload("you/synthia-7b", "models", include_gguf=True)   # creates the repository when needed, one commit
+    upload("you/synthia-7b", "models", model_dir="models/synthia-stage2", dry_run=True)  # that model instead
     print(model_card("models"))                             # the README.md that goes with it
 
 The token comes from `token`, else HF_TOKEN, else `hf auth login`'s stored one; it only ever goes into the
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from synthia import stagedir
+from synthia import runstate, stagedir
 
 HUB_URL = "https://huggingface.co"
 CARD_TAGS = ("mlx", "lora", "tool-use", "function-calling", "code", "synthia")
@@ -27,7 +28,12 @@ NETWORK_MODULES = {"httpx", "httpx2", "httpcore", "httpcore2", "requests", "urll
 
 
 class HubUploadError(ValueError):
-    """Something the user can fix before uploading; the message says what to run."""
+    """Something the user can fix before uploading; the message says what to run. exit_code: 2 for what the user
+    asked for (the repository name, the model), 1 for the login, the network or the Hub."""
+
+    def __init__(self, message, exit_code=1):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,17 @@ def newest_finished_stage(output_dir, log=print):
     raise HubUploadError(
         f"nothing to upload: no finished stage in {output_dir} (a models/stageN/run.json with status done and its "
         f"models/synthia-stageN/ model intact). Train first: python train_mlx.py --stage all"
-        + (f" ({'; '.join(skipped)})" if skipped else ""))
+        + (f" ({'; '.join(skipped)})" if skipped else ""), exit_code=2)
+
+
+def stage_of(model_dir, output_dir):
+    """(number, run.json record) of the finished stage whose fused model `model_dir` is, or (None, None)."""
+    for number in stage_numbers(output_dir):
+        paths = stagedir.stage_paths(output_dir, number)
+        if paths.fused_dir.resolve() == Path(model_dir).resolve():
+            record = stagedir.finished_stage(paths, warn=lambda message: None)
+            return (number, record) if record is not None else (None, None)
+    return None, None
 
 
 def chain_records(output_dir, last):
@@ -113,10 +129,11 @@ def gguf_files(output_dir):
 # ---------------------------------------------------------------------------------------------------------
 # The model card
 # ---------------------------------------------------------------------------------------------------------
-def model_card(output_dir, *, repo_id=None, gguf=()):
-    """README.md for the newest finished stage's model: the Hub's metadata block, then base model, use, intended
-    use, stages with their settings and losses, data counts per category, the scorecard and the license."""
-    number, record = newest_finished_stage(output_dir, log=lambda message: None)
+def model_card(output_dir, *, repo_id=None, gguf=(), stage=None):
+    """README.md for the newest finished stage's model (or stage=(number, run.json record)'s): the Hub's metadata
+    block, then base model, use, intended use, stages with their settings and losses, data counts per category,
+    the scorecard and the license."""
+    number, record = stage or newest_finished_stage(output_dir, log=lambda message: None)
     records = chain_records(output_dir, number)
     first = records[1] or {}
     base = str(first.get("base_model") or record.get("config", {}).get("base_model", "unknown"))
@@ -139,6 +156,20 @@ def model_card(output_dir, *, repo_id=None, gguf=()):
         *scorecard_section(output_dir, stagedir.stage_paths(output_dir, number).fused_dir),
         *license_section(base, hub_base, license_info),
     ]
+    return "\n".join(sections).rstrip("\n") + "\n"
+
+
+def directory_card(model_dir, *, repo_id=None, gguf=()):
+    """README.md for a model directory that no finished stage of this run made (--model DIR): the license it
+    declares, how to use it, and that its training is not recorded here."""
+    license_info = base_license(model_dir)
+    title = repo_id.split("/")[-1] if repo_id else Path(model_dir).name
+    sections = [card_metadata(None, license_info, bool(gguf)), f"# {title}", "",
+                f"{title} is an MLX model uploaded from `{Path(model_dir).name}` by Synthia's `train_mlx.py`"
+                + (", with GGUF files for LM Studio and llama.cpp" if gguf else "") + ". No finished stage of this "
+                "run made it, so this card cannot say how it was trained.", "",
+                *use_section(repo_id or title, gguf), *intended_use_section(),
+                "## License", "", f"License: {license_text(None, False, license_info)}.", ""]
     return "\n".join(sections).rstrip("\n") + "\n"
 
 
@@ -293,7 +324,7 @@ def license_section(base, hub_base, license_info):
 @dataclass(frozen=True)
 class UploadPlan:
     repo_id: str
-    stage: int
+    stage: int | None  # None: a --model directory no finished stage made
     model_dir: Path
     files: list  # [UploadFile], the card among them
     card: bytes
@@ -314,24 +345,44 @@ def check_repo_id(repo_id):
         validate_repo_id(repo_id)
     except ValueError as e:
         raise HubUploadError(f"--upload {repo_id!r}: not a Hub repository name ({str(e).splitlines()[0]}). "
-                             "Use NAMESPACE/NAME, e.g. --upload yourname/synthia-7b") from None
+                             "Use NAMESPACE/NAME, e.g. --upload yourname/synthia-7b", exit_code=2) from None
 
 
-def plan_upload(repo_id, output_dir, include_gguf, log):
-    """The newest finished stage's model files as run.json recorded them (mlx_lm's README.md replaced by the
-    generated card), then the GGUF files, all at the repository's root."""
+def chosen_model(output_dir, model_dir, log):
+    """(stage number or None, its run.json record or None, the directory to upload): `model_dir` when given (a
+    stage's fused model keeps its stage's card), else the newest finished stage's model."""
+    if model_dir is None:
+        number, record = newest_finished_stage(output_dir, log=log)
+        return number, record, stagedir.stage_paths(output_dir, number).fused_dir
+    problems = runstate.model_dir_problems(model_dir)
+    if problems:
+        raise HubUploadError(f"--model {model_dir}: not a model directory that loads:\n  " + "\n  ".join(problems)
+                             + "\n  Fix: name a complete MLX model directory (config.json, tokenizer, *.safetensors) "
+                               "with --model, or drop --model to upload the newest finished stage's", exit_code=2)
+    return (*stage_of(model_dir, output_dir), Path(model_dir))
+
+
+def directory_files(model_dir):
+    """{name: bytes} of the files at a model directory's top level (hidden ones left out)."""
+    return {f.name: f.stat().st_size for f in sorted(Path(model_dir).iterdir())
+            if f.is_file() and not f.name.startswith(".")}
+
+
+def plan_upload(repo_id, output_dir, include_gguf, log, model_dir=None):
+    """The newest finished stage's model files as run.json recorded them (or those of `model_dir`), mlx_lm's
+    README.md replaced by the generated card, then the GGUF files, all at the repository's root."""
     check_repo_id(repo_id)
-    number, record = newest_finished_stage(output_dir, log=log)
-    model_dir = stagedir.stage_paths(output_dir, number).fused_dir
+    number, record, model_dir = chosen_model(output_dir, model_dir, log)
     gguf = gguf_files(output_dir) if include_gguf else []
     if include_gguf and not gguf:
         raise HubUploadError(f"--upload-gguf: no GGUF files in {Path(output_dir) / 'gguf'}. Make them with "
-                             "python train_mlx.py --export gguf, or drop --upload-gguf")
+                             "python train_mlx.py --export gguf, or drop --upload-gguf", exit_code=2)
     for warning in stale_gguf_warnings(gguf, model_dir):
         log(warning)
-    card = model_card(output_dir, repo_id=repo_id, gguf=gguf).encode("utf-8")
-    files = [UploadFile(name, model_dir / name, size)
-             for name, size in sorted(record["fused_files"].items()) if name != "README.md"]
+    card = (model_card(output_dir, repo_id=repo_id, gguf=gguf, stage=(number, record)) if record
+            else directory_card(model_dir, repo_id=repo_id, gguf=gguf)).encode("utf-8")
+    sizes = record["fused_files"] if record else directory_files(model_dir)
+    files = [UploadFile(name, model_dir / name, size) for name, size in sorted(sizes.items()) if name != "README.md"]
     files.append(UploadFile("README.md", None, len(card)))
     files += [UploadFile(p.name, p, p.stat().st_size) for p in gguf]
     return UploadPlan(repo_id, number, model_dir, files, card, include_gguf)
@@ -352,25 +403,29 @@ def stale_remote_files(remote_paths, plan):
                   if "/" not in p and p not in uploading and any(fnmatch(p, pattern) for pattern in patterns))
 
 
-def upload(repo_id, output_dir, *, include_gguf=False, dry_run=False, token=None, endpoint=None, log=print):
-    """Create `repo_id` on the Hub when needed and commit the newest finished stage's fused model with its model
-    card (and models/gguf/*.gguf with include_gguf) in one commit. dry_run sends nothing and logs what would go.
-    Returns {"repo_id", "url", "stage", "model_dir", "files": [{"path_in_repo", "source", "bytes"}], "total_bytes",
-    "dry_run", "created", "removed", "commit_url"}; it never holds the token."""
-    plan = plan_upload(repo_id, output_dir, include_gguf, log)
+def upload(repo_id, output_dir, *, model_dir=None, include_gguf=False, dry_run=False, token=None, endpoint=None,
+           log=print):
+    """Create `repo_id` on the Hub when needed and commit the newest finished stage's fused model (or `model_dir`)
+    with its model card (and models/gguf/*.gguf with include_gguf) in one commit. dry_run sends nothing but the
+    token check (when there is a token) and logs what would go. Returns {"repo_id", "url", "stage", "model_dir",
+    "files": [{"path_in_repo", "source", "bytes"}], "total_bytes", "dry_run", "created", "removed", "commit_url"};
+    it never holds the token."""
+    plan = plan_upload(repo_id, output_dir, include_gguf, log, model_dir)
     url = f"{(endpoint or hub_endpoint()).rstrip('/')}/{repo_id}"
     result = {"repo_id": repo_id, "url": url, "stage": plan.stage, "model_dir": str(plan.model_dir),
               "files": [{"path_in_repo": f.path_in_repo, "source": str(f.source) if f.source else "generated",
                          "bytes": f.size} for f in plan.files],
               "total_bytes": sum(f.size for f in plan.files), "dry_run": dry_run, "created": None, "removed": None,
               "commit_url": None}
-    log(f"[upload] {'would upload' if dry_run else 'uploading'} stage {plan.stage}'s model ({plan.model_dir}) to "
-        f"{url}: {len(plan.files)} files, {human_size(result['total_bytes'])}")
+    what = f"stage {plan.stage}'s model ({plan.model_dir})" if plan.stage else f"the model in {plan.model_dir}"
+    log(f"[upload] {'would upload' if dry_run else 'uploading'} {what} to {url}: {len(plan.files)} files, "
+        f"{human_size(result['total_bytes'])}")
+    card_source = "generated from run.json" if plan.stage else "generated"
     for f in plan.files:
-        log(f"[upload]   {f.path_in_repo:<40} {human_size(f.size):>10}  "
-            f"{f.source if f.source else '(model card, generated from run.json)'}")
+        log(f"[upload]   {f.path_in_repo:<40} {human_size(f.size):>10}  {f.source or f'(model card, {card_source})'}")
     if dry_run:
-        log("[upload] dry run: nothing was sent. A real upload creates the repository if it does not exist, and "
+        check_token(token, endpoint, repo_id, log)
+        log("[upload] dry run: nothing was uploaded. A real upload creates the repository if it does not exist, and "
             "removes model files an earlier upload left there (old shards, tokenizer files"
             + (", GGUF files" if include_gguf else "") + ") in the same commit")
         return result
@@ -382,6 +437,29 @@ def hub_endpoint():
     from huggingface_hub import constants
 
     return constants.ENDPOINT
+
+
+def check_token(token, endpoint, repo_id, log):
+    """For a dry run: whether the Hub accepts the token a real upload would use (one whoami request). Without a
+    token nothing is sent; a Hub that cannot be reached leaves the token unchecked, said so."""
+    from huggingface_hub import HfApi, constants, get_token
+
+    token = token or get_token()
+    if not token:
+        log(f"[upload] not logged in: before a real upload, {LOGIN_FIX}")
+        return
+    if constants.HF_HUB_OFFLINE:
+        log("[upload] the token was not checked: HF_HUB_OFFLINE is set")
+        return
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        name = api.whoami().get("name", "?")
+    except Exception as e:
+        if not is_network_error(e):
+            raise hub_error(e, repo_id, api.endpoint, token) from None
+        log(f"[upload] the token was not checked: cannot reach the Hub at {api.endpoint} ({type(e).__name__})")
+        return
+    log(f"[upload] the Hub accepts the token: logged in as {name}")
 
 
 def send(plan, token, endpoint, log):
@@ -407,7 +485,8 @@ def send(plan, token, endpoint, log):
         for path in removed:
             log(f"[upload] removing {path}: an earlier upload left it, and it would load with the new model")
         info = api.create_commit(plan.repo_id, operations + [CommitOperationDelete(p) for p in removed],
-                                 commit_message=f"Synthia stage {plan.stage} model, from train_mlx.py")
+                                 commit_message=f"Synthia stage {plan.stage} model, from train_mlx.py" if plan.stage
+                                 else f"{plan.model_dir.name}, from train_mlx.py")
     except Exception as e:
         raise hub_error(e, plan.repo_id, api.endpoint, token) from None
     log(f"[upload] done: {info.commit_url}")
@@ -429,9 +508,13 @@ def hub_error(error, repo_id, endpoint, token):
                    f"namespace (`hf auth login --force`), or upload under your own name")
     elif isinstance(error, HfHubHTTPError):
         message = f"the Hub at {endpoint} refused the upload to {repo_id} ({quoted}); run the same command to retry"
-    elif isinstance(error, (ConnectionError, TimeoutError)) or type(error).__module__.split(".")[0] in NETWORK_MODULES:
+    elif is_network_error(error):
         message = (f"cannot reach the Hugging Face Hub at {endpoint} ({quoted}). Check the network connection (and "
                    "HF_ENDPOINT, if set), then run the same command again; --dry-run lists the files offline")
     else:
         raise error  # a bug, not the user's to fix: keep its traceback
     return HubUploadError(message)
+
+
+def is_network_error(error):
+    return isinstance(error, (ConnectionError, TimeoutError)) or type(error).__module__.split(".")[0] in NETWORK_MODULES

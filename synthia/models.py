@@ -15,15 +15,21 @@ class ModelUnavailable(Exception):
         self.exit_code = exit_code
 
 
+def check_model_dir(path, flag="--base-model"):
+    """`path` as a Path when it is a model directory that loads (config.json, tokenizer, every weight file whole);
+    else ModelUnavailable naming each problem, and the flag to fix."""
+    problems = runstate.model_dir_problems(path)
+    if problems:
+        raise ModelUnavailable(f"the model directory {path} cannot be loaded:\n  " + "\n  ".join(problems)
+                               + f"\n  Fix: point {flag} at a complete MLX model directory (config.json, tokenizer, "
+                                 "*.safetensors), or copy or download it again")
+    return Path(path)
+
+
 def resolve_model_dir(name_or_path):
     """A local model directory for `name_or_path` (checked: it must load), downloading from the Hub when needed."""
     if Path(name_or_path).exists():
-        problems = runstate.model_dir_problems(name_or_path)
-        if problems:
-            raise ModelUnavailable(f"the model directory {name_or_path} cannot be loaded:\n  " + "\n  ".join(problems)
-                                   + "\n  Fix: point --base-model at a complete MLX model directory (config.json, "
-                                     "tokenizer, *.safetensors), or copy or download it again")
-        return Path(name_or_path)
+        return check_model_dir(name_or_path)
     try:
         from huggingface_hub import snapshot_download
         from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS

@@ -1,9 +1,11 @@
-"""Bookkeeping that makes runs safe to interrupt and repeat: a lock per output directory, atomic JSON
-writes, a cheap identity for the model a stage starts from, and what a model directory's config.json says."""
+"""Bookkeeping that makes runs safe to interrupt and repeat: a lock per output directory, SIGTERM stopping a run as
+Ctrl-C does, atomic JSON writes, a cheap identity for the model a stage starts from, what a model directory's
+config.json says, and which training checkpoint a stage resumes from."""
 
 import hashlib
 import json
 import os
+import signal
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,6 +14,24 @@ from filelock import FileLock, Timeout
 
 class RunLocked(Exception):
     """Another live run holds the output directory."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a job scheduler, a closed session), raised where the run is so that it stops the way Ctrl-C
+    stops it: the running step's child first (synthia.steps), then the lock, then the command that resumes."""
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM raises Terminated; the previous handler is back afterwards."""
+    def stop(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
@@ -99,10 +119,12 @@ def model_dir_problems(path):
     """What keeps a local model directory from loading: config.json, the tokenizer, every weight file."""
     path = Path(path)
     if not path.is_dir():
-        return [f"{path}: not a directory"]
+        return [f"{path}: {'a file, not a directory' if path.exists() else 'no such directory'}"]
     problems = []
     try:
-        json.loads((path / "config.json").read_text())
+        config = json.loads((path / "config.json").read_text())
+        if not isinstance(config, dict) or "model_type" not in config:
+            problems.append(f"{path / 'config.json'}: no \"model_type\" key, so not a model's config")
     except FileNotFoundError:
         problems.append(f"{path / 'config.json'}: missing")
     except (OSError, ValueError) as e:
@@ -114,6 +136,20 @@ def model_dir_problems(path):
         problems.append(f"{path}: no *.safetensors weight files")
     problems += [f"{w}: {problem}" for w in weights if (problem := safetensors_problem(w))]
     return problems
+
+
+# A stage's training checkpoints, newest first: a new one is written under a temporary name and checked before the
+# one it replaces becomes the previous, so a damaged newest checkpoint still leaves one to resume from.
+CHECKPOINTS = ("checkpoint.safetensors", "checkpoint.prev.safetensors")
+
+
+def resume_iteration(stage_dir):
+    """The iteration training resumes at: that of the newest checkpoint whose file is whole (0 when none is)."""
+    for name in CHECKPOINTS:
+        path = Path(stage_dir) / name
+        if path.exists() and safetensors_problem(path) is None and (iteration := checkpoint_iteration(path)):
+            return iteration
+    return 0
 
 
 def checkpoint_iteration(path):

@@ -28,11 +28,40 @@ def fused_tmp(paths):
     return partial_path(paths.fused_dir)
 
 
-def read_run_json(paths):
+class DamagedState(ValueError):
+    """A file that records a stage's progress does not parse; the message names it, where and the fix."""
+
+    exit_code = 2
+
+
+def read_state(path, what, fix):
+    """A JSON object the pipeline wrote, or None when the file is missing. A file that does not parse is an error
+    naming it, where it breaks, what it records (`what`) and `fix`: guessing past it would redo or skip the wrong
+    steps."""
     try:
-        return json.loads(paths.run_json.read_text())
-    except (OSError, ValueError):
+        value = json.loads(Path(path).read_text())
+    except FileNotFoundError:
         return None
+    except json.JSONDecodeError as e:
+        problem = f"not valid JSON (line {e.lineno} column {e.colno}: {e.msg})"
+    except ValueError as e:  # bytes that are not UTF-8
+        problem = f"not valid JSON ({e})"
+    else:
+        if isinstance(value, dict):
+            return value
+        problem = f"not a JSON object (it holds a {type(value).__name__})"
+    raise DamagedState(f"{path}: {problem}; it records {what}. Fix: {fix}")
+
+
+def read_run_json(paths):
+    return read_state(paths.run_json, "which steps of the stage finished, with their results",
+                      "restore it, or delete it: the stage's steps then run again (training resumes from its last "
+                      "checkpoint)")
+
+
+def read_fingerprint(paths):
+    return read_state(paths.stage_dir / "fingerprint.json", "the inputs the stage's files were made from",
+                      "restore it, or delete it and re-run with --force to start the stage again")
 
 
 def fused_files(directory):
@@ -72,10 +101,10 @@ def attempt_status(paths, matches, force, warn=print):
         if matches(done["fingerprint"]) and not force:
             return "skip: already done with the same inputs"
         return "redo (--force)" if force else "stop: finished with other inputs; needs --force"
-    marker = paths.stage_dir / "fingerprint.json"
-    if marker.exists() and matches(json.loads(marker.read_text())):
+    fingerprint = read_fingerprint(paths)
+    if fingerprint is not None and matches(fingerprint):
         finished = list((read_run_json(paths) or {}).get("timings", {}))
-        iteration = runstate.checkpoint_iteration(paths.stage_dir / "checkpoint.safetensors")
+        iteration = runstate.resume_iteration(paths.stage_dir)
         if "train" in finished:
             return f"resume after the {finished[-1]} step"
         if iteration:
@@ -166,8 +195,8 @@ def fused_model_problems(paths, sizes):
 # What the pipeline writes in models/stageN: only these are ever removed (with --force).
 PIPELINE_FILES = ("data", "stage.log", "run.json", "fingerprint.json", "train_job.json", "eval_job.json",
                   "train_result.json", "eval_result.json", "adapter_config.json", "adapters.safetensors",
-                  "best_adapters.safetensors", "last_adapters.safetensors", "checkpoint.safetensors",
-                  "test_job.json", "test_result.json", MANIFEST)
+                  "best_adapters.safetensors", "last_adapters.safetensors", *runstate.CHECKPOINTS,
+                  "checkpoint.tmp.safetensors", "test_job.json", "test_result.json", MANIFEST)
 # A fused model's own files: replaced when a stage is redone; anything else in the directory stays.
 MODEL_FILE_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json",
                        "tokenizer*", "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt",

@@ -28,12 +28,11 @@ from mlx_lm.tuner.trainer import grad_checkpoint
 from mlx_lm.tuner.utils import build_schedule, linear_to_lora_layers
 from mlx_lm.utils import load
 
-from synthia import blas, cpu_backend, token_files
+from synthia import blas, cpu_backend, runstate, token_files
 from synthia.chunked_loss import ChunkedLossUnsupported, OutputHead, chunked_summed_loss, trained_positions
 
 PAD_TO = 32  # pad batches to a multiple of this, as mlx_lm does, so compiled shapes repeat
 LOSS_SLOTS = 64  # chunked loss: trained positions are padded to a multiple of this, so compiled shapes repeat
-CHECKPOINT = "checkpoint.safetensors"
 BATCH_LOG_VARIABLE = "SYNTHIA_BATCH_LOG"  # a directory: each rank writes rank<N>.jsonl, the examples it trained on
 
 
@@ -143,39 +142,91 @@ def evaluate(model, dataset, batch_size, max_seq_length, num_batches=-1, world=N
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Checkpoints: one file with everything a resumed run needs, replaced atomically
+# Checkpoints: one file with everything a resumed run needs. A new one is checked before it replaces the newest,
+# which is kept as the previous one (runstate.CHECKPOINTS): a damaged newest file still leaves one to resume from.
 # ---------------------------------------------------------------------------------------------------------
 def adapter_weights(model):
     return dict(tree_flatten(model.trainable_parameters()))
 
 
-def save_checkpoint(path, model, optimizer, best_weights, record):
+def save_checkpoint(out, model, optimizer, best_weights, record):
     arrays = {**{f"adapters/{k}": v for k, v in adapter_weights(model).items()},
               **{f"best/{k}": v for k, v in (best_weights or {}).items()},
               **{f"optimizer/{k}": v for k, v in tree_flatten(optimizer.state)}}
-    save_atomically(path, arrays, metadata={"record": json.dumps(record)})
+    newest, previous = (out / name for name in runstate.CHECKPOINTS)
+    save_atomically(newest, arrays, metadata={"record": json.dumps(record)}, keep_as=previous)
 
 
-def save_atomically(path, arrays, metadata=None):
-    """Write to a temporary name, then rename: a full disk or a kill never leaves a half-written file under the
-    real name (MLX's own error names no file, so this one does)."""
+def save_atomically(path, arrays, metadata=None, keep_as=None):
+    """Write to a temporary name, check that the file is whole, then rename: a full disk or a kill never leaves a
+    half-written file under the real name (MLX's own error names no file, so this one does). keep_as: where the
+    file being replaced goes, in the moment before the new one takes its name."""
     tmp = path.with_name(path.stem + ".tmp.safetensors")
     try:
         mx.save_safetensors(str(tmp), arrays, metadata=metadata or {})
-    except RuntimeError as e:
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())  # on disk before the rename makes it the one to resume from
+    except (RuntimeError, OSError) as e:
         tmp.unlink(missing_ok=True)
         raise OSError(f"cannot write {path}: {e}") from None
+    problem = runstate.safetensors_problem(tmp)
+    if problem:
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"cannot write {path}: the file written was {problem}")
+    if keep_as is not None and path.exists():
+        os.replace(path, keep_as)
     os.replace(tmp, path)
 
 
-def load_checkpoint(path, model, optimizer):
-    """Restore adapters and optimizer state; returns (record, best adapter weights). The random state needs no
-    saving: each iteration seeds it from (seed, iteration)."""
-    arrays, metadata = mx.load(str(path), return_metadata=True)
+class DamagedCheckpoint(Exception):
+    """A checkpoint file that cannot be resumed from; the message says why."""
+
+
+def read_checkpoint(path):
+    """(arrays, record) of a checkpoint file, checked whole before MLX reads it."""
+    problem = runstate.safetensors_problem(path)
+    if problem:
+        raise DamagedCheckpoint(problem)
+    try:
+        arrays, metadata = mx.load(str(path), return_metadata=True)
+        return arrays, json.loads(metadata["record"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise DamagedCheckpoint(f"it does not load: {e}") from None
+
+
+def newest_whole_checkpoint(out):
+    """(path, arrays, record) of the newest checkpoint that loads, or None; and [(path, why)] of the damaged ones
+    passed over on the way."""
+    damaged = []
+    for path in (out / name for name in runstate.CHECKPOINTS):
+        if not path.exists():
+            continue
+        try:
+            return (path, *read_checkpoint(path)), damaged
+        except DamagedCheckpoint as e:
+            damaged.append((path, str(e)))
+    return None, damaged
+
+
+def resume_note(resumed, damaged):
+    """The line a training run starts with when there was a checkpoint: where it resumes, after the damaged files it
+    passed over (each named, with why); None for a first start."""
+    said = [f"{path} is damaged ({why})" for path, why in damaged]
+    if resumed is not None:
+        said.append(f"resuming from iteration {resumed[2]['iteration']} ({resumed[0].name})")
+    elif damaged:
+        said.append(f"{'no earlier checkpoint: ' if len(damaged) == 1 else ''}the stage starts again from iteration 0")
+    return "; ".join(said) or None
+
+
+def restore_checkpoint(arrays, record, model, optimizer):
+    """Adapters and optimizer state from a checkpoint's arrays; returns (record, best adapter weights). The random
+    state needs no saving: each iteration seeds it from (seed, iteration)."""
     part = lambda prefix: {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}  # noqa: E731
+    optimizer.init(model.trainable_parameters())
     model.load_weights(list(part("adapters/").items()), strict=False)
     optimizer.state = tree_unflatten(list(part("optimizer/").items()))
-    return json.loads(metadata["record"]), part("best/") or None
+    return record, part("best/") or None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -238,17 +289,21 @@ def train_job(job):
     record = {"iteration": 0, "train_reports": [], "val_reports": [], "best": None, "early_stopped": None,
               "pending": {"loss": 0.0, "tokens": 0.0}}
     best_weights = None
-    checkpoint = out / CHECKPOINT
     reporter = (get_reporting_callbacks(job["report_to"], project_name="synthia", log_dir=str(out), config=job)
                 if rank == 0 else None)
     log_batch = batch_logger(rank)
-    if checkpoint.exists():
-        optimizer.init(model.trainable_parameters())
-        record, best_weights = load_checkpoint(checkpoint, model, optimizer)
-        say(f"resuming from iteration {record['iteration']} ({CHECKPOINT})")
+    resumed, damaged = newest_whole_checkpoint(out)
+    note = resume_note(resumed, damaged)
+    if note and (rank == 0 or damaged):  # each machine reads its own disk: every rank names its damaged files
+        print(note if rank == 0 else f"rank {rank}: {note}", flush=True)
+    if resumed is not None:
+        record, best_weights = restore_checkpoint(*resumed[1:], model, optimizer)
     elif rank == 0:
         (out / "adapter_config.json").write_text(json.dumps(adapter_config(job), indent=2))
-    check_ranks_start_together(world, record["iteration"], checkpoint)
+    check_ranks_start_together(world, record["iteration"], out)
+    if rank == 0:
+        for path, _ in damaged:  # every rank has read them: gone, so that a damaged file never becomes the previous
+            path.unlink(missing_ok=True)
 
     def run_evaluation(iteration):
         nonlocal best_weights
@@ -309,7 +364,7 @@ def train_job(job):
             run_evaluation(it)
         record["iteration"] = it
         if rank == 0 and (it % job["save_every"] == 0 and it < iters and grad_sum is None):
-            save_checkpoint(checkpoint, model, optimizer, best_weights, record)
+            save_checkpoint(out, model, optimizer, best_weights, record)
             say(f"iter {it}/{iters}  checkpoint saved")
     if record["early_stopped"]:
         say(f"stopping early at iteration {record['early_stopped']['iteration']}: {record['early_stopped']['reason']}")
@@ -318,16 +373,16 @@ def train_job(job):
     return training_result(record, time.perf_counter() - started)
 
 
-def check_ranks_start_together(world, iteration, checkpoint):
-    """Under mlx.launch every rank must resume from the same iteration; a checkpoint on only one machine's disk
-    would have them train different steps (and wait on each other forever)."""
+def check_ranks_start_together(world, iteration, out):
+    """Under mlx.launch every rank must resume from the same iteration; a checkpoint on only one machine's disk (or
+    damaged on one machine only) would have them train different steps (and wait on each other forever)."""
     if world.size() == 1:
         return
     starts = mx.distributed.all_gather(mx.array([iteration]), stream=mx.cpu).tolist()
     if len(set(starts)) > 1:
-        raise JobError(f"the ranks would resume from iterations {starts} (by rank): {checkpoint} is not the same on "
-                       "every machine. Fix: copy it to the same path on every machine, or delete it everywhere to "
-                       "train from the start.")
+        raise JobError(f"the ranks would resume from iterations {starts} (by rank): {out} does not hold the same "
+                       "checkpoints on every machine. Fix: copy it to the same path on every machine, or delete its "
+                       f"{' and '.join(runstate.CHECKPOINTS)} everywhere to train from the start.")
 
 
 def batch_logger(rank):

@@ -1,9 +1,12 @@
 """Broken models, unwritable outputs and closed pipes end in a clear message and the right exit code."""
 
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import train_mlx
 from synthia import runstate
@@ -44,13 +47,83 @@ def test_a_corrupt_weight_file_is_named(tmp_path, tiny_model_dir, capsys):
     assert "model.safetensors: not a safetensors file" in capsys.readouterr().err
 
 
-def test_an_output_directory_that_cannot_be_made_is_an_environment_error(tmp_path, tiny_model_dir, capsys):
+@pytest.mark.parametrize("inside", ["", "models"], ids=["the file itself", "a directory inside it"])
+def test_an_output_directory_that_is_a_file_is_an_input_error(tmp_path, tiny_model_dir, capsys, inside):
     (tmp_path / "a-file").write_text("not a directory")
+    output = tmp_path / "a-file" / inside
     args = ["--base-model", str(tiny_model_dir), "--dataset", str(write_dataset(tmp_path / "d.jsonl")),
-            "--output-dir", str(tmp_path / "a-file" / "models"), "--dry-run"]
-    assert train_mlx.main(args) == 1
-    err = capsys.readouterr().err
-    assert str(tmp_path / "a-file" / "models") in err and "Traceback" not in err
+            "--output-dir", str(output), "--dry-run"]
+    assert train_mlx.main(args) == 2
+    where = "it is a file" if not inside else f"{tmp_path / 'a-file'} is a file"
+    assert capsys.readouterr().err == f"error: --output-dir {output}: {where}, not a directory. Fix: choose another " \
+                                      "--output-dir (a directory, made when missing)\n"
+
+
+# --- --evaluate, --export and --upload check the model before a child process starts ----------------------
+def model_without(tmp_path, tiny_model_dir, *names):
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_model_dir, broken)
+    for name in names:
+        (broken / name).unlink()
+    return broken
+
+
+def cannot_be_loaded(model, flag, *problems):
+    return (f"error: the model directory {model} cannot be loaded:\n" + "".join(f"  {p}\n" for p in problems)
+            + f"  Fix: point {flag} at a complete MLX model directory (config.json, tokenizer, *.safetensors), or "
+              "copy or download it again\n")
+
+
+def test_evaluate_on_a_model_without_weights_names_them_and_starts_no_child(tmp_path, tiny_model_dir, capsys):
+    model = model_without(tmp_path, tiny_model_dir, "model.safetensors")
+    args = ["--evaluate", str(model), "--eval-data", str(write_dataset(tmp_path / "d.jsonl")), "--output-dir",
+            str(tmp_path / "out")]
+    assert train_mlx.main(args) == 2
+    assert capsys.readouterr().err == cannot_be_loaded(model, "--evaluate", f"{model}: no *.safetensors weight files")
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_on_a_model_without_a_tokenizer_is_an_input_error(tmp_path, tiny_model_dir, capsys):
+    model = model_without(tmp_path, tiny_model_dir, "tokenizer.json")
+    args = ["--evaluate", str(model), "--eval-data", str(write_dataset(tmp_path / "d.jsonl")), "--output-dir",
+            str(tmp_path / "out")]
+    assert train_mlx.main(args) == 2
+    assert capsys.readouterr().err == cannot_be_loaded(model, "--evaluate", f"{model}: no tokenizer (tokenizer.json)")
+
+
+def test_evaluate_on_something_that_is_not_a_model_is_an_input_error(tmp_path, capsys):
+    (tmp_path / "settings").mkdir()
+    (tmp_path / "settings" / "config.json").write_text('{"theme": "dark"}')
+    args = ["--evaluate", str(tmp_path / "settings"), "--eval-data", str(write_dataset(tmp_path / "d.jsonl"))]
+    assert train_mlx.main(args) == 2
+    settings = tmp_path / "settings"
+    assert capsys.readouterr().err == cannot_be_loaded(
+        settings, "--evaluate", f"{settings / 'config.json'}: no \"model_type\" key, so not a model's config",
+        f"{settings}: no tokenizer (tokenizer.json)", f"{settings}: no *.safetensors weight files")
+
+
+def test_evaluate_on_a_model_whose_template_drops_tools_is_stopped_before_scoring(tmp_path, tiny_model_dir, capsys):
+    template = tmp_path / "plain.jinja"
+    template.write_text("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}")
+    args = ["--evaluate", str(tiny_model_dir), "--eval-data", str(write_dataset(tmp_path / "d.jsonl")),
+            "--chat-template", str(template), "--output-dir", str(tmp_path / "out")]
+    assert train_mlx.main(args) == 2
+    assert "the chat template drops tool definitions" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_of_a_model_without_a_tokenizer_is_an_input_error(tmp_path, tiny_model_dir, capsys):
+    model = model_without(tmp_path, tiny_model_dir, "tokenizer.json")
+    assert train_mlx.main(["--export", "gguf", "--model", str(model), "--output-dir", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == cannot_be_loaded(model, "--model", f"{model}: no tokenizer (tokenizer.json)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_without_export_or_upload_says_what_it_goes_with(tmp_path, tiny_model_dir, capsys):
+    assert train_mlx.main(["--model", str(tiny_model_dir), "--output-dir", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (f"error: --model {tiny_model_dir}: names the model to ship, so it goes with "
+                                       "--export gguf or --upload REPO. Fix: add one of them, or use --base-model to "
+                                       "train from it\n")
 
 
 def test_preview_into_a_closed_pipe_ends_quietly(tmp_path, tiny_model_dir):
@@ -71,8 +144,6 @@ def test_a_stage_that_cannot_fit_on_disk_stops_before_training(tmp_path, tiny_mo
     small.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], capture_output=True)
     if mounted.returncode != 0:
-        import pytest
-
         pytest.skip(f"cannot mount a 4 MB tmpfs here ({mounted.stderr.decode().strip()}); needs root")
     try:
         (tmp_path / "c.yaml").write_text("train_bits: null\nnum_layers: -1\n")
@@ -105,7 +176,9 @@ def test_ctrl_c_stops_the_child_first_and_frees_the_lock(tmp_path, tiny_model_di
     assert child is not None
     process.stdout.read()
     assert process.wait(timeout=60) == 130
-    assert "interrupted: finished stages are kept" in process.stderr.read()
+    resume = shlex.join(["python", "train_mlx.py", *command[2:]])
+    assert process.stderr.read().endswith("\ninterrupted: finished stages are kept, and training resumes from its last "
+                                          f"checkpoint. To resume, run: {resume}\n")
     assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text()
     with runstate.output_lock(tmp_path / "models"):
         pass

@@ -138,3 +138,23 @@ def test_training_runs_under_the_launcher_in_synthia_launcher_and_nothing_else_d
     assert worker_command("train", "j.json", launcher=[]) == [*python, "train", "j.json"]
     monkeypatch.delenv("SYNTHIA_LAUNCHER")
     assert worker_command("train", "j.json") == [*python, "train", "j.json"]
+
+
+def test_a_checkpoint_damaged_on_one_machine_only_is_named_and_stops_the_ranks(runs):
+    """Each rank resumes from the newest whole checkpoint on its own disk: rank 1's newest is truncated, so it would
+    resume from the one before while rank 0 resumes from the newest; they stop, and nothing is deleted."""
+    run_dir = runs["root"] / "damaged-on-one"
+    for rank in (0, 1):
+        shutil.copytree(runs["two"][0] / "rank0", run_dir / f"rank{rank}")
+        (run_dir / f"rank{rank}/adapters/train_result.json").unlink()
+    newest = run_dir / "rank1/adapters/checkpoint.safetensors"
+    whole = newest.stat().st_size
+    newest.write_bytes(newest.read_bytes()[: whole // 2])
+    job = json.loads((runs["two"][0] / "train_job.json").read_text())
+    done = run_worker("train", job, run_dir / "train_job.json", [*TWO_RANKS, str(run_dir)], cwd=run_dir / "rank0",
+                      env=runs["env"])
+    assert "resuming from iteration 4 (checkpoint.safetensors)" in done.stdout
+    assert f"rank 1: adapters/checkpoint.safetensors is damaged (truncated: {whole // 2} bytes, its header describes " \
+           f"{whole}); resuming from iteration 2 (checkpoint.prev.safetensors)\n" in done.stdout
+    assert "the ranks would resume from iterations [4, 2] (by rank)" in done.stderr
+    assert newest.stat().st_size == whole // 2 and not (run_dir / "rank0/adapters/train_result.json").exists()

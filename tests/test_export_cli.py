@@ -25,4 +25,5 @@ def test_export_writes_gguf_files_and_copies_them_for_lm_studio(tiny_model_dir, 
 
 def test_export_without_a_model_is_a_clear_error(tmp_path, capsys):
     assert train_mlx.main(["--export", "gguf", "--model", str(tmp_path / "nope"), "--output-dir", str(tmp_path)]) == 2
-    assert "is not a model directory (no config.json)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"cannot be loaded:\n  {tmp_path / 'nope'}: no such directory\n  Fix: point --model at " in err

@@ -437,7 +437,63 @@ def test_dry_run_lists_the_repository_and_every_file_with_its_size_and_sends_not
                                f"{len(expected) + 1} files")
     safetensors_line = next(line for line in lines if "model.safetensors " in line)
     assert hub.human_size(expected["model.safetensors"]) in safetensors_line
-    assert lines[-1].startswith("[upload] dry run: nothing was sent")
+    assert lines[-2] == f"[upload] not logged in: before a real upload, {hub.LOGIN_FIX}"
+    assert lines[-1].startswith("[upload] dry run: nothing was uploaded")
+
+
+def test_a_dry_run_with_a_token_checks_it_with_one_whoami_request(stand_in, run_dir):
+    lines = []
+    upload_to(stand_in, run_dir, lines, dry_run=True, token=TOKEN)
+    assert stand_in.paths() == [("GET", "/api/whoami-v2")] and stand_in.repos == {}
+    assert "[upload] the Hub accepts the token: logged in as tester" in lines
+
+
+def test_a_dry_run_with_a_rejected_token_says_to_log_in_again(stand_in, run_dir):
+    with pytest.raises(hub.HubUploadError, match=r"rejected the token \(401 Unauthorized\).*`hf auth login`"):
+        upload_to(stand_in, run_dir, [], dry_run=True, token="hf_WrongToken9876543210zyxwvu")
+    assert stand_in.paths() == [("GET", "/api/whoami-v2")]
+
+
+def test_a_dry_run_that_cannot_reach_the_hub_lists_the_files_and_says_the_token_was_not_checked(isolated_hub_client,
+                                                                                               run_dir):
+    endpoint = f"http://127.0.0.1:{unused_port()}"  # nothing listens there
+    isolated_hub_client.setattr("huggingface_hub.constants.ENDPOINT", endpoint)
+    lines = []
+    hub.upload(REPO, run_dir, token=TOKEN, endpoint=endpoint, dry_run=True, log=lines.append)
+    assert lines[-2] == f"[upload] the token was not checked: cannot reach the Hub at {endpoint} (ConnectError)"
+
+
+def test_model_dir_uploads_that_directory_with_a_card_that_does_not_invent_its_training(stand_in, run_dir,
+                                                                                       tiny_model_dir):
+    lines = []
+    result = upload_to(stand_in, run_dir, lines, token=TOKEN, model_dir=tiny_model_dir)
+    uploaded = stand_in.repos[REPO]
+    assert {name: uploaded[name] for name in uploaded if name != "README.md"} == \
+        {f.name: f.read_bytes() for f in tiny_model_dir.iterdir()}
+    card = uploaded["README.md"].decode()
+    assert f"uploaded from `{tiny_model_dir.name}`" in card and "cannot say how it was trained" in card
+    assert "## Training stages" not in card and "base_model" not in front_matter(card)
+    assert result["stage"] is None and result["model_dir"] == str(tiny_model_dir)
+    assert lines[0].startswith(f"[upload] uploading the model in {tiny_model_dir} to {stand_in.endpoint}/{REPO}: ")
+
+
+def test_model_dir_naming_a_finished_stage_uploads_that_stage_with_its_card(run_dir):
+    lines = []
+    result = hub.upload(REPO, run_dir, model_dir=run_dir / "synthia-stage2", dry_run=True, log=lines.append)
+    assert result["stage"] == 2 and result["model_dir"] == str(run_dir / "synthia-stage2")
+    assert lines[0].startswith(f"[upload] would upload stage 2's model ({run_dir / 'synthia-stage2'}) to ")
+    card = hub.plan_upload(REPO, run_dir, False, lines.append, model_dir=run_dir / "synthia-stage2").card.decode()
+    assert "This repository holds the fused model of stage 2 (agentic)" in card
+    assert card_row(card, "2") and "| 3 |" not in card
+
+
+def test_model_dir_that_is_not_a_model_is_an_input_error(run_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(hub.HubUploadError) as caught:
+        hub.upload(REPO, run_dir, model_dir=tmp_path / "empty", dry_run=True, log=lambda m: None)
+    assert caught.value.exit_code == 2
+    assert str(caught.value).startswith(f"--model {tmp_path / 'empty'}: not a model directory that loads:\n  "
+                                        f"{tmp_path / 'empty' / 'config.json'}: missing\n")
 
 
 def test_the_newest_finished_stage_is_uploaded_when_the_last_has_not_finished(tmp_path, tiny_model_dir):

@@ -58,6 +58,25 @@ def test_a_missing_chat_template_file_is_a_clear_error(workspace, tiny_model_dir
     assert "nope.jinja: cannot read it (No such file or directory)" in capsys.readouterr().err
 
 
+def test_a_config_path_that_does_not_exist_names_the_flag_and_the_fix(workspace, tiny_model_dir, capsys, monkeypatch):
+    monkeypatch.chdir(workspace)
+    args = cli(workspace, tiny_model_dir, "--dry-run")
+    args[args.index("--config") + 1] = "confg.yaml"  # a typo, relative to the working directory
+    assert train_mlx.main(args) == 2
+    assert capsys.readouterr().err == (f"error: --config confg.yaml: no such file (relative to {workspace}). Fix: "
+                                       "pass the YAML file that overrides SETTINGS and STAGES, or drop --config to "
+                                       "train with train_mlx.py's own\n")
+
+
+@pytest.mark.parametrize("budget", ["-1", "0", "nan"])
+def test_a_memory_budget_that_is_not_a_positive_number_is_an_input_error(workspace, tiny_model_dir, capsys, budget):
+    assert train_mlx.main(cli(workspace, tiny_model_dir, "--dry-run", "--memory-budget", budget, output="budget")) == 2
+    assert capsys.readouterr().err == (f"error: --memory-budget {float(budget):g}: the memory a step may use, in GB, "
+                                       "must be a positive number. Fix: e.g. --memory-budget 12, or leave it out to "
+                                       "use the machine's own\n")
+    assert not (workspace / "budget").exists()
+
+
 def test_help_explains_every_flag(capsys):
     with pytest.raises(SystemExit):
         train_mlx.main(["--help"])

@@ -137,7 +137,55 @@ def test_upload_dry_run_lists_the_newest_finished_model_and_sends_nothing(root, 
     assert train_mlx.main(cli(root, tiny_model_dir, "done", "--upload", "you/synthia-test", "--dry-run")) == 0
     out = capsys.readouterr().out
     assert "[upload] would upload stage 1's model" in out and "you/synthia-test" in out
-    assert "model.safetensors" in out and "[upload] dry run: nothing was sent" in out
+    assert "model.safetensors" in out and "[upload] dry run: nothing was uploaded" in out
+
+
+def test_upload_dry_run_of_model_uploads_that_directory_not_the_newest_stage(root, tiny_model_dir, finished, capsys,
+                                                                            monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = cli(root, tiny_model_dir, "done", "--upload", "you/synthia-test", "--model", str(tiny_model_dir),
+               "--dry-run")
+    assert train_mlx.main(args) == 0
+    out = capsys.readouterr().out
+    assert f"[upload] would upload the model in {tiny_model_dir} to https://huggingface.co/you/synthia-test: " in out
+    assert str(finished / "synthia-stage1") not in out and "[upload] dry run: nothing was uploaded" in out
+
+
+def test_upload_dry_run_of_model_needs_no_stage_and_no_base_model(root, tiny_model_dir, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = ["--upload", "you/synthia-test", "--model", str(tiny_model_dir), "--output-dir", str(root / "nothing-yet"),
+            "--dry-run"]
+    assert train_mlx.main(args) == 0
+    captured = capsys.readouterr()
+    assert f"[upload] would upload the model in {tiny_model_dir} to " in captured.out
+    assert "[upload] dry run: nothing was uploaded" in captured.out and captured.err == ""
+
+
+# --- damaged state -----------------------------------------------------------------------------------------
+def test_a_run_json_that_is_not_json_is_named_with_its_line_before_the_stage_continues(root, tiny_model_dir, capsys):
+    stage_dir = root / "damaged-run-json" / "stage1"
+    stage_dir.mkdir(parents=True)
+    (stage_dir / "run.json").write_text('{"stage": 1, "status": "running",\n "timings": {"train": 3.2,\n')
+    for extra in ("--dry-run",), ():
+        assert train_mlx.main(cli(root, tiny_model_dir, "damaged-run-json", *extra)) == 2
+        captured = capsys.readouterr()
+        assert captured.err == (f"error: {stage_dir / 'run.json'}: not valid JSON (line 3 column 1: Expecting property "
+                                "name enclosed in double quotes); it records which steps of the stage finished, with "
+                                "their results. Fix: restore it, or delete it: the stage's steps then run again "
+                                "(training resumes from its last checkpoint)\n")
+        assert "synthia.worker" not in captured.out
+    (stage_dir / "run.json").unlink()  # the fix the message gives
+    assert train_mlx.main(cli(root, tiny_model_dir, "damaged-run-json")) == 0
+
+
+def test_a_fingerprint_json_that_is_not_an_object_is_named_with_the_fix(root, tiny_model_dir, capsys):
+    stage_dir = root / "damaged-fingerprint" / "stage1"
+    stage_dir.mkdir(parents=True)
+    (stage_dir / "fingerprint.json").write_text("[]")
+    assert train_mlx.main(cli(root, tiny_model_dir, "damaged-fingerprint")) == 2
+    assert capsys.readouterr().err == (f"error: {stage_dir / 'fingerprint.json'}: not a JSON object (it holds a list); "
+                                       "it records the inputs the stage's files were made from. Fix: restore it, or "
+                                       "delete it and re-run with --force to start the stage again\n")
 
 
 def test_upload_gguf_without_an_export_says_to_export_first(root, tiny_model_dir, finished, capsys):
