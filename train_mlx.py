@@ -20,9 +20,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from synthia import (blas, data, demo, memory_plan, models, preview, render, reports, runstate, schedule,
-                     score_runs, stage_memory, stagedir, steps, token_files, validate)
-from synthia.chunked_loss import SUPPORTED_MODEL_TYPES
+from synthia.data import preview, render, splits, token_files, validate
+from synthia.demo import smollm2
+from synthia.pipeline import models, reports, runstate, stage_memory, stagedir, steps
+from synthia.platform import blas
+from synthia.scorecard import runner
+from synthia.train import memory_plan, schedule
+from synthia.train.chunked_loss import SUPPORTED_MODEL_TYPES
 from synthia.config import (GLOBAL, ConfigError, Setting, check_config, fingerprint_view, load_yaml_file,
                             override_lines, resolve, where_set)
 
@@ -176,7 +180,7 @@ def stage_base(number, output_dir, base_model):
 
 def import_gguf_base(gguf_path, args):
     """A .gguf base (an LM Studio / llama.cpp file) as an MLX model directory under models/base/, made once."""
-    from synthia.gguf_import import GGUFImportError, import_gguf
+    from synthia.gguf.importer import GGUFImportError, import_gguf
 
     # On a Linux CPU, float32 trains fastest (system BLAS); elsewhere the importer's default (bf16) fits memory.
     dtype = "float32" if blas.mlx_backend(blas.inspect_mlx_install()) == "cpu" else None
@@ -219,7 +223,7 @@ def encode_examples(tokenizer, examples, default_tools):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# A stage's plan: its steps (commands from synthia.steps) and the jobs the worker reads
+# A stage's plan: its steps (commands from synthia.pipeline.steps) and the jobs the worker reads
 # ---------------------------------------------------------------------------------------------------------
 def train_job(values, base_dir, files, paths):
     """Every resolved setting goes to the worker, which keeps no defaults of its own."""
@@ -290,7 +294,7 @@ def memory_budget(args):
 
 def fit_memory(number, values, inputs, args):
     """(settings, lines to print, run.json's memory record, the over-budget problem or None); see
-    synthia.stage_memory.fit_stage. The caller stops on the problem only for a stage that will run."""
+    synthia.pipeline.stage_memory.fit_stage. The caller stops on the problem only for a stage that will run."""
     try:
         return stage_memory.fit_stage(number, values, inputs, memory_budget(args), args.auto_fit, args.output_dir,
                                       check=lambda changed: check_stage_config(changed, number))
@@ -334,7 +338,7 @@ def run_stage(number, values, base_model, inputs, args, env, blas_note, memory=N
     disk_problem = stage_memory.disk_problem(number, base_dir, values, args.output_dir)
     if disk_problem:
         raise PipelineError(disk_problem)
-    files, stats = data.prepare_stage_data(number, values, inputs.examples, inputs.encoded, paths.stage_dir,
+    files, stats = splits.prepare_stage_data(number, values, inputs.examples, inputs.encoded, paths.stage_dir,
                                            args.dataset, args.strict, args.test, log=log)
     log_stage_summary(number, values, stats)
     record = previous or {"stage": number, "status": "running", "config": {**values, "base_model": base_model},
@@ -396,7 +400,7 @@ def prepare_stage_dir(number, paths, fingerprint, args):
 
 
 def log_stage_summary(number, values, stats):
-    counts = ", ".join(f"{s} {stats[s]['examples']}" for s in data.SPLITS)
+    counts = ", ".join(f"{s} {stats[s]['examples']}" for s in splits.SPLITS)
     log(f"data: {counts}; trained tokens (train) {stats['train']['trained_tokens']} of "
         f"{stats['train']['tokens']}", number)
     log(schedule.describe_schedule(schedule.stage_schedule(values), schedule.optimizer_updates(values)), number)
@@ -421,7 +425,7 @@ def add_missing_test(number, values, paths, record, args, env):
 def score_model(label, model_dir, splits, out_dir, args, env, max_prompt_tokens, samples=True):
     settings = {"chat_template": args.chat_template, "limit": args.test_limit, "max_prompt_tokens": max_prompt_tokens,
                 "samples": samples}
-    return score_runs.score_model(label, model_dir, splits, out_dir, settings, env, rerun_command(args), log)
+    return runner.score_model(label, model_dir, splits, out_dir, settings, env, rerun_command(args), log)
 
 
 def test_stages(numbers, configs, base_model, args, env):
@@ -578,7 +582,7 @@ def print_plan(number, values, base_model, inputs, args):
     status = stagedir.attempt_status(paths, lambda stored: fingerprint_matches(stored, values, base_model, inputs),
                                      args.force, warn=log)
     # A finished stage's data stays as it was trained on; an unfinished one gets its data to look at.
-    files, stats = data.prepare_stage_data(number, values, inputs.examples, inputs.encoded, paths.stage_dir,
+    files, stats = splits.prepare_stage_data(number, values, inputs.examples, inputs.encoded, paths.stage_dir,
                                            args.dataset, args.strict, args.test, write=status == "train", log=log)
     log(f"{values['name']}: {values['focus']}", number)
     log(f"would {status}", number)
@@ -608,7 +612,7 @@ def run_pipeline(args):
         tokenizer = models.load_tokenizer(first_base, args.chat_template)
         default_tools = validate.load_default_tools()
         inputs = RunInputs(examples, encode_examples(tokenizer, examples, default_tools),
-                           data.dataset_fingerprint(examples), digest(tokenizer.chat_template),
+                           splits.dataset_fingerprint(examples), digest(tokenizer.chat_template),
                            digest(json.dumps(default_tools, sort_keys=True)), runstate.read_model_config(first_base))
         env, blas_note = blas.child_setup(args.blas, log)
         if args.dry_run:
@@ -618,7 +622,7 @@ def run_pipeline(args):
         else:
             train_stages(numbers, configs, base_model, inputs, args, env, blas_note)
             if args.demo:
-                log(demo.summary(args.output_dir, args.chat_template))
+                log(smollm2.summary(args.output_dir, args.chat_template))
     if args.upload:
         upload(args)
 
@@ -650,7 +654,7 @@ def resolve_configs(args, numbers):
     """{stage: resolved config}, checked, with every override said once."""
     file_config = load_yaml_config(args.config) if args.config else {"shared": {}, "stages": {}}
     configs, notes = {}, {}
-    demo_base = demo.base_model_path() if args.demo else None
+    demo_base = smollm2.base_model_path() if args.demo else None
     for number in numbers:
         demo_layer = [("demo", {**DEMO_SETTINGS, **DEMO_STAGES[number], "base_model": demo_base})] if args.demo else []
         layers = [("defaults", DEFAULTS), (f"STAGES[{number}]", STAGES[number]), *demo_layer,
@@ -664,7 +668,7 @@ def resolve_configs(args, numbers):
             origins = where_set(str(e), notes[number], args.config)
             raise PipelineError(str(e) + "".join(f"\n  {line}" for line in origins), e.exit_code) from None
     if args.demo:
-        log(demo.settings_line(DEMO_SETTINGS, DEMO_STAGES, args.test_limit))
+        log(smollm2.settings_line(DEMO_SETTINGS, DEMO_STAGES, args.test_limit))
     for line, number in override_lines(notes):
         log(line, number)
     return configs
@@ -821,10 +825,10 @@ def main(argv=None):
     try:
         with runstate.sigterm_as_interrupt():
             dispatch(args)
-    except (PipelineError, models.ModelUnavailable, runstate.RunLocked, data.DataError, steps.StepFailed,
-            demo.DemoUnavailable, stagedir.DamagedState) as e:
+    except (PipelineError, models.ModelUnavailable, runstate.RunLocked, splits.DataError, steps.StepFailed,
+            smollm2.DemoUnavailable, stagedir.DamagedState) as e:
         print(f"error: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", EXIT_INVALID if isinstance(e, data.DataError) else EXIT_FAILED)
+        return getattr(e, "exit_code", EXIT_INVALID if isinstance(e, splits.DataError) else EXIT_FAILED)
     except BrokenPipeError:  # `--preview 5 --json | head`: the reader left; end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

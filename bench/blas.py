@@ -3,7 +3,7 @@
     python bench/blas.py [--steps 10] [--sizes 256 512 1024]
 
 The dynamic loader binds MLX to a BLAS when a process starts, so this script runs itself once per BLAS
-(`--worker`, environment from synthia.blas.child_environment) and each worker reports JSON:
+(`--worker`, environment from synthia.platform.blas.child_environment) and each worker reports JSON:
 float32 matmul GFLOP/s (one warm-up, median of repeats) and LoRA training tokens/s on a small
 random-weight Qwen2 model (mlx_lm's Qwen2 and linear_to_lora_layers, Adam on random tokens, fixed
 seed). The per-step losses of the two runs must agree to float tolerance. No downloads.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from synthia import blas  # noqa: E402 (the path above makes the repository importable)
+from synthia.platform import blas# noqa: E402 (the path above makes the repository importable)
 
 MATMUL_REPEATS = 5
 MODEL = {"model_type": "qwen2", "hidden_size": 512, "num_hidden_layers": 4, "intermediate_size": 1536,

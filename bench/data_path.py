@@ -4,10 +4,10 @@ any training (the --dry-run path: validate_dataset, encode_examples, then prepar
     python bench/data_path.py                      # 2,600 conversations (the seed's target size), ~1 min
     python bench/data_path.py --conversations 358  # the shipped dataset's size
     python bench/data_path.py --profile render     # where the render+tokenize phase spends its time
-    python bench/data_path.py --no-before          # skip timing synthia/render.py as it was before the speed-up
+    python bench/data_path.py --no-before          # skip timing synthia/data/render.py as it was before the speed-up
     python bench/data_path.py --whole-path-at 33c18d8  # then the whole path as it was at that commit, for a ratio
 
-The render+tokenize phase also runs with synthia/render.py as it was before the speed-up (loaded from git,
+The render+tokenize phase also runs with synthia/data/render.py as it was before the speed-up (loaded from git,
 commit BEFORE), in the same process, and both must give identical token ids and loss spans.
 
 The N conversations replicate dataset.jsonl; copy k (k >= 1) of a line is varied so that no line duplicates
@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from token_efficiency import DEFAULT_TEMPLATE, machine_lines, qwen_tokenizer  # noqa: E402
 from validate_speed import module_at_commit  # noqa: E402
 
-from synthia import pieces  # noqa: E402
+from synthia.data import pieces# noqa: E402
 
 GOAL_SECONDS = 5.0
-BEFORE = "504c445"  # synthia/render.py before one render per conversation
+BEFORE = "504c445"  # synthia/data/render.py before one render per conversation
 NUMBER = re.compile(r"(?<![\w.])\d+(?![\w.])")
 FILE_NAME = re.compile(r"\b([A-Za-z_][\w-]*)\.(py|js|ts|tsx|go|rs|md|json|toml|ya?ml|txt|cfg|ini|sh|c|h|java|rb|lock)\b")
 
@@ -119,7 +119,7 @@ def quiet(*_args, **_kwargs):
 
 
 def validate_phase(path):
-    from synthia import validate
+    from synthia.data import validate
 
     report = validate.validate_file(path)
     assert not report.errors, validate.format_report(report)
@@ -128,18 +128,18 @@ def validate_phase(path):
 
 def render_phase(tokenizer, examples):
     import train_mlx
-    from synthia import validate
+    from synthia.data import validate
 
     return train_mlx.encode_examples(tokenizer, examples, validate.load_default_tools())
 
 
 def render_module_before(directory):
-    return module_at_commit(BEFORE, "synthia/render.py", "render_before", directory)
+    return module_at_commit(BEFORE, "synthia/data/render.py", "render_before", directory)
 
 
 def render_phase_before(tokenizer, examples, module):
-    """encode_examples as it ran with the old synthia/render.py: one conversation at a time."""
-    from synthia import validate
+    """encode_examples as it ran with the old synthia/data/render.py: one conversation at a time."""
+    from synthia.data import validate
 
     tools = validate.load_default_tools()
     return {ex.line: module.encode(tokenizer, ex.messages, ex.record.get("tools", tools)) for ex in examples}
@@ -152,12 +152,12 @@ def same_encodings(a, b):
 def prepare_phase(examples, encoded, path, out_dir):
     """prepare_stage_data for every stage, writing the token files as a real run does."""
     import train_mlx
-    from synthia import data
+    from synthia.data import splits
 
     stats = {}
     for number in train_mlx.STAGES:
         values, _ = train_mlx.resolve_stage_config(number, {}, {})
-        _, stats[number] = data.prepare_stage_data(number, values, examples, encoded, Path(out_dir) / f"stage{number}",
+        _, stats[number] = splits.prepare_stage_data(number, values, examples, encoded, Path(out_dir) / f"stage{number}",
                                                    path, strict=False, with_test=True, log=quiet)
     return stats
 
@@ -198,7 +198,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=2600, help="conversations in the replicated file")
     parser.add_argument("--dataset", default=str(ROOT / "dataset.jsonl"), help="file to replicate")
-    parser.add_argument("--no-before", action="store_true", help="do not time the old synthia/render.py")
+    parser.add_argument("--no-before", action="store_true", help="do not time the old synthia/data/render.py")
     parser.add_argument("--repeat", type=int, default=3, help="runs of the three phases; medians are printed")
     parser.add_argument("--profile", choices=["validate", "render", "prepare"], help="cProfile one phase after the run")
     parser.add_argument("--whole-path-at", metavar="COMMIT", help="then run this bench as it was at COMMIT (its own "
@@ -224,14 +224,14 @@ def main(argv=None):
             stats, *prepare_times = timed(prepare_phase, examples, encoded, path, Path(directory) / f"models{run}")
             runs.append([validate_times, render_times, prepare_times])
         medians = [[statistics.median(run[phase][i] for run in runs) for i in range(2)] for phase in range(3)]
-        rows = list(zip(["validate (synthia.validate)", "render + tokenize (encode_examples)",
+        rows = list(zip(["validate (synthia.data.validate)", "render + tokenize (encode_examples)",
                          "split + fit + write, 3 stages"], medians))
         total = [statistics.median(sum(phase[i] for phase in run) for run in runs) for i in range(2)]
         render_times = medians[1]
         before = None
         if not args.no_before:
             old, *before = timed(render_phase_before, tokenizer, examples, render_module_before(directory))
-            assert same_encodings(encoded, old), "the old and new synthia/render.py encode differently"
+            assert same_encodings(encoded, old), "the old and new synthia/data/render.py encode differently"
         print(f"the {args.repeat} runs, wall s (validate + render + write = total): " + "; ".join(
             " + ".join(f"{p[0]:.2f}" for p in run) + f" = {sum(p[0] for p in run):.2f}" for run in runs))
         print("medians below (CPU s: this process and the forked ones)")

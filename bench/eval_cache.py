@@ -3,11 +3,11 @@
     python bench/eval_cache.py [MLX_MODEL_DIR] [--turns 100] [--max-new-tokens 32] [--dataset dataset.jsonl]
 
 Scores the first conversations of the dataset (enough for --turns scored turns) twice with
-synthia.scoring.score_conversations, once reusing the KV cache across turns and once prefilling every
+synthia.scorecard.generation.score_conversations, once reusing the KV cache across turns and once prefilling every
 prompt from scratch, on a tiny and a small random-weight Qwen2 built here and, when given, a real MLX
-model directory (such as SmolLM2 imported with synthia/gguf_import.py). The token cap is fixed so both
+model directory (such as SmolLM2 imported with synthia/gguf/importer.py). The token cap is fixed so both
 runs generate the same number of tokens; the outputs of the two runs are compared. The process re-runs
-itself with a system OpenBLAS preloaded (synthia/blas.py) when one is found.
+itself with a system OpenBLAS preloaded (synthia/platform/blas.py) when one is found.
 """
 
 import argparse
@@ -34,7 +34,7 @@ def machine_lines():
     import mlx.core as mx
     import mlx_lm
 
-    from synthia import blas
+    from synthia.platform import blas
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
@@ -59,13 +59,13 @@ def measure(model_dir, examples, tools, max_new_tokens):
     """{"reuse": result, "fresh": result} for one model, after a warm-up turn."""
     from mlx_lm import load
 
-    from synthia import scoring
+    from synthia.scorecard import generation
 
     model, tokenizer = load(model_dir)
-    scoring.score_conversations(model, tokenizer, examples[:1], tools, max_new_tokens=2, limit=1, progress=False)
+    generation.score_conversations(model, tokenizer, examples[:1], tools, max_new_tokens=2, limit=1, progress=False)
     runs = {}
     for mode, reuse in (("reuse", True), ("fresh", False)):
-        runs[mode] = scoring.score_conversations(model, tokenizer, examples, tools, max_new_tokens=max_new_tokens,
+        runs[mode] = generation.score_conversations(model, tokenizer, examples, tools, max_new_tokens=max_new_tokens,
                                                  reuse_cache=reuse, progress=False)
     return runs
 
@@ -98,10 +98,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from synthia import blas
+    from synthia.platform import blas
 
     blas.rerun_with_system_blas(REEXEC_MARK)
-    from synthia import tiny_model, validate
+    from synthia.data import validate
+    from synthia.demo import tiny_model
 
     started = time.perf_counter()
     report = validate.validate_file(args.dataset)

@@ -1,5 +1,5 @@
 """tiktoken against the Rust tokenizer on Qwen2.5's tokenizer: do they give the same ids and character offsets on a
-large body of real text, and how much faster is tiktoken (synthia/fast_bpe.py, used by the data path)?
+large body of real text, and how much faster is tiktoken (synthia/platform/fast_bpe.py, used by the data path)?
 
     python bench/fast_bpe.py               # 20 MB of the installed packages' sources and docs + the shipped dataset
     python bench/fast_bpe.py --megabytes 60
@@ -46,7 +46,7 @@ def package_texts(megabytes, seed=0):
 
 
 def shipped_texts(tokenizer):
-    from synthia import render, validate
+    from synthia.data import render, validate
 
     tools = validate.load_default_tools()
     return [render.render(tokenizer, ex.messages, ex.record.get("tools", tools))
@@ -81,7 +81,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     import tiktoken
 
-    from synthia import fast_bpe, pieces
+    from synthia.data import pieces
+    from synthia.platform import fast_bpe
 
     arguments = " ".join(sys.argv[1:] if argv is None else argv)
     print(f"tiktoken vs tokenizers: python bench/fast_bpe.py {arguments}".rstrip())

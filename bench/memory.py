@@ -1,10 +1,10 @@
-"""Predicted (synthia.memory_plan) vs measured (mx.get_peak_memory) peaks of quantize, train, fuse, evaluate.
+"""Predicted (synthia.train.memory_plan) vs measured (mx.get_peak_memory) peaks of quantize, train, fuse, evaluate.
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libopenblas.so.0 python bench/memory.py    # ~8 min on 2 cores
     python bench/memory.py --only 1 5 9                                              # some rows
 
 Each configuration runs in its own child process: a random Qwen2 model of its shape is written to a temp
-directory (and quantized with synthia.fuse when the row is 4-bit), then the child measures, one after the
+directory (and quantized with synthia.train.fuse when the row is 4-bit), then the child measures, one after the
 other and from an empty MLX heap each time, the streaming quantize, one real training step (LoRA with
 mlx_lm, value_and_grad + Adam update, compiled like mlx_lm's trainer, gradient checkpointing as mlx_lm
 does it), the streaming fuse into the full-precision model, and one evaluation batch of the fused model.
@@ -38,7 +38,7 @@ class Config:
     chunk_size: int = 128
     lora_layers: int = -1
     dtype: str = "float32"
-    shard_mb: float = 4  # synthia.fuse's output shard for these small models
+    shard_mb: float = 4  # synthia.train.fuse's output shard for these small models
     mlp_ratio: float = 3.0  # intermediate / hidden (Qwen2.5-7B: 5.29)
     head_dim: int = 32  # hidden / heads (Qwen2.5-7B: 128); kv heads = heads / 4
     tied: bool = True
@@ -127,8 +127,8 @@ def batch_arrays(config):
 
 
 def loss_function(config):
-    from synthia.chunked_loss import chunked_masked_loss
-    from synthia.worker import masked_loss
+    from synthia.train.chunked_loss import chunked_masked_loss
+    from synthia.train.worker import masked_loss
 
     if config.chunked:
         return lambda model, tokens, mask: chunked_masked_loss(model, tokens, mask, config.chunk_size)
@@ -136,7 +136,7 @@ def loss_function(config):
 
 
 def measure_train(config, model_dir, adapter_dir):
-    """Peak of loading the training model and one compiled LoRA step, as synthia.worker trains."""
+    """Peak of loading the training model and one compiled LoRA step, as synthia.train.worker trains."""
     from functools import partial
 
     import mlx.core as mx
@@ -177,7 +177,7 @@ def measure_train(config, model_dir, adapter_dir):
 
 
 def measure_evaluate(config, model_dir):
-    """Peak of loading a model and scoring one batch, as synthia.worker evaluates."""
+    """Peak of loading a model and scoring one batch, as synthia.train.worker evaluates."""
     import mlx.core as mx
     from mlx_lm.utils import load_model
 
@@ -191,7 +191,7 @@ def measure_evaluate(config, model_dir):
 
 def run_child(config):
     max_shard_bytes = int(config.shard_mb * (1 << 20))
-    from synthia.fuse import fuse_streaming, quantize_streaming
+    from synthia.train.fuse import fuse_streaming, quantize_streaming
 
     measured = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -215,7 +215,7 @@ def run_child(config):
 # Parent: predict, run the children, print the table
 # ---------------------------------------------------------------------------------------------------------
 def plan_inputs(config):
-    from synthia.memory_plan import ModelShape, PlanInputs
+    from synthia.train.memory_plan import ModelShape, PlanInputs
 
     return PlanInputs(model=ModelShape.from_config(config.model_config()), lengths=(config.seq + 1,),
                       batch_size=config.batch, max_seq_length=config.seq + 1, lora_rank=8,
@@ -228,7 +228,7 @@ def machine_lines():
     import mlx.core as mx
     import mlx_lm
 
-    from synthia import blas
+    from synthia.platform import blas
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
@@ -271,7 +271,7 @@ def main(argv=None):
         print(json.dumps(run_child(Config(**json.loads(args.child)))))
         return 0
 
-    from synthia.memory_plan import plan
+    from synthia.train.memory_plan import plan
 
     started = time.perf_counter()
     print("Memory plan vs measured peaks: python bench/memory.py")

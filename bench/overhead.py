@@ -9,21 +9,21 @@ no truncation anywhere) train at batch size 1 for 2 epochs (K iterations each, p
 timed: every run computes exactly the same sequences in it, only in another order, and MLX has compiled the step
 for each sequence width in the first. Same LoRA settings (rank, scale, dropout,
 layers), max_seq_length, Adam, no gradient checkpointing, float32, OpenBLAS preloaded everywhere
-(synthia/blas.py child_environment). The runs:
+(synthia/platform/blas.py child_environment). The runs:
 
   this pipeline       the training step exactly as `train_mlx.py --stage 1` runs it: the job its --dry-run
-                      prints, run with its command (`python -m synthia.worker train JOB`); by default
+                      prints, run with its command (`python -m synthia.train.worker train JOB`); by default
                       (loss_chunk_size 128) it computes the vocabulary head only where loss is carried
     with loss_chunk_size null   the same with the head at every position, as mlx_lm computes it
   mlx_lm lora         `python -m mlx_lm lora --train --mask-prompt ...` on the stage's train/valid records, with the
                       same chat template (given to mlx_lm as the model copy's chat_template.jinja; the token ids of
                       every record are checked to be the pipeline's)
-  mlx_lm lora + CPU   the same, after synthia.cpu_backend.configure() (large buffer cache, blocked causal
+  mlx_lm lora + CPU   the same, after synthia.platform.cpu_backend.configure() (large buffer cache, blocked causal
   settings            attention), which the pipeline's worker applies and mlx_lm does not, and with
                       --clear-cache-threshold (half the memory), or mlx_lm would empty that cache after every step
 
 Iterations are timed between consecutive per-iteration reports (steps_per_report 1), in wall and in CPU seconds of
-the training process: the worker's lines are stamped by a wrapper that runs synthia.worker's main in-process, and
+the training process: the worker's lines are stamped by a wrapper that runs synthia.train.worker's main in-process, and
 mlx_lm's by a training callback. On this shared machine (and at nice 19) wall time mostly measures the other jobs,
 so the speed columns (this pipeline's loop time / the run's) use CPU time; the wall ratio is printed beside it.
 "computed" tokens are the
@@ -64,7 +64,7 @@ LEARNING_RATE = 1e-4
 
 
 def blas_env():
-    from synthia import blas
+    from synthia.platform import blas
 
     env, note = blas.child_environment()
     return {**env, "PYTHONPATH": str(ROOT)}, note
@@ -75,7 +75,7 @@ def blas_env():
 # ---------------------------------------------------------------------------------------------------------
 def tiny_model(work):
     """A tiny random-weight Qwen2 whose tokenizer also learned the dataset's text (as the first demo built it)."""
-    from synthia.tiny_model import build_tiny_model, default_corpus_texts
+    from synthia.demo.tiny_model import build_tiny_model, default_corpus_texts
 
     path = Path(work) / "tiny-model"
     if not (path / "config.json").exists():
@@ -87,7 +87,7 @@ def tiny_model(work):
 def smollm2_model(work, given):
     if given:
         return Path(given)
-    from synthia.gguf_import import import_gguf, smollm2_gguf_path
+    from synthia.gguf.importer import import_gguf, smollm2_gguf_path
 
     gguf = smollm2_gguf_path()
     if gguf is None:
@@ -98,15 +98,15 @@ def smollm2_model(work, given):
 def chosen_conversations(model_dir, count, max_seq_length):
     """`count` stage-1 conversations that land in the train split and fit whole, and one that lands in valid."""
     import train_mlx
-    from synthia import data, render, validate
+    from synthia.data import render, splits, validate
 
     tokenizer = train_mlx.load_tokenizer(model_dir, TEMPLATE)
     tools = validate.load_default_tools()
     train, valid = [], []
     for ex in validate.validate_file(ROOT / "dataset.jsonl").examples:
-        if not data.in_stage(ex, train_mlx.STAGES[1]["categories"]):
+        if not splits.in_stage(ex, train_mlx.STAGES[1]["categories"]):
             continue
-        split = data.split_of(ex.fingerprint, SEED, VALID_FRACTION, 0.0)
+        split = splits.split_of(ex.fingerprint, SEED, VALID_FRACTION, 0.0)
         wanted = train if split == "train" else valid if split == "valid" else None
         if wanted is None or len(wanted) >= (count if wanted is train else 1):
             continue
@@ -143,7 +143,7 @@ def mlx_lm_data(stage_data, target, model_copy):
     checks that mlx_lm's tokenizer gives every record the pipeline's token ids."""
     from mlx_lm.utils import load_tokenizer
 
-    from synthia import render, token_files
+    from synthia.data import render, token_files
 
     tokenizer = load_tokenizer(model_copy)
     target.mkdir(parents=True, exist_ok=True)
@@ -182,7 +182,7 @@ def run(command, env, log_path):
 def pipeline_training(model_dir, settings, work, env, iters, plain_loss=False):
     """Plan the stage with --dry-run, then run its training step with the printed job and command. plain_loss: with
     loss_chunk_size null (logits at every position, as mlx_lm computes them) instead of the default."""
-    from synthia import steps
+    from synthia.pipeline import steps
 
     name = "pipeline-plain-loss" if plain_loss else "pipeline"
     out = work / name
@@ -199,7 +199,7 @@ def pipeline_training(model_dir, settings, work, env, iters, plain_loss=False):
                           for line in plan.read_text().splitlines()) if m)
     job_path.write_text(json.dumps(job))
     command = steps.worker_command("train", job_path, launcher=[])
-    assert command[1:3] == ["-m", "synthia.worker"], command
+    assert command[1:3] == ["-m", "synthia.train.worker"], command
     log = work / f"{name}-train.log"
     seconds = run([command[0], str(Path(__file__).resolve()), "--worker-child", *command[3:]], env, log)
     # Iteration 0's stamp is the validation before the loop: the loop's clock starts right after it.
@@ -218,11 +218,11 @@ def per_iteration(stamps, trained):
 
 
 def worker_child(args):
-    """synthia.worker in this process, every line it prints stamped with wall and CPU time (its loop reports each
+    """synthia.train.worker in this process, every line it prints stamped with wall and CPU time (its loop reports each
     iteration at steps_per_report 1, so the stamps time each iteration; CPU time is steadier on a shared machine)."""
     import builtins
 
-    from synthia import worker
+    from synthia.train import worker
 
     def stamped(*values, **kwargs):
         builtins.print(f"@ {time.perf_counter():.4f} {time.process_time():.4f}", *values, **kwargs)
@@ -233,7 +233,7 @@ def worker_child(args):
 
 def trained_per_iteration(job, iters):
     """Trained targets of each iteration's batch, from the worker's own (pure) batch order."""
-    from synthia import worker
+    from synthia.train import worker
 
     dataset = worker.load_token_file(job["train"])
     groups = worker.batch_index_groups([len(t) for t, _ in dataset], job["batch_size"], keep_remainder=False)
@@ -269,7 +269,7 @@ def mlx_lm_child(report_path, cpu_backend, args):
     from mlx_lm.tuner.callbacks import TrainingCallback
 
     if cpu_backend:
-        from synthia import cpu_backend as backend
+        from synthia.platform import cpu_backend as backend
 
         backend.configure()
 

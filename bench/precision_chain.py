@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from synthia.tiny_model import build_tiny_model  # noqa: E402
+from synthia.demo.tiny_model import build_tiny_model  # noqa: E402
 
 CONFIG = """\
 train_bits: 4
@@ -45,7 +45,7 @@ def evaluate(models, valid_tokens, work):
            "runs": [{"label": label, "model": str(path), "adapter_dir": adapters, "splits": {"valid": valid_tokens}}
                     for label, (path, adapters) in models.items()]}
     (work / "eval_job.json").write_text(json.dumps(job))
-    run([sys.executable, "-m", "synthia.worker", "evaluate", str(work / "eval_job.json")])
+    run([sys.executable, "-m", "synthia.train.worker", "evaluate", str(work / "eval_job.json")])
     return {label: r["valid"]["loss"] for label, r in json.loads((work / "eval.json").read_text()).items()}
 
 

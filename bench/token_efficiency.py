@@ -7,8 +7,8 @@ Token arithmetic only. Every conversation is rendered with the default template
 (synthia/chat_templates/qwen2.5-tools.jinja) and the Qwen2.5 tokenizer (synthia/starter_data/tokenizer.py), then
 batched three ways, one epoch each:
 
-  this pipeline   every assistant turn trained in one sequence (synthia.render.encode, fit_to_length), batches
-                  from synthia.worker itself: length-sorted, right-padded to 1 + a multiple of 32
+  this pipeline   every assistant turn trained in one sequence (synthia.data.render.encode, fit_to_length), batches
+                  from synthia.train.worker itself: length-sorted, right-padded to 1 + a multiple of 32
   mlx_lm.lora     --mask-prompt: mlx_lm's own ChatDataset (loss from the start of the LAST assistant message to the
   --mask-prompt   end) and its own iterate_batches and default_loss mask, run here on the same records
   one per turn    each assistant turn its own example (the conversation up to and including that turn, loss on
@@ -16,7 +16,7 @@ batched three ways, one epoch each:
 
 "Computed" counts the model's input positions (batch rows x (width - 1)); padding is the positions past a row's
 end; "attention" sums the squared input width of every row (causal attention here is computed on the padded
-square). "Assistant tokens" are the tokens of every assistant turn (synthia.render's spans).
+square). "Assistant tokens" are the tokens of every assistant turn (synthia.data.render's spans).
 """
 
 import argparse
@@ -78,10 +78,10 @@ class Tally:
 
 
 def pipeline_epoch(name, examples, batch_size, max_seq_length):
-    """examples: [(tokens, spans)] trained as synthia.worker trains them, every batch of one epoch once."""
+    """examples: [(tokens, spans)] trained as synthia.train.worker trains them, every batch of one epoch once."""
     import numpy as np
 
-    from synthia import worker
+    from synthia.train import worker
 
     dataset = [(np.asarray(t, np.int32), span_mask(len(t), spans)) for t, spans in examples]
     tally = Tally(name, len(dataset))
@@ -138,7 +138,7 @@ def encode_dataset(path, tokenizer, max_seq_length):
     """[(record as mlx_lm would read it, Encoded, Encoded fitted to max_seq_length or None)]."""
     from dataclasses import replace
 
-    from synthia import render, validate
+    from synthia.data import render, validate
 
     report = validate.validate_file(path)
     if report.errors:

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from synthia import validate  # noqa: E402 (the path above makes the repository importable)
+from synthia.data import validate# noqa: E402 (the path above makes the repository importable)
 
 OLD_COMMIT = "fcc1165"
 HUGE_LINE_MB = 30
@@ -47,7 +47,7 @@ def module_at_commit(commit, relative_path, name, directory):
 
 
 def load_old_validator(directory):
-    return module_at_commit(OLD_COMMIT, "synthia/validate.py", "validate_old", directory)
+    return module_at_commit(OLD_COMMIT, "synthia/data/validate.py", "validate_old", directory)
 
 
 def replicated_lines(n):
@@ -122,7 +122,7 @@ def main(argv=None):
     tools = validate.load_default_tools()
     print(f"Dataset validation: python bench/validate_speed.py {' '.join(argv or sys.argv[1:])}".rstrip())
     print(machine())
-    print(f"old: synthia/validate.py at {OLD_COMMIT}; new: the working tree\n")
+    print(f"old: synthia/data/validate.py at {OLD_COMMIT}; new: the working tree\n")
     print(f"{'':>8} {'old':>19} {'new':>19} {'new lines/s':>12} {'speed-up':>9}")
     print(f"{'lines':>8} {'wall s':>9} {'cpu s':>9} {'wall s':>9} {'cpu s':>9} {'(cpu)':>12} {'(cpu)':>9}")
     with tempfile.TemporaryDirectory() as directory:

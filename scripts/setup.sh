@@ -31,5 +31,5 @@ if [ "${1:-}" = "--dev" ]; then
   # llama.cpp's C++ chat-template engine (llama-server's), which the GGUF check renders the embedded template with;
   # llama-cpp-python does not expose it. Compiled from that version's sdist the first time (~4.5 CPU-minutes, about
   # 2.5 min on 2 free cores), then cached in ~/.cache/synthia/, so later runs only print its path.
-  python -m synthia.native.template_engine --build
+  python -m synthia.gguf.native.template_engine --build
 fi

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from synthia import runstate, stagedir
+from synthia.pipeline import runstate, stagedir
 
 HUB_URL = "https://huggingface.co"
 CARD_TAGS = ("mlx", "lora", "tool-use", "function-calling", "code", "synthia")

@@ -2,7 +2,7 @@
 
 import json
 
-from synthia.validate import CATEGORIES
+from synthia.data.validate import CATEGORIES
 
 FILES = ["src/main.rs", "app/server.py", "lib/cache.ts", "cmd/cli.go", "README.md", "tests/test_api.py"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import train_mlx
-from synthia import runstate
+from synthia.pipeline import runstate
 from tests.sample_data import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

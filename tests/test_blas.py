@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from synthia import blas
+from synthia.platform import blas
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD and ELF are Linux-only")
@@ -26,7 +26,7 @@ PRELOAD_CHOICE = blas.BlasChoice("preload", FAKE_OPENBLAS, "mode auto, default")
 CHILD_SCRIPT = """
 import json
 import mlx.core as mx
-from synthia import blas
+from synthia.platform import blas
 a = mx.arange(64 * 64, dtype=mx.float32).reshape(64, 64) / 4096.0
 print(json.dumps({"sum": (a @ a.T).sum().item(), "libraries": blas.loaded_blas_libraries()}))
 """

@@ -1,6 +1,6 @@
 """A corpus of broken dataset files. Each is reported on its exact line (0: the file as a whole) with the field,
 the problem and a fix; the lines around it are still validated; the file is left byte for byte as it was; and
-`python -m synthia.validate FILE` exits 2 without a traceback."""
+`python -m synthia.data.validate FILE` exits 2 without a traceback."""
 
 import gzip
 import json
@@ -12,7 +12,7 @@ from typing import Callable, NamedTuple
 
 import pytest
 
-from synthia import validate
+from synthia.data import validate
 from tests import sample_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -282,7 +282,7 @@ def test_broken_input_is_one_clear_error_on_its_line(case, tmp_path):
 def test_cli_exits_2_with_the_message_and_no_traceback(case, tmp_path):
     path = case.build(tmp_path)
     env = {**os.environ, "PYTHONIOENCODING": "ascii"}  # the dataset's text must not crash a plain terminal
-    result = subprocess.run([sys.executable, "-m", "synthia.validate", str(path)], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, "-m", "synthia.data.validate", str(path)], cwd=ROOT, env=env,
                             capture_output=True, text=True)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr == ""

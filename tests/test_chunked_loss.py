@@ -11,9 +11,9 @@ from mlx.utils import tree_flatten
 from mlx_lm.models import qwen2
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
-from synthia.chunked_loss import (ChunkedLossUnsupported, chunk_slices, chunked_masked_loss, chunked_summed_loss,
+from synthia.train.chunked_loss import (ChunkedLossUnsupported, chunk_slices, chunked_masked_loss, chunked_summed_loss,
                                   trained_positions)
-from synthia.worker import masked_loss, summed_loss
+from synthia.train.worker import masked_loss, summed_loss
 
 LORA = {"rank": 4, "scale": 20.0, "dropout": 0.0}
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
@@ -40,7 +40,7 @@ def with_trained_lora(model, seed=1):
 
 
 def batch(vocab_size, rows, length, seed=2):
-    """Random tokens and a mask with a few loss spans per row, as synthia.render makes them."""
+    """Random tokens and a mask with a few loss spans per row, as synthia.data.render makes them."""
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, vocab_size, (rows, length), dtype=np.int32)
     mask = np.zeros((rows, length), np.float32)

@@ -3,7 +3,7 @@
 import mlx.core as mx
 import pytest
 
-from synthia import cpu_backend
+from synthia.platform import cpu_backend
 
 ORIGINAL = cpu_backend._original
 

@@ -13,8 +13,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from synthia.steps import worker_command
-from synthia.worker import BATCH_LOG_VARIABLE
+from synthia.pipeline.steps import worker_command
+from synthia.train.worker import BATCH_LOG_VARIABLE
 from tests.worker_jobs import ROOT, run_worker, train_job, write_token_file
 
 MLX_LAUNCH = str(Path(sys.executable).parent / "mlx.launch")
@@ -131,7 +131,7 @@ def test_ranks_that_would_resume_from_different_iterations_stop_with_the_fix(run
 
 def test_training_runs_under_the_launcher_in_synthia_launcher_and_nothing_else_does(monkeypatch):
     monkeypatch.setenv("SYNTHIA_LAUNCHER", "mlx.launch --hostfile 'my hosts.json' --")
-    python = [sys.executable, "-m", "synthia.worker"]
+    python = [sys.executable, "-m", "synthia.train.worker"]
     assert worker_command("train", "j.json") == ["mlx.launch", "--hostfile", "my hosts.json", "--", *python,
                                                  "train", "j.json"]
     assert worker_command("evaluate", "j.json") == [*python, "evaluate", "j.json"]

@@ -1,7 +1,7 @@
 """Checks on dataset.jsonl, the starter dataset (regenerate it with `python -m synthia.starter_data`).
 
 Fast: the file is only read and checked, nothing is executed. Whether each line is a valid example is the
-validator's job (synthia/validate.py states the rules once); this file checks what is particular to this
+validator's job (synthia/data/validate.py states the rules once); this file checks what is particular to this
 dataset: its plain file format, its tools, category counts, conversation shapes, lengths and duplicates. The
 last tests break shipped records to show the validator rejects them.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from synthia import validate
+from synthia.data import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = ROOT / "dataset.jsonl"

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from mlx_lm.utils import load_tokenizer
 
-from synthia import forked, pieces, render
-from synthia.validate import load_default_tools, validate_file
+from synthia.data import pieces, render
+from synthia.platform import forked
+from synthia.data.validate import load_default_tools, validate_file
 from tests.sample_data import tool_call
 
 ROOT = Path(__file__).resolve().parents[1]

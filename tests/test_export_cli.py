@@ -8,7 +8,7 @@ def test_dry_run_prints_the_export_command(tiny_model_dir, tmp_path, capsys):
             "--lmstudio-dir", str(tmp_path / "lms")]
     assert train_mlx.main(args) == 0
     out = capsys.readouterr().out
-    assert f"would run export: " in out and f"-m synthia.gguf_export {tiny_model_dir} {tmp_path / 'gguf'} model" in out
+    assert f"would run export: " in out and f"-m synthia.gguf.exporter {tiny_model_dir} {tmp_path / 'gguf'} model" in out
     assert f"--lmstudio-dir {tmp_path / 'lms'}" in out
     assert not (tmp_path / "gguf").exists()
 

@@ -1,4 +1,4 @@
-"""tiktoken in place of the Rust tokenizer (synthia/fast_bpe.py): the same ids and character offsets for Qwen2.5's
+"""tiktoken in place of the Rust tokenizer (synthia/platform/fast_bpe.py): the same ids and character offsets for Qwen2.5's
 tokenizer, a divergence caught and the tokenizer itself used instead, and tokenizers tiktoken cannot copy left alone."""
 
 import dataclasses
@@ -6,8 +6,9 @@ import dataclasses
 import pytest
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 
-from synthia import fast_bpe, pieces, render
-from synthia.validate import load_default_tools, validate_file
+from synthia.data import pieces, render
+from synthia.platform import fast_bpe
+from synthia.data.validate import load_default_tools, validate_file
 from tests.conftest import ROOT, load_qwen
 
 TOOLS = load_default_tools()

@@ -1,8 +1,8 @@
-"""Work shared among forked processes (synthia.forked): the same results, in order, whatever happens to a child."""
+"""Work shared among forked processes (synthia.platform.forked): the same results, in order, whatever happens to a child."""
 
 import os
 
-from synthia import forked
+from synthia.platform import forked
 
 
 def squares_with_pids(share, offset):
@@ -44,7 +44,7 @@ def test_shares_are_contiguous_nearly_equal_and_never_empty(two_processes):
 def test_the_collector_is_paused_for_the_work_and_left_as_it_was(monkeypatch):
     import gc
 
-    from synthia import render
+    from synthia.data import render
 
     assert gc.isenabled()
     with forked.collector_paused():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from synthia import stagedir, steps
+from synthia.pipeline import stagedir, steps
 from tests.sample_data import small_run_config, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

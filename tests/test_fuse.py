@@ -1,4 +1,4 @@
-"""synthia.fuse writes what mlx_lm's fuse and convert -q write, bit for bit, with a lower peak memory."""
+"""synthia.train.fuse writes what mlx_lm's fuse and convert -q write, bit for bit, with a lower peak memory."""
 
 import json
 import subprocess
@@ -9,8 +9,8 @@ import mlx.core as mx
 import pytest
 from mlx.utils import tree_flatten
 
-from synthia.fuse import FuseError, fuse_streaming, quantize_streaming
-from synthia.memory_plan import plan_shards
+from synthia.train.fuse import FuseError, fuse_streaming, quantize_streaming
+from synthia.train.memory_plan import plan_shards
 
 REPO = Path(__file__).resolve().parents[1]
 LORA_PARAMETERS = {"rank": 4, "scale": 20.0, "dropout": 0.0}
@@ -96,8 +96,8 @@ def fuse_in_this_process(monkeypatch, base_dir, adapter_dir, out_dir, dequantize
 
 
 def run_streaming_fuse(base_dir, adapter_dir, out_dir, dequantize=False):
-    """synthia.fuse's command line in a child process; its statistics."""
-    command = [sys.executable, "-m", "synthia.fuse", "fuse", "--model", str(base_dir), "--adapter-path",
+    """synthia.train.fuse's command line in a child process; its statistics."""
+    command = [sys.executable, "-m", "synthia.train.fuse", "fuse", "--model", str(base_dir), "--adapter-path",
                str(adapter_dir), "--save-path", str(out_dir), "--max-shard-gb", str(SMALL_SHARD_BYTES / (1 << 30))]
     command += ["--dequantize"] if dequantize else []
     done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=REPO)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import train_mlx
-from synthia.gguf_import import smollm2_gguf_path
-from synthia.tiny_model import build_tiny_model
+from synthia.gguf.importer import smollm2_gguf_path
+from synthia.demo.tiny_model import build_tiny_model
 from tests import gguf_fixtures as fx
 from tests.sample_data import write_dataset
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthia import gguf_export, gguf_verify
-from synthia.native import template_engine
-from synthia.tiny_model import CHAT_TEMPLATE_PATH, build_tiny_model, random_weights, tokenizer_config
+from synthia.gguf import exporter, verify
+from synthia.gguf.native import template_engine
+from synthia.demo.tiny_model import CHAT_TEMPLATE_PATH, build_tiny_model, random_weights, tokenizer_config
 
 DATASET = Path(__file__).resolve().parents[1] / "dataset.jsonl"
 CONVERSATIONS = 3
@@ -24,11 +24,11 @@ MAX_TOKENS = 256  # teacher-forced positions per conversation
 
 # .ci/run installs llama-cpp-python and sets SYNTHIA_REQUIRE_LLAMA_CPP=1: there these tests fail without it.
 needs_llama_cpp = pytest.mark.skipif(
-    not gguf_export.llama_cpp_available() and not os.environ.get("SYNTHIA_REQUIRE_LLAMA_CPP"),
+    not exporter.llama_cpp_available() and not os.environ.get("SYNTHIA_REQUIRE_LLAMA_CPP"),
     reason="llama-cpp-python is not installed (pip install llama-cpp-python==0.3.36; .ci/run installs it)")
 needs_template_engine = pytest.mark.skipif(
-    template_engine.find_engine() is None and not os.environ.get(gguf_verify.REQUIRE_LLAMA_CPP_ENV),
-    reason="llama.cpp's C++ template engine is not built (python -m synthia.native.template_engine --build; "
+    template_engine.find_engine() is None and not os.environ.get(verify.REQUIRE_LLAMA_CPP_ENV),
+    reason="llama.cpp's C++ template engine is not built (python -m synthia.gguf.native.template_engine --build; "
            "scripts/setup.sh --dev builds it)")
 
 
@@ -83,8 +83,8 @@ Exported = namedtuple("Exported", "model_dir paths")
 
 
 def export(model_dir, out_dir, **kwargs):
-    return Exported(model_dir, {gguf_verify.gguf_type_of(p): p for p in
-                                gguf_export.export_gguf(model_dir, out_dir, "tiny", log=lambda line: None, **kwargs)})
+    return Exported(model_dir, {verify.gguf_type_of(p): p for p in
+                                exporter.export_gguf(model_dir, out_dir, "tiny", log=lambda line: None, **kwargs)})
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def llama_export(tiny_llama_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def conversations():
-    return gguf_verify.dataset_conversations(DATASET, CONVERSATIONS)
+    return verify.dataset_conversations(DATASET, CONVERSATIONS)
 
 
 # ---------------------------------------------------------------- the file format (no llama.cpp needed)
@@ -116,7 +116,7 @@ def test_export_writes_f16_and_q8_0_files_named_after_the_model(qwen2_export):
 
 
 def test_q4_k_m_is_written_only_when_llama_cpp_is_installed(qwen2_export):
-    assert ("q4_k_m" in qwen2_export.paths) == gguf_export.llama_cpp_available()
+    assert ("q4_k_m" in qwen2_export.paths) == exporter.llama_cpp_available()
 
 
 def test_gguf_carries_the_tokenizer_and_the_training_chat_template(qwen2_export, tiny_model_dir):
@@ -172,7 +172,7 @@ def test_quantized_mlx_model_is_dequantized_before_export(tiny_model_dir, tmp_pa
     import mlx.core as mx
 
     quantized = build_quantized_copy(tiny_model_dir, tmp_path / "q8")
-    paths = gguf_export.export_gguf(quantized, tmp_path / "out", "tiny", types=("f16",), log=lambda line: None)
+    paths = exporter.export_gguf(quantized, tmp_path / "out", "tiny", types=("f16",), log=lambda line: None)
     _, tensors = read_gguf(paths[0])
     weights = mx.load(str(quantized / "model.safetensors"))
     expected = mx.dequantize(weights["model.layers.0.mlp.up_proj.weight"], weights["model.layers.0.mlp.up_proj.scales"],
@@ -182,7 +182,7 @@ def test_quantized_mlx_model_is_dequantized_before_export(tiny_model_dir, tmp_pa
 
 def test_chat_template_given_at_export_replaces_the_directory_one(tiny_model_dir, tmp_path):
     template = CHAT_TEMPLATE_PATH.read_text(encoding="utf-8") + "{# trained with this copy #}"
-    paths = gguf_export.export_gguf(tiny_model_dir, tmp_path, "tiny", types=("q8_0",), chat_template=template,
+    paths = exporter.export_gguf(tiny_model_dir, tmp_path, "tiny", types=("q8_0",), chat_template=template,
                                     log=lambda line: None)
     fields, _ = read_gguf(paths[0])
     assert fields["tokenizer.chat_template"] == template
@@ -190,9 +190,9 @@ def test_chat_template_given_at_export_replaces_the_directory_one(tiny_model_dir
 
 def test_export_stops_before_writing_when_the_disk_is_too_small(tiny_model_dir, tmp_path, monkeypatch):
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(gguf_export.shutil, "disk_usage", lambda path: usage._replace(free=1000))
-    with pytest.raises(gguf_export.GGUFExportError, match=r"needs \d+\.\d GB but only 0\.0 GB is free"):
-        gguf_export.export_gguf(tiny_model_dir, tmp_path, "tiny", types=("f16", "q8_0"), log=lambda line: None)
+    monkeypatch.setattr(exporter.shutil, "disk_usage", lambda path: usage._replace(free=1000))
+    with pytest.raises(exporter.GGUFExportError, match=r"needs \d+\.\d GB but only 0\.0 GB is free"):
+        exporter.export_gguf(tiny_model_dir, tmp_path, "tiny", types=("f16", "q8_0"), log=lambda line: None)
     assert not list(tmp_path.iterdir())
 
 
@@ -202,15 +202,15 @@ def test_a_failed_export_leaves_no_file_behind(tiny_model_dir, tmp_path, monkeyp
 
     monkeypatch.setattr(gguf_export, "encoded_tensor", fail)
     with pytest.raises(KeyboardInterrupt):
-        gguf_export.export_gguf(tiny_model_dir, tmp_path, "tiny", types=("f16",), log=lambda line: None)
+        exporter.export_gguf(tiny_model_dir, tmp_path, "tiny", types=("f16",), log=lambda line: None)
     assert not list(tmp_path.iterdir())
 
 
 def test_needed_space_is_the_sum_of_the_tensor_sizes(tiny_model_dir):
     config = json.loads((tiny_model_dir / "config.json").read_text())
-    parameters = sum(int(np.prod(a.shape)) for a in gguf_export.lazy_weights(
-        gguf_export.weight_files(tiny_model_dir)).values())
-    f16 = gguf_export.estimated_bytes(tiny_model_dir, "f16") - gguf_export.DISK_MARGIN_BYTES
+    parameters = sum(int(np.prod(a.shape)) for a in exporter.lazy_weights(
+        exporter.weight_files(tiny_model_dir)).values())
+    f16 = exporter.estimated_bytes(tiny_model_dir, "f16") - exporter.DISK_MARGIN_BYTES
     vectors = config["num_hidden_layers"] * (2 * config["hidden_size"] + 2 * 32 + config["hidden_size"]) \
         + config["hidden_size"]  # norms and q/k/v biases stay float32
     assert f16 == 2 * parameters + 2 * vectors
@@ -221,8 +221,8 @@ def test_unsupported_architecture_is_rejected_naming_the_file(tiny_model_dir, tm
     shutil.copytree(tiny_model_dir, model_dir)
     config = json.loads((model_dir / "config.json").read_text())
     (model_dir / "config.json").write_text(json.dumps({**config, "model_type": "gemma3"}))
-    with pytest.raises(gguf_export.GGUFExportError, match=r"config\.json: model_type 'gemma3' .* supported: qwen2, llama"):
-        gguf_export.export_gguf(model_dir, tmp_path / "out", "tiny", log=lambda line: None)
+    with pytest.raises(exporter.GGUFExportError, match=r"config\.json: model_type 'gemma3' .* supported: qwen2, llama"):
+        exporter.export_gguf(model_dir, tmp_path / "out", "tiny", log=lambda line: None)
 
 
 def test_a_tokenizer_split_llama_cpp_does_not_know_is_rejected(tiny_model_dir, tmp_path):
@@ -231,8 +231,8 @@ def test_a_tokenizer_split_llama_cpp_does_not_know_is_rejected(tiny_model_dir, t
     tokenizer = json.loads((model_dir / "tokenizer.json").read_text())
     tokenizer["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\p{N}{1,2}|\s+"
     (model_dir / "tokenizer.json").write_text(json.dumps(tokenizer))
-    with pytest.raises(gguf_export.GGUFExportError, match=r"tokenizer\.json: pre-tokenizer split .* matches none"):
-        gguf_export.export_gguf(model_dir, tmp_path / "out", "tiny", types=("f16",), log=lambda line: None)
+    with pytest.raises(exporter.GGUFExportError, match=r"tokenizer\.json: pre-tokenizer split .* matches none"):
+        exporter.export_gguf(model_dir, tmp_path / "out", "tiny", types=("f16",), log=lambda line: None)
 
 
 def serialized_pre_tokenizer(*steps):
@@ -253,8 +253,8 @@ def family_pre_tokenizer(family):
     return {
         "gpt2": [byte_level],
         "smollm": [pre_tokenizers.Digits(individual_digits=True), byte_level],
-        "qwen2": [pre_tokenizers.Split(Regex(gguf_export.QWEN2_PATTERN), behavior="isolated"), bytes_only],
-        "llama3": [pre_tokenizers.Split(Regex(gguf_export.LLAMA3_PATTERN), behavior="isolated"), bytes_only],
+        "qwen2": [pre_tokenizers.Split(Regex(exporter.QWEN2_PATTERN), behavior="isolated"), bytes_only],
+        "llama3": [pre_tokenizers.Split(Regex(exporter.LLAMA3_PATTERN), behavior="isolated"), bytes_only],
     }[family]
 
 
@@ -262,7 +262,7 @@ def family_pre_tokenizer(family):
                                           ("llama3", "llama-bpe")])
 def test_the_pre_tokenizer_name_follows_the_whole_split_sequence(family, name):
     # SmolLM2 splits every digit off before GPT-2's regex: as 'gpt-2', llama.cpp splits "   1" into "  ", " 1".
-    assert gguf_export.pre_tokenizer_name(serialized_pre_tokenizer(*family_pre_tokenizer(family))) == name
+    assert exporter.pre_tokenizer_name(serialized_pre_tokenizer(*family_pre_tokenizer(family))) == name
 
 
 @pytest.mark.parametrize("first_step, shown", [("digit runs", r"\p{N}+"), ("punctuation", "<Punctuation>")])
@@ -274,8 +274,8 @@ def test_a_split_before_byte_level_that_llama_cpp_has_no_name_for_is_rejected(fi
     data = serialized_pre_tokenizer(step, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True))
     expected = (r"tokenizer\.json: pre-tokenizer split " + re.escape(f"[{shown!r}, ")
                 + r".* matches none that this export knows \(gpt-2, llama-bpe, qwen2, smollm\)")
-    with pytest.raises(gguf_export.GGUFExportError, match=expected):
-        gguf_export.pre_tokenizer_name(data)
+    with pytest.raises(exporter.GGUFExportError, match=expected):
+        exporter.pre_tokenizer_name(data)
 
 
 def test_the_pre_tokenizer_name_recorded_at_import_is_written_and_said(tiny_model_dir, tmp_path):
@@ -287,7 +287,7 @@ def test_the_pre_tokenizer_name_recorded_at_import_is_written_and_said(tiny_mode
     config = json.loads((model_dir / "tokenizer_config.json").read_text())
     (model_dir / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer.ggml.pre": "qwen2"}))
     messages = []
-    paths = gguf_export.export_gguf(model_dir, tmp_path / "out", "tiny", types=("f16",), log=messages.append)
+    paths = exporter.export_gguf(model_dir, tmp_path / "out", "tiny", types=("f16",), log=messages.append)
     assert read_gguf(paths[0])[0]["tokenizer.ggml.pre"] == "qwen2"
     assert messages[0] == ("[gguf] tokenizer.ggml.pre 'qwen2': as in the GGUF file the model was imported from "
                            "(tokenizer_config.json)")
@@ -299,29 +299,29 @@ def test_a_model_without_chat_template_is_rejected(tiny_model_dir, tmp_path):
     config = json.loads((model_dir / "tokenizer_config.json").read_text())
     del config["chat_template"]
     (model_dir / "tokenizer_config.json").write_text(json.dumps(config))
-    with pytest.raises(gguf_export.GGUFExportError, match=r"tokenizer_config\.json: no chat_template"):
-        gguf_export.export_gguf(model_dir, tmp_path / "out", "tiny", types=("f16",), log=lambda line: None)
+    with pytest.raises(exporter.GGUFExportError, match=r"tokenizer_config\.json: no chat_template"):
+        exporter.export_gguf(model_dir, tmp_path / "out", "tiny", types=("f16",), log=lambda line: None)
 
 
 def test_copy_to_lmstudio_uses_the_publisher_and_model_folders(qwen2_export, tmp_path):
     files = [qwen2_export.paths["f16"], qwen2_export.paths["q8_0"]]
-    copies = gguf_export.copy_to_lmstudio(files, tmp_path / "models", "synthia", "tiny-qwen", log=lambda line: None)
+    copies = exporter.copy_to_lmstudio(files, tmp_path / "models", "synthia", "tiny-qwen", log=lambda line: None)
     assert copies == [tmp_path / "models" / "synthia" / "tiny-qwen" / f.name for f in files]
     assert [c.read_bytes() for c in copies] == [f.read_bytes() for f in files]
 
 
 def test_lmstudio_names_with_a_slash_are_rejected(qwen2_export, tmp_path):
-    with pytest.raises(gguf_export.GGUFExportError, match="publisher name 'a/b' must be one non-empty folder name"):
-        gguf_export.copy_to_lmstudio([qwen2_export.paths["f16"]], tmp_path, "a/b", "m")
+    with pytest.raises(exporter.GGUFExportError, match="publisher name 'a/b' must be one non-empty folder name"):
+        exporter.copy_to_lmstudio([qwen2_export.paths["f16"]], tmp_path, "a/b", "m")
 
 
 def test_command_line_reports_a_directory_without_a_model_as_one_error_line(tmp_path):
     with pytest.raises(SystemExit, match=r"^error: .*config\.json: not found; point --model at an MLX model"):
-        gguf_export.main([str(tmp_path), str(tmp_path / "out"), "tiny", "--no-verify"])
+        exporter.main([str(tmp_path), str(tmp_path / "out"), "tiny", "--no-verify"])
 
 
 def test_command_line_exports_and_copies_to_lmstudio(tiny_model_dir, tmp_path, capsys):
-    gguf_export.main([str(tiny_model_dir), str(tmp_path / "gguf"), "tiny", "--types", "q8_0", "--no-verify",
+    exporter.main([str(tiny_model_dir), str(tmp_path / "gguf"), "tiny", "--types", "q8_0", "--no-verify",
                       "--lmstudio-dir", str(tmp_path / "lmstudio")])
     assert (tmp_path / "lmstudio" / "synthia" / "tiny" / "tiny-q8_0.gguf").is_file()
     assert "[gguf] wrote" in capsys.readouterr().out
@@ -329,24 +329,24 @@ def test_command_line_exports_and_copies_to_lmstudio(tiny_model_dir, tmp_path, c
 
 def test_the_check_needs_a_conversation_with_a_tool_call(tiny_model_dir):
     chat = {"messages": [{"role": "user", "content": "Hello?"}, {"role": "assistant", "content": "Hello."}]}
-    with pytest.raises(gguf_verify.GGUFVerifyError, match="none of the 2 conversations has a tool call"):
-        gguf_verify.mlx_reference(tiny_model_dir, [chat, chat])
+    with pytest.raises(verify.GGUFVerifyError, match="none of the 2 conversations has a tool call"):
+        verify.mlx_reference(tiny_model_dir, [chat, chat])
 
 
 # ---------------------------------------------------------------- checked by llama.cpp
 
 @pytest.fixture(scope="module")
 def qwen2_reference(tiny_model_dir, conversations):
-    return gguf_verify.mlx_reference(tiny_model_dir, conversations, max_tokens=MAX_TOKENS)
+    return verify.mlx_reference(tiny_model_dir, conversations, max_tokens=MAX_TOKENS)
 
 
 @pytest.fixture(scope="module")
 def llama_reference(tiny_llama_dir, conversations):
-    return gguf_verify.mlx_reference(tiny_llama_dir, conversations, max_tokens=MAX_TOKENS)
+    return verify.mlx_reference(tiny_llama_dir, conversations, max_tokens=MAX_TOKENS)
 
 
 def verified(exported, reference, conversations, out_type):
-    return gguf_verify.verify_gguf(exported.paths[out_type], exported.model_dir, conversations, reference=reference,
+    return verify.verify_gguf(exported.paths[out_type], exported.model_dir, conversations, reference=reference,
                                    max_tokens=MAX_TOKENS)
 
 
@@ -358,7 +358,7 @@ def test_qwen2_gguf_matches_mlx_in_llama_cpp(qwen2_export, qwen2_reference, conv
     assert figures["positions"] >= CONVERSATIONS * MAX_TOKENS // 2
     assert figures["top1_agreement"] >= 0.99
     assert figures["template_matches"], figures["template_difference"]
-    assert gguf_verify.problems(figures) == []
+    assert verify.problems(figures) == []
 
 
 @needs_llama_cpp
@@ -386,8 +386,8 @@ def with_rope_scaling(model_dir, out_dir, rope_scaling):
 ], ids=["llama3", "linear"])
 def test_llama_with_rope_scaling_matches_mlx_in_llama_cpp(tiny_llama_dir, conversations, tmp_path, rope_scaling):
     model_dir = with_rope_scaling(tiny_llama_dir, tmp_path / "model", rope_scaling)
-    paths = gguf_export.export_gguf(model_dir, tmp_path / "out", "tiny", types=("f16",), log=lambda line: None)
-    [figures] = gguf_verify.verify_exports(paths, model_dir, conversations, max_tokens=MAX_TOKENS, log=lambda line: None)
+    paths = exporter.export_gguf(model_dir, tmp_path / "out", "tiny", types=("f16",), log=lambda line: None)
+    [figures] = verify.verify_exports(paths, model_dir, conversations, max_tokens=MAX_TOKENS, log=lambda line: None)
     assert figures["top1_agreement"] >= 0.99
 
 
@@ -395,19 +395,19 @@ def test_llama_with_rope_scaling_matches_mlx_in_llama_cpp(tiny_llama_dir, conver
 def test_q8_0_agreement_counts_the_positions_where_mlx_is_confident_and_says_so(qwen2_export, qwen2_reference,
                                                                                conversations):
     figures = verified(qwen2_export, qwen2_reference, conversations, "q8_0")
-    assert figures["min_margin"] == gguf_verify.CONFIDENT_MARGIN == 0.5
+    assert figures["min_margin"] == verify.CONFIDENT_MARGIN == 0.5
     assert figures["all_positions"] == CONVERSATIONS * MAX_TOKENS
     assert figures["all_positions"] // 2 <= figures["positions"] < figures["all_positions"]
     assert (f"top-1 agreement {figures['top1_agreement']:.2%} over {figures['positions']} of "
             f"{CONVERSATIONS * MAX_TOKENS} positions (those where MLX's top-1 leads its runner-up by at least 0.5 "
-            "logits) (need 99%)") in gguf_verify.format_figures(figures)
+            "logits) (need 99%)") in verify.format_figures(figures)
 
 
 @needs_llama_cpp
 def test_f16_agreement_counts_every_position(qwen2_export, qwen2_reference, conversations):
     figures = verified(qwen2_export, qwen2_reference, conversations, "f16")
     assert figures["min_margin"] == 0.0 and figures["positions"] == figures["all_positions"]
-    assert f"over {figures['positions']} positions (need 99%)" in gguf_verify.format_figures(figures)
+    assert f"over {figures['positions']} positions (need 99%)" in verify.format_figures(figures)
 
 
 @needs_llama_cpp
@@ -416,14 +416,14 @@ def test_q4_k_m_from_llama_cpp_loads_and_its_agreement_is_reported(qwen2_export,
     assert figures["tokenization_identical"] == figures["texts"]
     assert figures["required_agreement"] is None
     assert 0.0 < figures["top1_agreement"] <= 1.0
-    assert "(reported)" in gguf_verify.format_figures(figures)
+    assert "(reported)" in verify.format_figures(figures)
 
 
 @needs_llama_cpp
 def test_quantized_mlx_model_exports_to_a_gguf_that_matches_it(tiny_model_dir, conversations, tmp_path):
     quantized = build_quantized_copy(tiny_model_dir, tmp_path / "q8")
-    paths = gguf_export.export_gguf(quantized, tmp_path / "out", "tiny", types=("f16",), log=lambda line: None)
-    [figures] = gguf_verify.verify_exports(paths, quantized, conversations, max_tokens=MAX_TOKENS, log=lambda line: None)
+    paths = exporter.export_gguf(quantized, tmp_path / "out", "tiny", types=("f16",), log=lambda line: None)
+    [figures] = verify.verify_exports(paths, quantized, conversations, max_tokens=MAX_TOKENS, log=lambda line: None)
     assert figures["top1_agreement"] >= 0.99
 
 
@@ -434,11 +434,11 @@ def test_llama_export_without_the_rope_reordering_fails_the_check(tiny_llama_dir
     broken = export(tiny_llama_dir, tmp_path, types=("f16", "q8_0"))
     f16, q8_0 = (verified(broken, llama_reference, conversations, out_type) for out_type in ("f16", "q8_0"))
     assert f16["top1_agreement"] < 0.99 and q8_0["top1_agreement"] < 0.99
-    assert gguf_verify.problems(f16)[0] == (
+    assert verify.problems(f16)[0] == (
         f"tiny-f16.gguf: top-1 agreement with MLX is {f16['top1_agreement']:.2%} over {CONVERSATIONS * MAX_TOKENS} "
         "positions, below 99%: a conversion error (tensor layout, RoPE order, dequantization), or a model too touchy "
         "for this type (then count only positions where MLX is more confident with --min-margin 0.5)")
-    assert gguf_verify.problems(q8_0)[0] == (
+    assert verify.problems(q8_0)[0] == (
         f"tiny-q8_0.gguf: top-1 agreement with MLX is {q8_0['top1_agreement']:.2%} over {q8_0['positions']} of "
         f"{CONVERSATIONS * MAX_TOKENS} positions (those where MLX's top-1 leads its runner-up by at least 0.5 logits), "
         "below 99%: a conversion error (tensor layout, RoPE order, dequantization), or a model too touchy for this "
@@ -448,9 +448,9 @@ def test_llama_export_without_the_rope_reordering_fails_the_check(tiny_llama_dir
 @needs_llama_cpp
 def test_a_template_other_than_the_training_one_is_reported(tiny_model_dir, qwen2_reference, conversations, tmp_path):
     template = CHAT_TEMPLATE_PATH.read_text(encoding="utf-8").replace("<tool_call>\\n", "<tool_call>")
-    paths = gguf_export.export_gguf(tiny_model_dir, tmp_path, "tiny", types=("q8_0",), chat_template=template,
+    paths = exporter.export_gguf(tiny_model_dir, tmp_path, "tiny", types=("q8_0",), chat_template=template,
                                     log=lambda line: None)
-    figures = gguf_verify.verify_gguf(paths[0], tiny_model_dir, conversations, reference=qwen2_reference,
+    figures = verify.verify_gguf(paths[0], tiny_model_dir, conversations, reference=qwen2_reference,
                                       max_tokens=MAX_TOKENS)
     assert not figures["template_matches"]
     assert "at char" in figures["template_difference"]
@@ -471,14 +471,14 @@ def test_the_check_renders_the_embedded_template_with_llama_cpps_cpp_engine(qwen
     figures = verified(qwen2_export, qwen2_reference, conversations, "q8_0")
     assert figures["template_engine"] == template_engine.ENGINE_NAME
     assert figures["template_matches"], figures["template_difference"]
-    assert "renders the training text [llama.cpp C++ template engine" in gguf_verify.format_figures(figures)
+    assert "renders the training text [llama.cpp C++ template engine" in verify.format_figures(figures)
 
 
 @needs_template_engine
 def test_a_file_the_template_engine_cannot_read_is_a_template_failure_with_its_reason(qwen2_reference, tmp_path):
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"not a GGUF file")
-    rendered, failure = gguf_verify.render_with_cpp_engine(template_engine.find_engine(), broken, qwen2_reference)
+    rendered, failure = verify.render_with_cpp_engine(template_engine.find_engine(), broken, qwen2_reference)
     assert rendered is None
     assert failure.startswith("llama.cpp's template engine cannot render it: ")
     assert "broken.gguf: llama.cpp cannot load this GGUF file" in failure
@@ -487,19 +487,19 @@ def test_a_file_the_template_engine_cannot_read_is_a_template_failure_with_its_r
 @needs_llama_cpp
 def test_without_the_cpp_engine_outside_ci_the_python_fallback_renders_and_says_so(qwen2_export, qwen2_reference,
                                                                                     conversations, monkeypatch):
-    monkeypatch.delenv(gguf_verify.REQUIRE_LLAMA_CPP_ENV, raising=False)
+    monkeypatch.delenv(verify.REQUIRE_LLAMA_CPP_ENV, raising=False)
     monkeypatch.setattr(template_engine, "find_engine", lambda: None)
     figures = verified(qwen2_export, qwen2_reference, conversations, "q8_0")
     assert figures["template_matches"], figures["template_difference"]
-    assert "[Python jinja2 fallback" in gguf_verify.format_figures(figures)
+    assert "[Python jinja2 fallback" in verify.format_figures(figures)
 
 
 def test_a_missing_cpp_engine_is_an_error_when_llama_cpp_checks_are_required(monkeypatch):
-    monkeypatch.setenv(gguf_verify.REQUIRE_LLAMA_CPP_ENV, "1")
+    monkeypatch.setenv(verify.REQUIRE_LLAMA_CPP_ENV, "1")
     monkeypatch.setattr(template_engine, "find_engine", lambda: None)
-    with pytest.raises(gguf_verify.GGUFVerifyError, match=r"SYNTHIA_REQUIRE_LLAMA_CPP is set but .* not built: run "
+    with pytest.raises(verify.GGUFVerifyError, match=r"SYNTHIA_REQUIRE_LLAMA_CPP is set but .* not built: run "
                                                           r"`python -m synthia\.native\.template_engine --build`"):
-        gguf_verify.template_engine_path()
+        verify.template_engine_path()
 
 
 def with_qwen25_tokenizer(model_dir, out_dir):
@@ -529,11 +529,11 @@ def with_qwen25_tokenizer(model_dir, out_dir):
 @needs_llama_cpp
 def test_qwen25_real_tokenizer_tokenizes_every_text_as_training_does(tiny_model_dir, tmp_path):
     model_dir = with_qwen25_tokenizer(tiny_model_dir, tmp_path / "model")
-    paths = gguf_export.export_gguf(model_dir, tmp_path / "out", "tiny", types=("f16",), log=lambda line: None)
+    paths = exporter.export_gguf(model_dir, tmp_path / "out", "tiny", types=("f16",), log=lambda line: None)
     fields, _ = read_gguf(paths[0])
     assert fields["tokenizer.ggml.pre"] == "qwen2"
-    conversations = gguf_verify.dataset_conversations(DATASET, 12)
-    [figures] = gguf_verify.verify_exports(paths, model_dir, conversations, max_tokens=32, log=lambda line: None)
+    conversations = verify.dataset_conversations(DATASET, 12)
+    [figures] = verify.verify_exports(paths, model_dir, conversations, max_tokens=32, log=lambda line: None)
     assert figures["tokenization_mismatches"] == []
     assert figures["tokenization_identical"] == 12
     assert figures["template_matches"], figures["template_difference"]

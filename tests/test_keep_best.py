@@ -6,7 +6,7 @@ import pytest
 from mlx_lm.tuner.utils import build_schedule
 
 import train_mlx
-from synthia import schedule
+from synthia.train import schedule
 from tests.sample_data import write_dataset
 
 BAD_LR_CONFIG = """\

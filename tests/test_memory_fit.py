@@ -7,7 +7,8 @@ import re
 import pytest
 
 import train_mlx
-from synthia import memory_plan, models, schedule, stage_memory
+from synthia.pipeline import models, stage_memory
+from synthia.train import memory_plan, schedule
 from tests.sample_data import small_run_config, small_run_workspace, stage_one_args
 
 CONFIG = small_run_config(batch_size=4, save_every=4, steps_per_report=10)
@@ -42,7 +43,7 @@ def stage_plan_inputs(root, model):
     values = train_mlx.resolve_configs(args, [1])[1]
     examples = train_mlx.validate_dataset(str(root / "data.jsonl"), False)
     tokenizer = models.load_tokenizer(model)
-    from synthia.validate import load_default_tools
+    from synthia.data.validate import load_default_tools
     encoded = train_mlx.encode_examples(tokenizer, examples, load_default_tools())
     config = json.loads((model / "config.json").read_text())
     return values, stage_memory.plan_inputs(values, config, stage_memory.split_lengths(values, examples, encoded))
@@ -122,7 +123,7 @@ def test_a_7b_with_a_16_gb_budget_evaluates_the_4_bit_copy_of_its_fused_model_be
 
 
 def test_the_stage_plan_evaluates_the_copy_it_quantizes_once_and_the_next_stage_trains_on_it(tmp_path, tiny_model_dir):
-    from synthia import stagedir
+    from synthia.pipeline import stagedir
     values = {**train_mlx.DEFAULTS, **train_mlx.STAGES[1], "train_bits": 4}
     files = {"train": "t", "valid": "v", "test": "x"}
     one = stagedir.stage_paths(tmp_path, 1)

@@ -7,7 +7,7 @@ from pathlib import Path
 import mlx.core as mx
 import pytest
 
-from synthia.memory_plan import (CALIBRATION, GB, Change, DoesNotFit, ModelShape, PlanInputs, auto_fit,
+from synthia.train.memory_plan import (CALIBRATION, GB, Change, DoesNotFit, ModelShape, PlanInputs, auto_fit,
                                  batch_positions, candidate_changes, default_budget, disk_plan, format_disk,
                                  format_plan, lora_parameters, meminfo_available, plan, train_step)
 
@@ -41,7 +41,7 @@ def test_qwen_7b_in_4_bits_counts_packed_weights_plus_a_scale_and_bias_per_64():
 
 
 def test_weight_bytes_equal_the_files_of_the_tiny_model_full_and_4_bit(tiny_model_dir, tmp_path):
-    from synthia.fuse import quantize_streaming
+    from synthia.train.fuse import quantize_streaming
 
     shape = ModelShape.from_config(json.loads((tiny_model_dir / "config.json").read_text()))
     quantize_streaming(tiny_model_dir, tmp_path / "q4", bits=4, group_size=64)

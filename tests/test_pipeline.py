@@ -10,8 +10,11 @@ import pytest
 from mlx_lm.utils import load, load_tokenizer
 
 import train_mlx
-from synthia import blas, render, steps, token_files, worker
-from synthia.validate import load_default_tools
+from synthia.data import render, token_files
+from synthia.pipeline import steps
+from synthia.platform import blas
+from synthia.train import worker
+from synthia.data.validate import load_default_tools
 from tests.sample_data import write_dataset
 
 TEST_CONFIG = """\
@@ -91,7 +94,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(workspace, tiny_model_dir, c
     code = train_mlx.main(cli(workspace, tiny_model_dir, "--dry-run", output="dry"))
     out = capsys.readouterr().out
     assert code == 0
-    assert "would run train:" in out and "synthia.worker train" in out and "synthia.fuse fuse" in out
+    assert "would run train:" in out and "synthia.train.worker train" in out and "synthia.train.fuse fuse" in out
     assert "[stage 3] data: train" in out and "dry run: nothing was trained" in out
     assert f"--model {workspace / 'dry' / 'synthia-stage2'} --adapter-path {workspace / 'dry' / 'stage3'}" in out
     models = workspace / "dry"
@@ -221,8 +224,8 @@ def test_run_json_records_config_data_commands_and_losses(full_run):
     assert record["config"]["iters"] == 3 and record["config"]["categories"] == train_mlx.STAGES[2]["categories"]
     assert set(record["data"]["train"]["categories"]) == {"tool_use", "tdd", "debugging", "planning"}
     assert record["data"]["train"]["trained_tokens"] > 0
-    assert "synthia.worker train" in record["commands"]["train"]
-    assert "synthia.fuse fuse" in record["commands"]["fuse"]
+    assert "synthia.train.worker train" in record["commands"]["train"]
+    assert "synthia.train.fuse fuse" in record["commands"]["fuse"]
     assert set(record["timings"]) == {"train", "fuse", "evaluate"}
     assert math.isfinite(record["train"]["final_train_loss"]) and math.isfinite(record["train"]["final_valid_loss"])
     assert record["test"]["perplexity"] == pytest.approx(math.exp(record["test"]["loss"]))

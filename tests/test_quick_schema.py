@@ -1,4 +1,4 @@
-"""The quick yes for tool-call arguments (synthia/quick_schema.py): never a yes that jsonschema would refuse, a yes
+"""The quick yes for tool-call arguments (synthia/data/quick_schema.py): never a yes that jsonschema would refuse, a yes
 for the shipped dataset's calls, and no acceptor at all for schemas with keywords it does not know."""
 
 import json
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from synthia import quick_schema, validate
+from synthia.data import quick_schema, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ["a", "b", "path", "n"]

@@ -5,8 +5,8 @@ import json
 import pytest
 from mlx_lm.utils import load_tokenizer
 
-from synthia import pieces, render
-from synthia.validate import load_default_tools
+from synthia.data import pieces, render
+from synthia.data.validate import load_default_tools
 from tests.sample_data import tool_call
 
 TOOLS = load_default_tools()
@@ -134,7 +134,7 @@ def test_probe_catches_double_encoded_arguments(tiny_model_dir):
 
 
 def test_probe_conversation_is_valid_data():
-    from synthia.validate import check_record
+    from synthia.data.validate import check_record
 
     messages, tools = render.probe_conversation()
     assert check_record({"messages": messages, "tools": tools}, TOOLS)[0] == []

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from synthia import runstate
+from synthia.pipeline import runstate
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from synthia import runstate
+from synthia.pipeline import runstate
 with runstate.output_lock(Path(sys.argv[1])):
     print("locked", flush=True)
     time.sleep(60)
@@ -64,7 +64,7 @@ def test_checkpoint_iteration_reads_the_safetensors_header(tmp_path):
 
 
 def test_training_lines_drive_a_progress_bar_on_a_terminal_and_print_plainly_elsewhere(capsys):
-    from synthia import progress
+    from synthia.pipeline import progress
 
     lines = ["resuming from iteration 2\n", "iter 3/10  train 1.2345  lr 1e-05  512 tok/s  peak 0.10 GB  ETA 0m07s\n"]
     with progress.child_output("[stage 1] ", interactive=False) as show:

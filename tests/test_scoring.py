@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from mlx_lm import load
 
-from synthia import scoring, validate
-from synthia.validate import load_default_tools
+from synthia.data import validate
+from synthia.scorecard import generation
+from synthia.data.validate import load_default_tools
 from tests.sample_data import conversation
 
 TOOLS = load_default_tools()
@@ -51,7 +52,7 @@ def long_conversation():
 
 def test_reusing_the_kv_cache_gives_the_same_outputs_as_a_fresh_prefill(context_sensitive, long_conversation):
     model, tokenizer = context_sensitive
-    runs = {reuse: scoring.score_conversations(model, tokenizer, [long_conversation], TOOLS, progress=False,
+    runs = {reuse: generation.score_conversations(model, tokenizer, [long_conversation], TOOLS, progress=False,
                                                max_new_tokens=SMALL_CAP, reuse_cache=reuse)
             for reuse in (True, False)}
     outputs = {reuse: [t["output"] for t in run["turns"]] for reuse, run in runs.items()}
@@ -66,19 +67,19 @@ def test_reusing_the_kv_cache_gives_the_same_outputs_as_a_fresh_prefill(context_
 
 def test_the_cache_is_trimmed_to_the_prefix_shared_with_the_previous_prompt_and_generation(context_sensitive):
     model, tokenizer = context_sensitive
-    first = scoring.encode(tokenizer, "<|im_start|>user\nRead src/main.rs please.<|im_end|>\n<|im_start|>assistant\n")
-    second = first[:-6] + scoring.encode(tokenizer, "lib.rs instead.<|im_end|>\n<|im_start|>assistant\n")
-    reusing = scoring.Generator(model, tokenizer, reuse_cache=True)
+    first = generation.encode(tokenizer, "<|im_start|>user\nRead src/main.rs please.<|im_end|>\n<|im_start|>assistant\n")
+    second = first[:-6] + generation.encode(tokenizer, "lib.rs instead.<|im_end|>\n<|im_start|>assistant\n")
+    reusing = generation.Generator(model, tokenizer, reuse_cache=True)
     reusing.generate(first, SMALL_CAP)
     again = reusing.generate(second, SMALL_CAP)
-    assert again.prefilled == len(second) - scoring.common_prefix_length(first, second)
-    assert again.tokens == scoring.Generator(model, tokenizer, reuse_cache=False).generate(second, SMALL_CAP).tokens
+    assert again.prefilled == len(second) - generation.common_prefix_length(first, second)
+    assert again.tokens == generation.Generator(model, tokenizer, reuse_cache=False).generate(second, SMALL_CAP).tokens
 
 
 def test_the_same_prompt_twice_prefills_one_token_and_repeats_itself(context_sensitive):
     model, tokenizer = context_sensitive
-    prompt = scoring.encode(tokenizer, "<|im_start|>user\nList the files.<|im_end|>\n<|im_start|>assistant\n")
-    generator = scoring.Generator(model, tokenizer)
+    prompt = generation.encode(tokenizer, "<|im_start|>user\nList the files.<|im_end|>\n<|im_start|>assistant\n")
+    generator = generation.Generator(model, tokenizer)
     first = generator.generate(prompt, SMALL_CAP)
     generator.answers.clear()  # forget the answer: the cache alone must give it again
     second = generator.generate(prompt, SMALL_CAP)
@@ -87,25 +88,25 @@ def test_the_same_prompt_twice_prefills_one_token_and_repeats_itself(context_sen
 
 def test_a_prompt_answered_before_is_not_generated_again_and_is_cut_to_a_smaller_cap(context_sensitive):
     model, tokenizer = context_sensitive
-    prompt = scoring.encode(tokenizer, "<|im_start|>user\nRead src/lib.rs.<|im_end|>\n<|im_start|>assistant\n")
-    generator = scoring.Generator(model, tokenizer)
+    prompt = generation.encode(tokenizer, "<|im_start|>user\nRead src/lib.rs.<|im_end|>\n<|im_start|>assistant\n")
+    generator = generation.Generator(model, tokenizer)
     first = generator.generate(prompt, 8)
     again = generator.generate(prompt, 8)
     assert again.remembered and again.prefilled == 0 and again.tokens == first.tokens and again.text == first.text
     shorter = generator.generate(prompt, 3)
-    fresh = scoring.Generator(model, tokenizer).generate(prompt, 3)
+    fresh = generation.Generator(model, tokenizer).generate(prompt, 3)
     assert shorter.remembered and (shorter.tokens, shorter.text, shorter.truncated) == \
         (fresh.tokens, fresh.text, fresh.truncated)
     if first.truncated:  # cut at 8 tokens: a cap of 12 needs a real generation
         longer = generator.generate(prompt, 12)
-        assert not longer.remembered and longer.tokens == scoring.Generator(model, tokenizer).generate(prompt, 12).tokens
+        assert not longer.remembered and longer.tokens == generation.Generator(model, tokenizer).generate(prompt, 12).tokens
 
 
 def test_splits_holding_the_same_conversations_share_one_generator_and_score_alike(context_sensitive,
                                                                                    long_conversation):
     model, tokenizer = context_sensitive
-    generator = scoring.Generator(model, tokenizer)
-    runs = [scoring.score_conversations(model, tokenizer, [long_conversation], TOOLS, progress=False,
+    generator = generation.Generator(model, tokenizer)
+    runs = [generation.score_conversations(model, tokenizer, [long_conversation], TOOLS, progress=False,
                                         max_new_tokens=SMALL_CAP, generator=generator) for _ in range(2)]
     assert runs[0]["counts"]["remembered_turns"] == 0
     assert runs[1]["counts"]["remembered_turns"] == runs[1]["counts"]["turns_scored"] >= 5
@@ -116,14 +117,14 @@ def test_splits_holding_the_same_conversations_share_one_generator_and_score_ali
 def test_every_weight_1_assistant_turn_is_scored_and_weight_0_turns_are_context(tiny):
     record = conversation(3, "tdd")
     record["messages"][5]["weight"] = 0
-    result = scoring.score_conversations(*tiny, examples_of([record]), TOOLS, max_new_tokens=4, progress=False)
+    result = generation.score_conversations(*tiny, examples_of([record]), TOOLS, max_new_tokens=4, progress=False)
     assert [(t["line"], t["message"]) for t in result["turns"]] == [(1, 2), (1, 7)]
     assert result["counts"]["context_only_turns"] == 1
     assert result["turns"][1]["prompt_tokens"] > result["turns"][0]["prompt_tokens"]
 
 
 def test_each_turn_record_carries_its_reference_as_the_template_renders_it(tiny):
-    result = scoring.score_conversations(*tiny, examples_of([conversation(1, "tdd")]), TOOLS, max_new_tokens=4,
+    result = generation.score_conversations(*tiny, examples_of([conversation(1, "tdd")]), TOOLS, max_new_tokens=4,
                                          progress=False)
     first, _, last = result["turns"]
     assert first["reference"] == ('<tool_call>\n{"name": "read", "arguments": {"file_path": "app/server.py"}}\n'
@@ -136,13 +137,13 @@ def test_each_turn_record_carries_its_reference_as_the_template_renders_it(tiny)
 
 def test_the_default_token_cap_covers_the_longest_reference_turn_plus_a_margin(tiny):
     _, tokenizer = tiny
-    tasks, _ = scoring.turn_tasks(tokenizer, examples_of([conversation(2, "tdd")]), TOOLS)
-    longest = max(len(scoring.encode(tokenizer, t.reference + "<|im_end|>")) for t in tasks)
-    assert scoring.default_max_new_tokens(tokenizer, tasks) == longest + max(32, longest // 4)
+    tasks, _ = generation.turn_tasks(tokenizer, examples_of([conversation(2, "tdd")]), TOOLS)
+    longest = max(len(generation.encode(tokenizer, t.reference + "<|im_end|>")) for t in tasks)
+    assert generation.default_max_new_tokens(tokenizer, tasks) == longest + max(32, longest // 4)
 
 
 def test_hitting_the_token_cap_is_counted_as_truncated(tiny):
-    result = scoring.score_conversations(*tiny, examples_of([conversation(1, "tdd")]), TOOLS, max_new_tokens=3,
+    result = generation.score_conversations(*tiny, examples_of([conversation(1, "tdd")]), TOOLS, max_new_tokens=3,
                                          progress=False)
     assert all(t["truncated"] for t in result["turns"])  # the tiny model never says <|im_end|> in 3 tokens
     assert result["counts"]["truncated"] == 3 and result["metrics"]["overall"]["truncated"]["rate"] == 1.0
@@ -153,9 +154,9 @@ def test_a_prompt_too_long_for_the_context_loses_its_earliest_turns_after_the_sy
     _, tokenizer = tiny
     messages = conversation(4, "tdd")["messages"]
     last_prompt = messages[:7]
-    full, _ = scoring.fit_prompt(tokenizer, last_prompt, TOOLS)
-    without_user_turn, _ = scoring.fit_prompt(tokenizer, messages[:1] + messages[2:7], TOOLS)
-    tokens, dropped = scoring.fit_prompt(tokenizer, last_prompt, TOOLS, max_prompt_tokens=len(full) - 1)
+    full, _ = generation.fit_prompt(tokenizer, last_prompt, TOOLS)
+    without_user_turn, _ = generation.fit_prompt(tokenizer, messages[:1] + messages[2:7], TOOLS)
+    tokens, dropped = generation.fit_prompt(tokenizer, last_prompt, TOOLS, max_prompt_tokens=len(full) - 1)
     assert (tokens, dropped) == (without_user_turn, 1)
     text = tokenizer.decode(tokens)
     assert "You are Synthia, a careful coding agent." in text and "Task 4" not in text
@@ -164,8 +165,8 @@ def test_a_prompt_too_long_for_the_context_loses_its_earliest_turns_after_the_sy
 def test_cut_prompts_and_prompts_that_cannot_fit_are_counted(tiny):
     _, tokenizer = tiny
     messages = conversation(5, "tdd")["messages"]
-    second_turn_prompt, _ = scoring.fit_prompt(tokenizer, messages[:5], TOOLS)
-    result = scoring.score_conversations(*tiny, examples_of([conversation(5, "tdd")]), TOOLS, max_new_tokens=2,
+    second_turn_prompt, _ = generation.fit_prompt(tokenizer, messages[:5], TOOLS)
+    result = generation.score_conversations(*tiny, examples_of([conversation(5, "tdd")]), TOOLS, max_new_tokens=2,
                                          max_prompt_tokens=len(second_turn_prompt) - 1, progress=False)
     counts = result["counts"]
     assert counts["turns_scored"] + counts["skipped_prompt_too_long"] == 3
@@ -175,7 +176,7 @@ def test_cut_prompts_and_prompts_that_cannot_fit_are_counted(tiny):
 
 
 def test_a_context_smaller_than_the_system_prompt_skips_every_turn(tiny):
-    result = scoring.score_conversations(*tiny, examples_of([conversation(6, "tdd")]), TOOLS, max_new_tokens=2,
+    result = generation.score_conversations(*tiny, examples_of([conversation(6, "tdd")]), TOOLS, max_new_tokens=2,
                                          max_prompt_tokens=20, progress=False)
     assert result["counts"]["turns_scored"] == 0 and result["counts"]["skipped_prompt_too_long"] == 3
     assert result["metrics"]["overall"]["exact"] == {"count": 0, "total": 0, "rate": None}
@@ -183,7 +184,7 @@ def test_a_context_smaller_than_the_system_prompt_skips_every_turn(tiny):
 
 def test_limit_scores_only_the_first_conversations_and_says_how_many_there_were(tiny):
     records = [conversation(i, "tdd") for i in range(3)]
-    result = scoring.score_conversations(*tiny, examples_of(records), TOOLS, max_new_tokens=1, limit=1,
+    result = generation.score_conversations(*tiny, examples_of(records), TOOLS, max_new_tokens=1, limit=1,
                                          progress=False)
     assert result["counts"]["conversations"] == 1 and result["counts"]["conversations_available"] == 3
     assert {t["line"] for t in result["turns"]} == {1}
@@ -199,7 +200,7 @@ def turn(category, expected, emitted, exact, valid=True, truncated=False):
 def test_metrics_are_counted_overall_per_category_for_parallel_calls_and_for_text_turns():
     turns = [turn("tdd", 2, 2, True), turn("tdd", 1, 1, False), turn("debugging", 0, 0, True),
              turn("debugging", 2, 0, False, valid=False, truncated=True)]
-    m = scoring.metrics(turns)
+    m = generation.metrics(turns)
     assert m["overall"]["exact"] == {"count": 2, "total": 4, "rate": 0.5}
     assert m["overall"]["schema_ok"] == {"count": 2, "total": 2, "rate": 1.0}
     assert m["overall"]["truncated"]["count"] == 1
@@ -211,7 +212,7 @@ def test_metrics_are_counted_overall_per_category_for_parallel_calls_and_for_tex
 
 def test_plain_progress_lines_carry_counts_and_an_eta():
     stream = io.StringIO()
-    bar = scoring.TurnProgress(20, "stage 1", stream=stream)
+    bar = generation.TurnProgress(20, "stage 1", stream=stream)
     for _ in range(20):
         bar.advance()
     bar.close()
@@ -221,13 +222,13 @@ def test_plain_progress_lines_carry_counts_and_an_eta():
 
 
 def test_samples_md_has_the_four_fixed_prompts_and_the_held_out_turns(tiny, tmp_path):
-    result = scoring.score_conversations(*tiny, examples_of([conversation(1, "tdd")]), TOOLS, max_new_tokens=2,
+    result = generation.score_conversations(*tiny, examples_of([conversation(1, "tdd")]), TOOLS, max_new_tokens=2,
                                          progress=False)
-    held_out = scoring.pick_held_out(result)
+    held_out = generation.pick_held_out(result)
     assert [t["calls_expected"] for t in held_out] == [2, 1, 0]
-    text = scoring.write_samples(*tiny, TOOLS, tmp_path / "samples.md", held_out=held_out, max_new_tokens=4)
+    text = generation.write_samples(*tiny, TOOLS, tmp_path / "samples.md", held_out=held_out, max_new_tokens=4)
     assert (tmp_path / "samples.md").read_text() == text
-    assert all(prompt in text for prompt in scoring.SAMPLE_PROMPTS)
+    assert all(prompt in text for prompt in generation.SAMPLE_PROMPTS)
     assert "async functions" in text and "divide" in text and "500" in text and "Refactor" in text
     assert text.count("Reference:") == 3 and "dataset line 1, message 2 (tdd)" in text
 

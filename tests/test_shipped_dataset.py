@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import train_mlx
-from synthia import validate
+from synthia.data import validate
 
 DATASET = Path(__file__).resolve().parents[1] / "dataset.jsonl"
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from synthia import runstate, stagedir
+from synthia.pipeline import runstate, stagedir
 
 
 @pytest.fixture

@@ -57,8 +57,8 @@ def test_test_on_a_finished_stage_runs_only_the_missing_evaluation(root, tiny_mo
         json.loads((finished / "stage1" / "run.json").read_text())["test"] is None
     assert train_mlx.main(cli(root, tiny_model_dir, "done", "--test")) == 0
     out = capsys.readouterr().out
-    assert "synthia.worker evaluate" in out and "test_job.json" in out
-    assert "synthia.worker train" not in out and "synthia.fuse fuse" not in out
+    assert "synthia.train.worker evaluate" in out and "test_job.json" in out
+    assert "synthia.train.worker train" not in out and "synthia.train.fuse fuse" not in out
     record = json.loads((finished / "stage1" / "run.json").read_text())
     assert record["test"]["loss"] > 0
 
@@ -75,7 +75,7 @@ def test_a_failed_fuse_resumes_at_the_fuse_step(root, tiny_model_dir, capsys):
     assert train_mlx.main(cli(root, tiny_model_dir, "fuse-fails")) == 0
     out = capsys.readouterr().out
     assert "train: finished by the interrupted attempt; skipping" in out
-    assert "synthia.worker train" not in out and "synthia.fuse fuse" in out
+    assert "synthia.train.worker train" not in out and "synthia.train.fuse fuse" in out
     assert (output / "synthia-stage1" / "config.json").exists()
 
 
@@ -93,7 +93,7 @@ def test_a_finished_stage_whose_weights_changed_is_redone_with_a_warning(root, t
     captured = capsys.readouterr()
     said = captured.out + captured.err
     assert "model.safetensors: same size but other content" in said and "the stage will be redone" in said
-    assert "already done" not in said and "synthia.fuse fuse" in said
+    assert "already done" not in said and "synthia.train.fuse fuse" in said
     assert weights.read_bytes() != bytes(damaged)
     assert train_mlx.main(cli(root, tiny_model_dir, "done", "--dry-run")) == 0
     assert "would skip: already done with the same inputs" in capsys.readouterr().out
@@ -173,7 +173,7 @@ def test_a_run_json_that_is_not_json_is_named_with_its_line_before_the_stage_con
                                 "name enclosed in double quotes); it records which steps of the stage finished, with "
                                 "their results. Fix: restore it, or delete it: the stage's steps then run again "
                                 "(training resumes from its last checkpoint)\n")
-        assert "synthia.worker" not in captured.out
+        assert "synthia.train.worker" not in captured.out
     (stage_dir / "run.json").unlink()  # the fix the message gives
     assert train_mlx.main(cli(root, tiny_model_dir, "damaged-run-json")) == 0
 

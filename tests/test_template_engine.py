@@ -1,4 +1,4 @@
-"""llama.cpp's own C++ chat-template engine (synthia.native.template_engine) renders exactly the training text."""
+"""llama.cpp's own C++ chat-template engine (synthia.gguf.native.template_engine) renders exactly the training text."""
 
 import io
 import os
@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from synthia import gguf_verify, render
-from synthia.native import template_engine
-from synthia.tiny_model import CHAT_TEMPLATE_PATH
+from synthia.data import render
+from synthia.gguf import verify
+from synthia.gguf.native import template_engine
+from synthia.demo.tiny_model import CHAT_TEMPLATE_PATH
 from tests.test_tiny_model import find_qwen_template
 
 DATASET = Path(__file__).resolve().parents[1] / "dataset.jsonl"
@@ -17,14 +18,14 @@ TOOL_CONVERSATIONS = 6
 
 # scripts/test.sh builds the engine and sets SYNTHIA_REQUIRE_LLAMA_CPP=1: there these tests fail without it.
 needs_engine = pytest.mark.skipif(
-    template_engine.find_engine() is None and not os.environ.get(gguf_verify.REQUIRE_LLAMA_CPP_ENV),
-    reason="llama.cpp's C++ template engine is not built (python -m synthia.native.template_engine --build)")
+    template_engine.find_engine() is None and not os.environ.get(verify.REQUIRE_LLAMA_CPP_ENV),
+    reason="llama.cpp's C++ template engine is not built (python -m synthia.gguf.native.template_engine --build)")
 
 
 @pytest.fixture(scope="module")
 def tool_conversations():
-    records = gguf_verify.dataset_conversations(DATASET, 4 * TOOL_CONVERSATIONS)
-    chosen = [r for r in records if gguf_verify.has_tool_call(r)][:TOOL_CONVERSATIONS]
+    records = verify.dataset_conversations(DATASET, 4 * TOOL_CONVERSATIONS)
+    chosen = [r for r in records if verify.has_tool_call(r)][:TOOL_CONVERSATIONS]
     assert len(chosen) == TOOL_CONVERSATIONS
     return chosen
 
@@ -38,18 +39,18 @@ def training_tokenizer(model_dir, template):
 
 
 def training_text(tokenizer, record):
-    return render.render(tokenizer, record["messages"], gguf_verify.conversation_tools(record))
+    return render.render(tokenizer, record["messages"], verify.conversation_tools(record))
 
 
 def llama_cpp_text(template, record):
     """As a client sends the conversation to llama-server: OpenAI JSON, tool-call arguments as JSON strings."""
     messages = [{k: v for k, v in m.items() if k != "weight"} for m in record["messages"]]
-    return template_engine.render_template(template, messages, gguf_verify.conversation_tools(record),
+    return template_engine.render_template(template, messages, verify.conversation_tools(record),
                                            eos_token="<|im_end|>")
 
 
 def assert_same_text(expected, got):
-    assert got == expected, gguf_verify.difference_context(expected, got)
+    assert got == expected, verify.difference_context(expected, got)
 
 
 # ---------------------------------------------------------------- rendering (needs the built engine)

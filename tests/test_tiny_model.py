@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from synthia.tiny_model import CHAT_TEMPLATE_PATH, DEFAULT_TOOLS_PATH, build_tiny_model
+from synthia.demo.tiny_model import CHAT_TEMPLATE_PATH, DEFAULT_TOOLS_PATH, build_tiny_model
 
 OUR_DEFAULT_SYSTEM = "You are Synthia, a careful coding agent."
 QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."

@@ -1,4 +1,4 @@
-"""Token files (synthia/token_files.py): what is written is read back, an earlier version's .jsonl files are still
+"""Token files (synthia/data/token_files.py): what is written is read back, an earlier version's .jsonl files are still
 read, and an encoded conversation crosses between processes as int32 without changing."""
 
 import json
@@ -6,7 +6,8 @@ import pickle
 
 import numpy as np
 
-from synthia import data, render, token_files, worker
+from synthia.data import render, splits, token_files
+from synthia.train import worker
 
 EXAMPLES = [(3, [5, 6, 7, 8, 9], [(1, 3), (4, 5)]), (8, [151643, 0, 2], [(0, 3)]), (12, [42], [])]
 
@@ -41,7 +42,7 @@ def test_writing_a_split_removes_an_earlier_versions_token_file(tmp_path):
     class Example:
         line, json_text = 1, '{"messages": []}'
 
-    written = data.write_split(tmp_path, "train", [(Example(), render.Encoded([1, 2, 3], [(1, 3)]))])
+    written = splits.write_split(tmp_path, "train", [(Example(), render.Encoded([1, 2, 3], [(1, 3)]))])
     assert written == tmp_path / "train.tokens.npz" and not (tmp_path / "train.tokens.jsonl").exists()
     assert token_files.token_file(tmp_path, "train") == written
     assert (tmp_path / "train.jsonl").read_text() == '{"messages": []}\n'

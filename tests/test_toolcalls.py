@@ -5,11 +5,12 @@ from pathlib import Path
 
 from mlx_lm.utils import load_tokenizer
 
-from synthia import scoring, toolcalls, validate
-from synthia.validate import load_default_tools
+from synthia.data import validate
+from synthia.scorecard import generation, judge
+from synthia.data.validate import load_default_tools
 
 TOOLS = load_default_tools()
-SCHEMAS = toolcalls.tool_schemas(TOOLS)
+SCHEMAS = judge.tool_schemas(TOOLS)
 DATASET = Path(__file__).resolve().parents[1] / "dataset.jsonl"
 
 READ_MAIN = {"name": "read", "arguments": {"file_path": "src/main.rs", "limit": 5}}
@@ -21,7 +22,7 @@ def block(call):
 
 
 def verdict_of(output, expected):
-    return toolcalls.judge(toolcalls.parse_output(output), expected, SCHEMAS)
+    return judge.judge(judge.parse_output(output), expected, SCHEMAS)
 
 
 def funnel(verdict):
@@ -138,7 +139,7 @@ def test_arguments_that_break_the_schema_are_flagged_beside_the_funnel():
 
 
 def test_the_tiny_models_tokenizer_gives_the_hermes_format(tiny_model_dir):
-    fmt = toolcalls.call_format(load_tokenizer(tiny_model_dir))
+    fmt = judge.call_format(load_tokenizer(tiny_model_dir))
     assert (fmt.start, fmt.end) == ("<tool_call>", "</tool_call>")
 
 
@@ -146,13 +147,13 @@ def test_every_reference_turn_of_the_shipped_dataset_scores_exact_against_itself
     report = validate.validate_file(DATASET)
     assert report.errors == []
     tokenizer = load_tokenizer(tiny_model_dir)  # renders with synthia/chat_templates/qwen2.5-tools.jinja
-    fmt = toolcalls.call_format(tokenizer)
-    tasks, _ = scoring.turn_tasks(tokenizer, report.examples, TOOLS)
+    fmt = judge.call_format(tokenizer)
+    tasks, _ = generation.turn_tasks(tokenizer, report.examples, TOOLS)
     failures = []
     for task in tasks:
-        parsed = toolcalls.parse_output(task.reference, fmt, task.tools)
-        expected = toolcalls.reference_calls(task.messages[task.index])
-        verdict = toolcalls.judge(parsed, expected, toolcalls.tool_schemas(task.tools))
+        parsed = judge.parse_output(task.reference, fmt, task.tools)
+        expected = judge.reference_calls(task.messages[task.index])
+        verdict = judge.judge(parsed, expected, judge.tool_schemas(task.tools))
         if not (verdict.exact and verdict.schema_ok in (True, None)):
             failures.append((task.example.line, task.index, verdict.problems))
     assert len(tasks) > 1000

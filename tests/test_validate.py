@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from synthia import validate
+from synthia.data import validate
 
 
 def call(name="read", arguments='{"file_path": "src/main.rs"}', call_id="call_1"):

@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synthia import validate
+from synthia.data import validate
 
 TOOLS = validate.load_default_tools()
 FUZZ = settings(max_examples=150, deadline=None, database=None)  # no .hypothesis/ in the repository

@@ -12,7 +12,7 @@ import pytest
 from mlx_lm.utils import load_tokenizer
 
 import train_mlx
-from synthia import render, validate
+from synthia.data import render, validate
 from tests.sample_data import records as sample_records
 from tests.sample_data import small_run_config
 from tests.test_validate import call, good_messages

@@ -1,4 +1,4 @@
-"""Token files and job files for running synthia.worker directly, as train_mlx.py writes them."""
+"""Token files and job files for running synthia.train.worker directly, as train_mlx.py writes them."""
 
 import json
 import subprocess
@@ -6,15 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from synthia import token_files
-from synthia.steps import worker_command
-from synthia.schedule import lr_schedule
+from synthia.data import token_files
+from synthia.pipeline.steps import worker_command
+from synthia.train.schedule import lr_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def random_examples(count, vocab_size, seed, lengths=(40, 120), spans=2):
-    """Token records like synthia.render's: random tokens, a few loss spans (assistant turns) per example."""
+    """Token records like synthia.data.render's: random tokens, a few loss spans (assistant turns) per example."""
     rng = np.random.default_rng(seed)
     examples = []
     for _ in range(count):

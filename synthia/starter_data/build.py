@@ -18,7 +18,7 @@ from .executor import Workspace, tool_env
 from .shapes import engineering, talk, tool_use
 from .text import SYSTEM_PROMPTS, pick
 
-TOOLS_FILE = Path(__file__).resolve().parents[1] / "default_tools.json"
+TOOLS_FILE = Path(__file__).resolve().parents[1] / "data" / "default_tools.json"
 SPECS = ["inventory", "dateutils", "lrucache", "cliargs", "semver", "wordfreq", "ratelimit", "kvhttp",
          "querystring", "router"]
 MAX_TOKENS = stats.MAX_TOKENS

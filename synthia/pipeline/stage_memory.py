@@ -1,4 +1,4 @@
-"""A stage's memory plan from its resolved settings (synthia.memory_plan does the arithmetic), and the
+"""A stage's memory plan from its resolved settings (synthia.train.memory_plan does the arithmetic), and the
 settings that --auto-fit changes.
 
     values, lines, record, problem = fit_stage(number, values, run_inputs, (budget, source), auto_fit, output_dir,
@@ -10,9 +10,11 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from synthia import data, memory_plan, runstate
-from synthia.chunked_loss import DEFAULT_CHUNK_SIZE
-from synthia.memory_plan import DEFAULT_LORA_KEYS, ModelShape, PlanInputs
+from synthia.data import splits
+from synthia.pipeline import runstate
+from synthia.train import memory_plan
+from synthia.train.chunked_loss import DEFAULT_CHUNK_SIZE
+from synthia.train.memory_plan import DEFAULT_LORA_KEYS, ModelShape, PlanInputs
 
 # memory_plan's changes that map onto a setting; its other levers (smaller fuse shards, scoring 4-bit copies)
 # are not settings of the pipeline.
@@ -21,9 +23,9 @@ SETTING_CHANGES = ("chunked_loss", "grad_checkpoint", "batch_size", "train_bits"
 
 def split_lengths(values, examples, encoded):
     """{split: [tokens per example after fitting to max_seq_length]}: what the stage's batches are made of."""
-    assignment = data.split_of_examples(examples, values["seed"], values["valid_fraction"], values["test_fraction"])
-    splits = data.stage_examples(examples, assignment, values["categories"])
-    return {split: [len(fitted.tokens) for _, fitted in data.fit_split(encoded, splits[split],
+    assignment = splits.split_of_examples(examples, values["seed"], values["valid_fraction"], values["test_fraction"])
+    splits = splits.stage_examples(examples, assignment, values["categories"])
+    return {split: [len(fitted.tokens) for _, fitted in splits.fit_split(encoded, splits[split],
                                                                      values["max_seq_length"])[0]]
             for split in ("train", "valid")}
 

@@ -1,7 +1,7 @@
 """Fuse LoRA/DoRA adapters into a model, or quantize a model, without ever holding the whole model in memory.
 
-    python -m synthia.fuse fuse --model BASE --adapter-path ADAPTERS --save-path OUT [--dequantize]
-    python -m synthia.fuse quantize --hf-path SRC --mlx-path OUT [--q-bits 4] [--q-group-size 64]
+    python -m synthia.train.fuse fuse --model BASE --adapter-path ADAPTERS --save-path OUT [--dequantize]
+    python -m synthia.train.fuse quantize --hf-path SRC --mlx-path OUT [--q-bits 4] [--q-group-size 64]
 
 mlx_lm's `fuse` and `convert -q` load every weight, then write: a 7B model in bf16 needs ~15 GB, which a
 16 GB Mac does not have. Here the model is built lazily (mx.load reads a tensor from its shard only when
@@ -27,7 +27,7 @@ from mlx.utils import tree_flatten, tree_map_with_path, tree_unflatten
 from mlx_lm.tuner.utils import load_adapters
 from mlx_lm.utils import dequantize_model, get_total_parameters, load_model, quantize_model, save_config
 
-from synthia.memory_plan import plan_shards
+from synthia.train.memory_plan import plan_shards
 
 DEFAULT_MAX_SHARD_BYTES = 2 << 30  # mlx_lm writes 5 GB shards; smaller ones keep a 16 GB Mac's peak low
 # What a model directory holds besides its weights (mlx_lm downloads the same patterns).
@@ -216,7 +216,7 @@ def format_stats(stats):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m synthia.fuse", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m synthia.train.fuse", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     fuse = commands.add_parser("fuse", help="fuse adapters into a model, like `mlx_lm fuse`")
     fuse.add_argument("--model", required=True, help="base model directory the adapters were trained for")

@@ -1,6 +1,6 @@
 """Predict the peak memory and disk of each step of a stage, and find the settings that fit a budget.
 
-    from synthia.memory_plan import ModelShape, PlanInputs, plan, format_plan, auto_fit, default_budget
+    from synthia.train.memory_plan import ModelShape, PlanInputs, plan, format_plan, auto_fit, default_budget
     inputs = PlanInputs(model=ModelShape.from_config(json.load(open("model/config.json"))), lengths=lengths)
     budget, where = default_budget()
     print(format_plan(plan(inputs), budget, where))
@@ -8,7 +8,7 @@
 
 The numbers are arithmetic on the model's config (every weight matrix of a Llama/Qwen2-style decoder),
 the LoRA settings and the longest training batch, with a handful of constants (CALIBRATION) measured by
-bench/memory.py against mx.get_peak_memory on small random models. Quantize and fuse are synthia.fuse's
+bench/memory.py against mx.get_peak_memory on small random models. Quantize and fuse are synthia.train.fuse's
 streaming versions; evaluate is the worker's (each model it scores is loaded whole, one at a time).
 """
 
@@ -21,13 +21,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 GB = 1e9
-PAD_TO = 32  # synthia.worker pads batches to 1 + a multiple of this
+PAD_TO = 32  # synthia.train.worker pads batches to 1 + a multiple of this
 LORA_BYTES = 4  # mlx_lm makes LoRA parameters in float32 whatever the model's dtype
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 # mlx_lm's default LoRA targets: every Linear of a block (the attention and MLP projections).
 DEFAULT_LORA_KEYS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                      "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
-DEFAULT_MAX_SHARD_BYTES = 2 << 30  # synthia.fuse's output shard
+DEFAULT_MAX_SHARD_BYTES = 2 << 30  # synthia.train.fuse's output shard
 RUNTIME_BYTES = 0.5 * GB  # Python, MLX, mlx_lm and the tokenizer: outside mx.get_peak_memory
 FEW_EXAMPLES = 0.05  # a shorter max_seq_length is offered only if at most this share of examples is longer
 
@@ -47,7 +47,7 @@ CALIBRATION = {
     "eval_intermediate": 2.5, "eval_attention": 0.9,
     "eval_logits": 2.2,  # [tokens x vocabulary] arrays of the plain loss
     "eval_chunk_logits": 6.4,  # [rows x chunk x vocabulary] arrays of the chunked loss (at most 2 per chunk)
-    # synthia.fuse
+    # synthia.train.fuse
     "quantize_tensor": 1.0,  # the full-precision tensor being quantized, beside its quantized form
     "fuse_update": 1.0,  # the float32 [out x in] LoRA update of the matrix being fused
 }
@@ -254,7 +254,7 @@ def train_step(inputs):
 
 def plan_shards(sizes, max_bytes):
     """Names in order, cut into shards of at most max_bytes (a bigger tensor gets a shard of its own):
-    how synthia.fuse cuts its output."""
+    how synthia.train.fuse cuts its output."""
     shards, used = [], 0
     for name, size in sizes.items():
         if not shards or used + size > max_bytes:
@@ -280,7 +280,7 @@ def streamed_peak(units, max_shard_bytes):
 
 
 def quantize_step(inputs):
-    """synthia.fuse quantizes tensor by tensor: the shard so far, plus a full-precision tensor, its
+    """synthia.train.fuse quantizes tensor by tensor: the shard so far, plus a full-precision tensor, its
     quantized form and the quantization's temporaries."""
     m, bits, group = inputs.model, inputs.train_bits, inputs.group_size
     units = [(matrix_bytes(i, o, m.dtype_bytes, bits if i > 1 else None, group),

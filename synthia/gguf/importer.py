@@ -1,7 +1,7 @@
 """Import a llama.cpp / LM Studio GGUF file as an mlx_lm model directory, to fine-tune it like any base model.
 
-    python -m synthia.gguf_import MODEL.gguf [--cache-root models/base] [--tokenizer DIR] [--chat-template FILE]
-    python -m synthia.gguf_import MODEL.gguf --keep-quantized     # Q4_0/Q4_1/Q8_0 stay in MLX's quantized layout
+    python -m synthia.gguf.importer MODEL.gguf [--cache-root models/base] [--tokenizer DIR] [--chat-template FILE]
+    python -m synthia.gguf.importer MODEL.gguf --keep-quantized     # Q4_0/Q4_1/Q8_0 stay in MLX's quantized layout
 
 The directory is cached as <cache-root>/<file stem>-<hash>/ (the hash covers the file's bytes and the import
 options) and reused on the next run. What an import does:
@@ -575,12 +575,12 @@ def source_stamp(path):
 
 def is_complete(model_dir):
     return ((model_dir / "config.json").is_file() and (model_dir / "tokenizer_config.json").is_file()
-            and (model_dir / "gguf_import.json").is_file() and any(model_dir.glob("model*.safetensors")))
+            and (model_dir / "importer.json").is_file() and any(model_dir.glob("model*.safetensors")))
 
 
 def cached_by_stamp(cache_root, stamp, options):
     """An earlier import of this same file (path, size, mtime) with these options, found without hashing it."""
-    for record_file in sorted(Path(cache_root).glob("*/gguf_import.json")):
+    for record_file in sorted(Path(cache_root).glob("*/importer.json")):
         try:
             record = json.loads(record_file.read_text())
         except (OSError, ValueError):
@@ -640,7 +640,7 @@ def import_gguf(gguf_path, cache_root, *, tokenizer_dir=None, chat_template=None
         partial.mkdir()
         try:
             record = import_into(partial, path, tokenizer_dir, template, dequantize, dtype, log)
-            write_json(partial / "gguf_import.json", {**record, "source": stamp, "sha256": sha256,
+            write_json(partial / "importer.json", {**record, "source": stamp, "sha256": sha256,
                                                       "options": options})
             partial.rename(target)
         finally:
@@ -687,7 +687,7 @@ def import_into(out_dir, path, tokenizer_dir, override_template, dequantize, dty
 # Command line
 # ---------------------------------------------------------------------------------------------------------
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m synthia.gguf_import", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m synthia.gguf.importer", description=__doc__.split("\n")[0])
     parser.add_argument("gguf", type=Path, help="the .gguf file")
     parser.add_argument("--cache-root", type=Path, default=Path("models/base"), help="where imports are cached")
     parser.add_argument("--tokenizer", type=Path, help="Hugging Face tokenizer dir to use instead of the metadata")

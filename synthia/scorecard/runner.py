@@ -1,4 +1,4 @@
-"""Scoring a model's tool calls in a child process (synthia.worker's score job), with each split's result kept
+"""Scoring a model's tool calls in a child process (synthia.train.worker's score job), with each split's result kept
 in out_dir/eval.json beside the digest of the file it came from, so a model is never scored twice on the same
 file (the base model's splits are shared by every stage)."""
 
@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from synthia import runstate, steps
+from synthia.pipeline import runstate, steps
 
 
 def file_digest(path):

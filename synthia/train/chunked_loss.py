@@ -1,4 +1,4 @@
-"""The masked cross-entropy of synthia.worker without the [tokens x vocabulary] logits array.
+"""The masked cross-entropy of synthia.train.worker without the [tokens x vocabulary] logits array.
 
 With Qwen2.5's 152,064-token vocabulary the logits dwarf everything else a LoRA step holds: at 2,048
 tokens one copy is 1.2 GB in float32 (0.6 GB in bf16), and the backward pass holds several (the logits,

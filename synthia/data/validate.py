@@ -1,6 +1,6 @@
 """Validate a chat fine-tuning dataset (OpenAI format, one JSON object per line) before any training.
 
-    python -m synthia.validate dataset.jsonl [--strict]
+    python -m synthia.data.validate dataset.jsonl [--strict]
 
 Hard problems are errors (exit code 2); soft ones are warnings, counted by kind (`--strict` makes them
 errors). Every problem names the file, the 1-based line (0: the file as a whole), the field
@@ -53,7 +53,8 @@ from typing import NamedTuple
 
 import jsonschema
 
-from synthia import forked, quick_schema
+from synthia.data import quick_schema
+from synthia.platform import forked
 
 DEFAULT_TOOLS_FILE = Path(__file__).with_name("default_tools.json")
 CATEGORIES = ("tool_use", "tdd", "debugging", "planning", "refactoring", "code_review", "collaboration")

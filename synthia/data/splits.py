@@ -5,7 +5,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from synthia import render, token_files
+from synthia.data import render, token_files
 
 SPLITS = ("train", "valid", "test")
 

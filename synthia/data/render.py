@@ -17,7 +17,8 @@ from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 
-from synthia import forked, pieces
+from synthia.data import pieces
+from synthia.platform import forked
 
 PROBE_TOOL = "synthia_probe_lookup"
 PROBE_DESCRIPTION = "probe-description-5d1e"

@@ -12,8 +12,8 @@ import weakref
 
 import numpy as np
 
-from synthia import fast_bpe
-from synthia.fast_bpe import FastBPEDiverged  # noqa: F401  (raised while tokenizing; callers catch it from here)
+from synthia.platform import fast_bpe
+from synthia.platform.fast_bpe import FastBPEDiverged  # noqa: F401  (raised while tokenizing; callers catch it from here)
 
 
 class Piece:

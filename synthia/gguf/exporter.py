@@ -1,14 +1,14 @@
 """Export an MLX model directory (qwen2 or llama) to GGUF files that llama.cpp and LM Studio load.
 
-    python -m synthia.gguf_export MODEL_DIR models/gguf NAME                  # f16, q8_0 (+ q4_k_m), checked
-    python -m synthia.gguf_export MODEL_DIR models/gguf NAME --types q4_k_m --lmstudio-dir ~/.lmstudio/models
+    python -m synthia.gguf.exporter MODEL_DIR models/gguf NAME                  # f16, q8_0 (+ q4_k_m), checked
+    python -m synthia.gguf.exporter MODEL_DIR models/gguf NAME --types q4_k_m --lmstudio-dir ~/.lmstudio/models
 
 Writes OUT_DIR/NAME-f16.gguf and NAME-q8_0.gguf with the `gguf` package (llama.cpp's own Python library),
 and NAME-q4_k_m.gguf with llama.cpp's quantizer when llama-cpp-python is installed. Each file carries the
 tokenizer (vocabulary, merges, pre-tokenizer, special tokens) and the chat template the model was trained
 with, so LM Studio renders tool calls the way training did. Tensors stream one at a time: a 7B export holds
 one tensor (plus its converted copy) in memory, never the model. When llama-cpp-python is installed, every
-file is then checked in llama.cpp against the MLX model (synthia.gguf_verify).
+file is then checked in llama.cpp against the MLX model (synthia.gguf.verify).
 """
 
 import argparse
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthia.gguf_import import PRE_TOKENIZER_KEY  # the tokenizer_config.json key the import records the name in
+from synthia.gguf.importer import PRE_TOKENIZER_KEY  # the tokenizer_config.json key the import records the name in
 
 GGUF_TYPES = ("f16", "q8_0", "q4_k_m")  # the order they are written: q4_k_m is quantized from f16
 SUPPORTED_MODEL_TYPES = ("qwen2", "llama")
@@ -619,7 +619,7 @@ def copy_to_lmstudio(files, lmstudio_root, publisher, model, *, log=print):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m synthia.gguf_export", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m synthia.gguf.exporter", description=__doc__.split("\n")[0])
     parser.add_argument("model_dir", type=Path, help="MLX model directory (fused, qwen2 or llama)")
     parser.add_argument("out_dir", type=Path, help="where NAME-<type>.gguf files go (e.g. models/gguf)")
     parser.add_argument("name", help="file name stem and general.name, e.g. synthia-7b")
@@ -633,7 +633,7 @@ def parse_args(argv=None):
     parser.add_argument("--min-margin", type=float,
                         help="llama.cpp check: count only positions where MLX's top-1 leads by this many logits "
                              "(default: every position for f16; for quantized files, those where MLX is confident: "
-                             "synthia.gguf_verify.CONFIDENT_MARGIN)")
+                             "synthia.gguf.verify.CONFIDENT_MARGIN)")
     parser.add_argument("--lmstudio-dir", type=Path, metavar="DIR",
                         help="also copy the files to DIR/<publisher>/NAME/ (LM Studio: ~/.lmstudio/models)")
     parser.add_argument("--publisher", default="synthia", help="LM Studio publisher folder")
@@ -646,12 +646,12 @@ def main(argv=None):
         template = args.chat_template.read_text(encoding="utf-8") if args.chat_template else None
         paths = export_gguf(args.model_dir, args.out_dir, args.name, types=args.types, chat_template=template)
         if not args.no_verify and llama_cpp_available():
-            from synthia import gguf_verify
+            from synthia.gguf import verify
 
-            conversations = gguf_verify.dataset_conversations(args.dataset)
-            results = gguf_verify.verify_exports(paths, args.model_dir, conversations, chat_template=template,
+            conversations = verify.dataset_conversations(args.dataset)
+            results = verify.verify_exports(paths, args.model_dir, conversations, chat_template=template,
                                                  min_margin=args.min_margin)
-            failures = [problem for figures in results for problem in gguf_verify.problems(figures)]
+            failures = [problem for figures in results for problem in verify.problems(figures)]
             if failures:
                 raise SystemExit("error: " + "\n  ".join(failures))
         elif not args.no_verify:

@@ -1,6 +1,6 @@
 """Check exported GGUF files with llama.cpp (through llama-cpp-python) against the MLX model they came from.
 
-    python -m synthia.gguf_verify MODEL_DIR FILE.gguf [FILE.gguf ...] [--dataset dataset.jsonl] [--conversations 4]
+    python -m synthia.gguf.verify MODEL_DIR FILE.gguf [FILE.gguf ...] [--dataset dataset.jsonl] [--conversations 4]
 
 Three checks, on conversations from the dataset rendered exactly as training renders them:
   tokenization  llama.cpp's tokenizer (from the file's metadata) gives the training tokens on every text;
@@ -8,7 +8,7 @@ Three checks, on conversations from the dataset rendered exactly as training ren
                 file only where MLX is confident (its top-1 leads the runner-up by CONFIDENT_MARGIN logits);
   template      the chat template embedded in the file, read back and rendered for a tool-calling conversation
                 by llama.cpp's own C++ template engine (as llama-server --jinja does), gives the training text.
-                The engine is a small binary built once (python -m synthia.native.template_engine --build;
+                The engine is a small binary built once (python -m synthia.gguf.native.template_engine --build;
                 scripts/setup.sh --dev does it). Without it, llama-cpp-python's Python Jinja2 formatter renders
                 the template instead and the figures say so; with SYNTHIA_REQUIRE_LLAMA_CPP=1 (CI) that is an error.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthia.native import template_engine
+from synthia.gguf.native import template_engine
 
 REQUIRED_AGREEMENT = {"f16": 0.99, "q8_0": 0.99}  # other types (q4_k_m) are reported, not required
 # Agreement counts every position for f16, which only rounds the weights. A quantized file counts the positions
@@ -33,10 +33,10 @@ CONFIDENT_MARGIN = 0.5
 DEFAULT_MAX_TOKENS = 512  # teacher-forced positions per conversation; the first tokens of each
 DEFAULT_CONVERSATIONS = 4
 # llama-cpp-python exposes llama.cpp's template code only as llama_chat_apply_template (fixed formats, no tools),
-# so the C++ engine is our own small binary (synthia.native.template_engine). The fallback is the Python Jinja2
+# so the C++ engine is our own small binary (synthia.gguf.native.template_engine). The fallback is the Python Jinja2
 # formatter llama-cpp-python's create_chat_completion uses, on the template llama.cpp read from the file.
 FALLBACK_TEMPLATE_ENGINE = ("Python jinja2 fallback, llama.cpp's C++ engine not built: "
-                            "python -m synthia.native.template_engine --build")
+                            "python -m synthia.gguf.native.template_engine --build")
 REQUIRE_LLAMA_CPP_ENV = "SYNTHIA_REQUIRE_LLAMA_CPP"  # set by scripts/test.sh: the llama.cpp checks must run
 
 
@@ -62,7 +62,7 @@ class Reference:
 
 def dataset_conversations(path, count=DEFAULT_CONVERSATIONS):
     """`count` valid conversations of a dataset file, spread over it, at least one with tool calls first."""
-    from synthia import validate
+    from synthia.data import validate
 
     report = validate.validate_file(path)
     if not report.examples:
@@ -91,14 +91,14 @@ def load_mlx(model_dir, chat_template=None):
 
 
 def conversation_tools(record):
-    from synthia import validate
+    from synthia.data import validate
 
     return record.get("tools", validate.load_default_tools())
 
 
 def training_text_and_tokens(tokenizer, record):
-    """The conversation as training renders and tokenizes it (synthia.render, the model's own template)."""
-    from synthia import pieces, render
+    """The conversation as training renders and tokenizes it (synthia.data.render, the model's own template)."""
+    from synthia.data import pieces, render
 
     text = render.render(tokenizer, record["messages"], conversation_tools(record))
     return text, pieces.tokenize(tokenizer, text).ids
@@ -119,7 +119,7 @@ def mlx_logits(model, tokens):
 
 def mlx_reference(model_dir, conversations, *, chat_template=None, max_tokens=DEFAULT_MAX_TOKENS):
     """Render, tokenize and run every conversation through the MLX model once, for all files to compare against."""
-    from synthia import render
+    from synthia.data import render
 
     chosen = next((i for i, record in enumerate(conversations) if has_tool_call(record)), None)
     if chosen is None:
@@ -178,7 +178,7 @@ def template_engine_path():
     engine = template_engine.find_engine()
     if engine is None and os.environ.get(REQUIRE_LLAMA_CPP_ENV):
         raise GGUFVerifyError(f"{REQUIRE_LLAMA_CPP_ENV} is set but llama.cpp's C++ template engine is not built: "
-                              "run `python -m synthia.native.template_engine --build` (scripts/setup.sh --dev does)")
+                              "run `python -m synthia.gguf.native.template_engine --build` (scripts/setup.sh --dev does)")
     return engine
 
 
@@ -322,7 +322,7 @@ def verify_exports(paths, model_dir, conversations, *, chat_template=None, max_t
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m synthia.gguf_verify", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m synthia.gguf.verify", description=__doc__.split("\n")[0])
     parser.add_argument("model_dir", type=Path, help="the MLX model the files were exported from")
     parser.add_argument("gguf_files", type=Path, nargs="+")
     parser.add_argument("--dataset", type=Path, default=Path("dataset.jsonl"))

@@ -2,7 +2,7 @@
 
 import json
 
-from synthia import pieces, render
+from synthia.data import pieces, render
 
 GREEN, RESET = "\033[32m", "\033[0m"
 

@@ -1,12 +1,12 @@
 """The child process that trains or evaluates one stage, so memory returns to the system between stages.
 
-    python -m synthia.worker train JOB.json       # LoRA training: our loop, mlx_lm's parts, our loss mask
-    python -m synthia.worker evaluate JOB.json    # masked loss / perplexity of models on token files
-    python -m synthia.worker score JOB.json       # tool-calling scorecard of a model, by generation
+    python -m synthia.train.worker train JOB.json       # LoRA training: our loop, mlx_lm's parts, our loss mask
+    python -m synthia.train.worker evaluate JOB.json    # masked loss / perplexity of models on token files
+    python -m synthia.train.worker score JOB.json       # tool-calling scorecard of a model, by generation
 
 train_mlx.py writes JOB.json with every setting resolved (this file keeps no defaults); the result goes to
 the job's "result" path as JSON. Token files hold one {"tokens": [...], "spans": [[start, end], ...]} per
-line: the spans are the token ranges that carry loss (the assistant turns), made by synthia.render.
+line: the spans are the token ranges that carry loss (the assistant turns), made by synthia.data.render.
 Under `mlx.launch` every rank trains on its rows of each batch; only rank 0 writes files.
 """
 
@@ -28,8 +28,10 @@ from mlx_lm.tuner.trainer import grad_checkpoint
 from mlx_lm.tuner.utils import build_schedule, linear_to_lora_layers
 from mlx_lm.utils import load
 
-from synthia import blas, cpu_backend, runstate, token_files
-from synthia.chunked_loss import ChunkedLossUnsupported, OutputHead, chunked_summed_loss, trained_positions
+from synthia.data import token_files
+from synthia.pipeline import runstate
+from synthia.platform import blas, cpu_backend
+from synthia.train.chunked_loss import ChunkedLossUnsupported, OutputHead, chunked_summed_loss, trained_positions
 
 PAD_TO = 32  # pad batches to a multiple of this, as mlx_lm does, so compiled shapes repeat
 LOSS_SLOTS = 64  # chunked loss: trained positions are padded to a multiple of this, so compiled shapes repeat
@@ -112,7 +114,7 @@ class JobError(ValueError):
 
 def loss_and_inputs(model, chunk_size):
     """The summed masked loss a job asks for, and how a batch becomes its inputs: loss(model, *inputs(tokens,
-    mask)). chunk_size None: summed_loss, logits of every position at once. A number: synthia.chunked_loss,
+    mask)). chunk_size None: summed_loss, logits of every position at once. A number: synthia.train.chunked_loss,
     logits only at the trained positions (found on the host), chunk_size of them at a time."""
     if chunk_size is None:
         return summed_loss, lambda tokens, mask: (tokens, mask)
@@ -445,16 +447,17 @@ def evaluate_job(job):
 
 def score_job(job):
     """Tool-calling scores of one model on held-out files, by generation: {split label: eval result}."""
-    from synthia import scoring, validate
+    from synthia.data import validate
+    from synthia.scorecard import generation
 
     model, tokenizer = load(job["model"])
     if job["chat_template"]:
         tokenizer._tokenizer.chat_template = Path(job["chat_template"]).read_text()
     tools, results = validate.load_default_tools(), {}
-    generator = scoring.Generator(model, tokenizer)  # shared: nested splits hold the same conversations
+    generator = generation.Generator(model, tokenizer)  # shared: nested splits hold the same conversations
     for label, path in job["splits"].items():
         examples = validate.validate_file(path).examples
-        results[label] = scoring.score_conversations(
+        results[label] = generation.score_conversations(
             model, tokenizer, examples, tools, max_new_tokens=job["max_new_tokens"],
             max_prompt_tokens=job["max_prompt_tokens"], limit=job["limit"], progress=False, label=label,
             generator=generator)
@@ -462,8 +465,8 @@ def score_job(job):
         print(f"{label}: {results[label]['counts']['turns_scored']} turns, exact {overall['exact']['rate'] or 0:.1%}, "
               f"valid {overall['valid']['rate'] or 0:.1%}", flush=True)
     if job["samples"]:
-        held_out = scoring.pick_held_out(next(iter(results.values()))) if results else ()
-        scoring.write_samples(model, tokenizer, tools, job["samples"], held_out=held_out)
+        held_out = generation.pick_held_out(next(iter(results.values()))) if results else ()
+        generation.write_samples(model, tokenizer, tools, job["samples"], held_out=held_out)
     return results
 
 

@@ -18,7 +18,7 @@ class RunLocked(Exception):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (`kill`, a job scheduler, a closed session), raised where the run is so that it stops the way Ctrl-C
-    stops it: the running step's child first (synthia.steps), then the lock, then the command that resumes."""
+    stops it: the running step's child first (synthia.pipeline.steps), then the lock, then the command that resumes."""
 
 
 @contextmanager

@@ -1,7 +1,7 @@
 """llama.cpp's own chat-template engine (the C++ code llama-server --jinja renders prompts with), as a small binary.
 
-    python -m synthia.native.template_engine --build   # once per llama-cpp-python version: ~4.5 CPU-minutes
-    python -m synthia.native.template_engine           # where the binary is, or why there is none
+    python -m synthia.gguf.native.template_engine --build   # once per llama-cpp-python version: ~4.5 CPU-minutes
+    python -m synthia.gguf.native.template_engine           # where the binary is, or why there is none
 
 llama-cpp-python exposes llama.cpp's template code only as llama_chat_apply_template (fixed formats, no tools);
 the Jinja engine and the request handling of common/chat.cpp are not in its API. So this compiles
@@ -132,7 +132,7 @@ def engine_sources(root):
     missing = [str(p.relative_to(root)) for p in listed if not p.is_file()]
     if missing:
         raise TemplateEngineError(f"{root}: this llama.cpp lacks {', '.join(missing)}; the engine's source list "
-                                  "(ENGINE_SOURCES in synthia/native/template_engine.py) needs updating for it")
+                                  "(ENGINE_SOURCES in synthia/gguf/native/template_engine.py) needs updating for it")
     return listed + found + [DRIVER]
 
 
@@ -202,13 +202,13 @@ def render(request, engine=None):
     engine = engine or find_engine()
     if engine is None:
         raise TemplateEngineError("llama.cpp's C++ template engine is not built: run "
-                                  "`python -m synthia.native.template_engine --build` (a few minutes, once)")
+                                  "`python -m synthia.gguf.native.template_engine --build` (a few minutes, once)")
     try:
         result = subprocess.run([str(engine)], input=json.dumps(request).encode("utf-8"), capture_output=True,
                                 timeout=RENDER_TIMEOUT_SECONDS, env=loader_environment(installed_llama_cpp()[1]))
     except OSError as e:
         raise TemplateEngineError(f"{engine}: cannot run it ({e}); rebuild with "
-                                  "`python -m synthia.native.template_engine --build`") from None
+                                  "`python -m synthia.gguf.native.template_engine --build`") from None
     if result.returncode != 0:
         raise TemplateEngineError(result.stderr.decode("utf-8", errors="replace").strip()
                                   or f"{engine}: exit code {result.returncode}, no message")
@@ -233,7 +233,7 @@ def render_gguf_template(gguf_path, messages, tools=None, *, add_generation_prom
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m synthia.native.template_engine", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m synthia.gguf.native.template_engine", description=__doc__.split("\n")[0])
     parser.add_argument("--build", action="store_true", help="build the engine unless it is already cached")
     parser.add_argument("--sdist", type=Path, help="llama-cpp-python's sdist to build from (default: pip download)")
     parser.add_argument("--jobs", type=int, help="parallel compiles (default: every CPU)")

@@ -2,7 +2,7 @@
 
 For every scored assistant turn (weight 1) the model gets the conversation up to that turn, rendered by
 its chat template with the conversation's tools, and generates greedily until its end-of-turn token or
-the token cap. The output is parsed and judged by synthia.toolcalls. Weight-0 turns stay in the prompts
+the token cap. The output is parsed and judged by synthia.scorecard.judge. Weight-0 turns stay in the prompts
 as context but are never references.
 
 Turns of one conversation (and every conversation's system prompt and tools) share a token prefix, so
@@ -24,7 +24,8 @@ import mlx.core as mx
 from mlx_lm.generate import generate_step
 from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 
-from synthia import render, toolcalls
+from synthia.data import render
+from synthia.scorecard import judge
 
 VERDICTS = ("valid", "names", "exact", "schema_ok", "unknown_tool", "truncated")
 CAP_MARGIN = 0.25  # the default token cap is the longest reference turn plus this fraction of it ...
@@ -43,7 +44,7 @@ SAMPLE_PROMPTS = (
 class TurnTask:
     """One assistant turn to score: where it is in the dataset, its tools and its reference."""
 
-    example: object  # synthia.validate.Example
+    example: object  # synthia.data.validate.Example
     index: int  # message index of the assistant turn
     tools: list
     reference: str  # the turn as the template renders it, without the end-of-turn marker
@@ -197,9 +198,9 @@ class Generator:
 
 def score_turn(task, generation, fmt):
     """The eval.json record of one generated turn."""
-    parsed = toolcalls.parse_output(generation.text, fmt, task.tools)
-    expected = toolcalls.reference_calls(task.messages[task.index])
-    verdict = toolcalls.judge(parsed, expected, toolcalls.tool_schemas(task.tools))
+    parsed = judge.parse_output(generation.text, fmt, task.tools)
+    expected = judge.reference_calls(task.messages[task.index])
+    verdict = judge.judge(parsed, expected, judge.tool_schemas(task.tools))
     return {
         "line": task.example.line, "message": task.index, "category": task.example.category,
         "reference": task.reference, "output": generation.text, "truncated": generation.truncated,
@@ -253,7 +254,7 @@ def new_counts(available, chosen, not_scored):
 
 def generate_and_score(tasks, tokenizer, generator, cap, max_prompt_tokens, counts, bar):
     """Every task's eval.json record (those whose prompt fits) and the skipped ones; adds to `counts`."""
-    fmt = toolcalls.call_format(tokenizer)
+    fmt = judge.call_format(tokenizer)
     turns, skipped = [], []
     first_kept = {}  # example line -> the message index its last cut prompt started from
     for task in tasks:
@@ -308,7 +309,7 @@ def score_conversations(model, tokenizer, examples, tools_default, *, max_new_to
     return {
         "settings": {"max_new_tokens": cap, "max_new_tokens_from": cap_from, "max_prompt_tokens": max_prompt_tokens,
                      "limit": limit, "reuse_cache": generator.reuse_cache, "decoding": "greedy",
-                     "tool_call_format": [toolcalls.call_format(tokenizer).start, toolcalls.call_format(tokenizer).end],
+                     "tool_call_format": [judge.call_format(tokenizer).start, judge.call_format(tokenizer).end],
                      **versions()},
         "time": {"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "seconds": round(time.perf_counter() - started, 3)},
@@ -385,12 +386,12 @@ def fenced(text):
 
 
 def call_summary(text, fmt):
-    parsed = toolcalls.parse_output(text, fmt)
+    parsed = judge.parse_output(text, fmt)
     names = ", ".join(c["name"] for c in parsed.calls) or "none"
     return f"calls parsed: {names}" + (f"; problems: {'; '.join(parsed.problems)}" if parsed.problems else "")
 
 
-def samples_markdown(samples, held_out, fmt=toolcalls.HERMES, max_new_tokens=256):
+def samples_markdown(samples, held_out, fmt=judge.HERMES, max_new_tokens=256):
     """samples.md: each fixed prompt and the model's answer, then held-out turns with their reference."""
     out = ["# Samples", "", f"Greedy decoding, at most {max_new_tokens} new tokens per answer, default tools.", ""]
     for k, (prompt, generation) in enumerate(samples, start=1):
@@ -410,6 +411,6 @@ def samples_markdown(samples, held_out, fmt=toolcalls.HERMES, max_new_tokens=256
 def write_samples(model, tokenizer, tools, path, *, held_out=(), max_new_tokens=256):
     """Generate the fixed prompts' answers and write samples.md (with `held_out` eval turns) to `path`."""
     samples = generate_samples(model, tokenizer, tools, max_new_tokens=max_new_tokens)
-    text = samples_markdown(samples, held_out, toolcalls.call_format(tokenizer), max_new_tokens)
+    text = samples_markdown(samples, held_out, judge.call_format(tokenizer), max_new_tokens)
     Path(path).write_text(text, encoding="utf-8")
     return text

@@ -11,7 +11,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from synthia import progress
+from synthia.pipeline import progress
 
 
 class StepFailed(Exception):
@@ -19,13 +19,13 @@ class StepFailed(Exception):
 
 
 def quantize_command(model_dir, out_dir, bits):
-    """A quantized copy, written tensor by tensor (synthia.fuse; the same arithmetic as `mlx_lm convert -q`)."""
-    return [sys.executable, "-m", "synthia.fuse", "quantize", "--hf-path", str(model_dir), "--mlx-path", str(out_dir),
+    """A quantized copy, written tensor by tensor (synthia.train.fuse; the same arithmetic as `mlx_lm convert -q`)."""
+    return [sys.executable, "-m", "synthia.train.fuse", "quantize", "--hf-path", str(model_dir), "--mlx-path", str(out_dir),
             "--q-bits", str(bits)]
 
 
 def export_command(model_dir, out_dir, name, chat_template, dataset, lmstudio_dir, verify):
-    command = [sys.executable, "-m", "synthia.gguf_export", str(model_dir), str(out_dir), name, "--dataset", str(dataset)]
+    command = [sys.executable, "-m", "synthia.gguf.exporter", str(model_dir), str(out_dir), name, "--dataset", str(dataset)]
     command += ["--chat-template", str(chat_template)] if chat_template else []
     command += ["--lmstudio-dir", str(lmstudio_dir)] if lmstudio_dir else []
     return command + ([] if verify else ["--no-verify"])
@@ -39,12 +39,12 @@ def worker_command(kind, job_file, launcher=None):
     one worker per rank (None: the words of $SYNTHIA_LAUNCHER, if set); the other jobs run on this machine."""
     if launcher is None:
         launcher = shlex.split(os.environ.get(LAUNCHER_VARIABLE, "")) if kind == "train" else []
-    return [*launcher, sys.executable, "-m", "synthia.worker", kind, str(job_file)]
+    return [*launcher, sys.executable, "-m", "synthia.train.worker", kind, str(job_file)]
 
 
 def fuse_command(model_dir, adapter_dir, save_path, dequantize):
-    """Adapters fused into the base, streamed shard by shard (synthia.fuse; bit-identical to `mlx_lm fuse`)."""
-    command = [sys.executable, "-m", "synthia.fuse", "fuse", "--model", str(model_dir), "--adapter-path",
+    """Adapters fused into the base, streamed shard by shard (synthia.train.fuse; bit-identical to `mlx_lm fuse`)."""
+    command = [sys.executable, "-m", "synthia.train.fuse", "fuse", "--model", str(model_dir), "--adapter-path",
                str(adapter_dir), "--save-path", str(save_path)]
     return command + ["--dequantize"] if dequantize else command
 
@@ -71,7 +71,7 @@ def failure_hint(returncode, tail, rerun, command=()):
 
 def written_directory(command, tail):
     """Where the failed step was writing: the path in an OSError's text, else the directory the command writes to
-    (--save-path or --mlx-path of synthia.fuse; the job file's directory for the worker)."""
+    (--save-path or --mlx-path of synthia.train.fuse; the job file's directory for the worker)."""
     for line in reversed(tail):
         quoted = re.search(r"No space left on device: '([^']+)'", line)
         if quoted:

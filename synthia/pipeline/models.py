@@ -3,7 +3,8 @@ with a chat template that can train tool use."""
 
 from pathlib import Path
 
-from synthia import render, runstate
+from synthia.data import render
+from synthia.pipeline import runstate
 
 
 class ModelUnavailable(Exception):

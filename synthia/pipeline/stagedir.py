@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from synthia import runstate
+from synthia.pipeline import runstate
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ model is scored on, scorecard.md and loss.png."""
 import json
 from pathlib import Path
 
-from synthia import data, scorecard, stagedir
+from synthia.data import splits
+from synthia.pipeline import stagedir
+from synthia.scorecard import card
 
 
 def score_splits(number, output_dir, eval_data):
@@ -25,16 +27,16 @@ def write_reports(output_dir, numbers, base_results, log=print):
         record = stagedir.read_run_json(paths) or {}
         if record.get("curves"):
             curves.append((f"stage {number}", record["curves"]["train"], record["curves"]["valid"]))
-    text = scorecard.write_scorecard(columns, output_dir / "scorecard.md")
+    text = card.write_scorecard(columns, output_dir / "scorecard.md")
     if curves:
-        scorecard.plot_losses(curves, output_dir / "loss.png")
+        card.plot_losses(curves, output_dir / "loss.png")
     log(text)
     log(f"wrote {output_dir / 'scorecard.md'}" + (f" and {output_dir / 'loss.png'}" if curves else ""))
 
 
 def held_out_test_split(examples, values, out_dir):
     """The dataset's test split (every category), as the stages draw it, written to out_dir/test.jsonl."""
-    assignment = data.split_of_examples(examples, values["seed"], values["valid_fraction"], values["test_fraction"])
+    assignment = splits.split_of_examples(examples, values["seed"], values["valid_fraction"], values["test_fraction"])
     path = out_dir / "test.jsonl"
     out_dir.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(ex.record, ensure_ascii=False) + "\n" for ex in examples

@@ -3,7 +3,7 @@
     write_scorecard([("base", base), ("stage 1", s1), ("stage 2", s2)], "scorecard.md")
     plot_losses([("stage 1", train_reports, val_reports), ...], "loss.png")
 
-A model's results are {split name: eval result} (scoring.score_conversations's output), or one eval
+A model's results are {split name: eval result} (generation.score_conversations's output), or one eval
 result, taken as the split "test". Each split gets a table whose columns are the models scored on it.
 """
 

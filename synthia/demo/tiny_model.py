@@ -1,6 +1,6 @@
 """Build a tiny random-weight Qwen2 model that mlx_lm can load, for tests and the offline demo.
 
-    python -m synthia.tiny_model OUT_DIR [--vocab-size 1024] [--hidden-size 64] [--num-layers 2] ...
+    python -m synthia.demo.tiny_model OUT_DIR [--vocab-size 1024] [--hidden-size 64] [--num-layers 2] ...
 
 The directory looks like a Qwen2.5-Instruct checkpoint in miniature: config.json, model.safetensors
 (seeded random weights, made with mlx_lm's own Qwen2 class), a byte-level BPE tokenizer trained here
@@ -14,8 +14,8 @@ import sysconfig
 import time
 from pathlib import Path
 
-CHAT_TEMPLATE_PATH = Path(__file__).parent / "chat_templates" / "qwen2.5-tools.jinja"
-DEFAULT_TOOLS_PATH = Path(__file__).parent / "default_tools.json"
+CHAT_TEMPLATE_PATH = Path(__file__).parents[1] / "chat_templates" / "qwen2.5-tools.jinja"
+DEFAULT_TOOLS_PATH = Path(__file__).parents[1] / "data" / "default_tools.json"
 
 END_OF_TEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -219,7 +219,7 @@ def build_tiny_model(out_dir, *, corpus_texts=None, vocab_size=1024, hidden_size
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m synthia.tiny_model", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m synthia.demo.tiny_model", description=__doc__.split("\n")[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--vocab-size", type=int, default=1024)
     parser.add_argument("--hidden-size", type=int, default=64)
