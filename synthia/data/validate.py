@@ -22,7 +22,7 @@ A conversation (the rules, stated once; tests/test_dataset.py relies on them):
   ([{"type": "text", "text": ...}], joined with no separator as the API joins them; other parts are errors), or
   null on an assistant turn that calls tools; `weight` (0 or 1) only on assistant turns, and at least one of them 1;
 - a tool call has an id unique among the calls not yet answered (a trace may reuse an id once it is answered),
-  calls a tool of the record's `tools` (default: synthia/default_tools.json) with a JSON-object `arguments`
+  calls a tool of the record's `tools` (default: synthia/data/default_tools.json) with a JSON-object `arguments`
   string; arguments that break the tool's JSON Schema, a key written twice, or one its `properties` do not
   declare (when `additionalProperties` is not given) are warnings;
 - the tool results follow their assistant turn directly, one per call (no user message in between), and
