@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from synthia.data import preview, render, splits, token_files, validate
+from synthia.data import preview, render, stage_data, token_files, validate
 from synthia.demo import smollm2
 from synthia.pipeline import models, reports, runstate, stage_memory, stagedir, steps
 from synthia.platform import blas
@@ -338,7 +338,7 @@ def run_stage(number, values, base_model, inputs, args, env, blas_note, memory=N
     disk_problem = stage_memory.disk_problem(number, base_dir, values, args.output_dir)
     if disk_problem:
         raise PipelineError(disk_problem)
-    files, stats = splits.prepare_stage_data(number, values, inputs.examples, inputs.encoded, paths.stage_dir,
+    files, stats = stage_data.prepare_stage_data(number, values, inputs.examples, inputs.encoded, paths.stage_dir,
                                            args.dataset, args.strict, args.test, log=log)
     log_stage_summary(number, values, stats)
     record = previous or {"stage": number, "status": "running", "config": {**values, "base_model": base_model},
@@ -400,7 +400,7 @@ def prepare_stage_dir(number, paths, fingerprint, args):
 
 
 def log_stage_summary(number, values, stats):
-    counts = ", ".join(f"{s} {stats[s]['examples']}" for s in splits.SPLITS)
+    counts = ", ".join(f"{s} {stats[s]['examples']}" for s in stage_data.SPLITS)
     log(f"data: {counts}; trained tokens (train) {stats['train']['trained_tokens']} of "
         f"{stats['train']['tokens']}", number)
     log(schedule.describe_schedule(schedule.stage_schedule(values), schedule.optimizer_updates(values)), number)
@@ -582,7 +582,7 @@ def print_plan(number, values, base_model, inputs, args):
     status = stagedir.attempt_status(paths, lambda stored: fingerprint_matches(stored, values, base_model, inputs),
                                      args.force, warn=log)
     # A finished stage's data stays as it was trained on; an unfinished one gets its data to look at.
-    files, stats = splits.prepare_stage_data(number, values, inputs.examples, inputs.encoded, paths.stage_dir,
+    files, stats = stage_data.prepare_stage_data(number, values, inputs.examples, inputs.encoded, paths.stage_dir,
                                            args.dataset, args.strict, args.test, write=status == "train", log=log)
     log(f"{values['name']}: {values['focus']}", number)
     log(f"would {status}", number)
@@ -612,7 +612,7 @@ def run_pipeline(args):
         tokenizer = models.load_tokenizer(first_base, args.chat_template)
         default_tools = validate.load_default_tools()
         inputs = RunInputs(examples, encode_examples(tokenizer, examples, default_tools),
-                           splits.dataset_fingerprint(examples), digest(tokenizer.chat_template),
+                           stage_data.dataset_fingerprint(examples), digest(tokenizer.chat_template),
                            digest(json.dumps(default_tools, sort_keys=True)), runstate.read_model_config(first_base))
         env, blas_note = blas.child_setup(args.blas, log)
         if args.dry_run:
@@ -825,10 +825,10 @@ def main(argv=None):
     try:
         with runstate.sigterm_as_interrupt():
             dispatch(args)
-    except (PipelineError, models.ModelUnavailable, runstate.RunLocked, splits.DataError, steps.StepFailed,
+    except (PipelineError, models.ModelUnavailable, runstate.RunLocked, stage_data.DataError, steps.StepFailed,
             smollm2.DemoUnavailable, stagedir.DamagedState) as e:
         print(f"error: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", EXIT_INVALID if isinstance(e, splits.DataError) else EXIT_FAILED)
+        return getattr(e, "exit_code", EXIT_INVALID if isinstance(e, stage_data.DataError) else EXIT_FAILED)
     except BrokenPipeError:  # `--preview 5 --json | head`: the reader left; end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

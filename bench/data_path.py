@@ -152,12 +152,12 @@ def same_encodings(a, b):
 def prepare_phase(examples, encoded, path, out_dir):
     """prepare_stage_data for every stage, writing the token files as a real run does."""
     import train_mlx
-    from synthia.data import splits
+    from synthia.data import stage_data
 
     stats = {}
     for number in train_mlx.STAGES:
         values, _ = train_mlx.resolve_stage_config(number, {}, {})
-        _, stats[number] = splits.prepare_stage_data(number, values, examples, encoded, Path(out_dir) / f"stage{number}",
+        _, stats[number] = stage_data.prepare_stage_data(number, values, examples, encoded, Path(out_dir) / f"stage{number}",
                                                    path, strict=False, with_test=True, log=quiet)
     return stats
 

@@ -98,15 +98,15 @@ def smollm2_model(work, given):
 def chosen_conversations(model_dir, count, max_seq_length):
     """`count` stage-1 conversations that land in the train split and fit whole, and one that lands in valid."""
     import train_mlx
-    from synthia.data import render, splits, validate
+    from synthia.data import render, stage_data, validate
 
     tokenizer = train_mlx.load_tokenizer(model_dir, TEMPLATE)
     tools = validate.load_default_tools()
     train, valid = [], []
     for ex in validate.validate_file(ROOT / "dataset.jsonl").examples:
-        if not splits.in_stage(ex, train_mlx.STAGES[1]["categories"]):
+        if not stage_data.in_stage(ex, train_mlx.STAGES[1]["categories"]):
             continue
-        split = splits.split_of(ex.fingerprint, SEED, VALID_FRACTION, 0.0)
+        split = stage_data.split_of(ex.fingerprint, SEED, VALID_FRACTION, 0.0)
         wanted = train if split == "train" else valid if split == "valid" else None
         if wanted is None or len(wanted) >= (count if wanted is train else 1):
             continue

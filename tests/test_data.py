@@ -3,7 +3,7 @@
 import json
 
 import train_mlx
-from synthia.data import splits, validate
+from synthia.data import stage_data, validate
 from tests.sample_data import records, write_dataset
 
 
@@ -12,7 +12,7 @@ def examples_of(recs):
 
 
 def split_by_content(recs, seed=42):
-    assignment = splits.split_of_examples(examples_of(recs), seed, 0.1, 0.1)
+    assignment = stage_data.split_of_examples(examples_of(recs), seed, 0.1, 0.1)
     return {ex.fingerprint: assignment[ex.line] for ex in examples_of(recs)}
 
 
@@ -74,7 +74,7 @@ def test_split_files_hold_each_record_as_written_and_normalised_ones_re_encoded(
     lines = [json.dumps(plain, indent=None, separators=(",", ":"), ensure_ascii=True), json.dumps(as_object)]
     examples = validate.validate_lines(lines, "data.jsonl").examples
     encoded = render.Encoded(tokens=[1, 2, 3], spans=[(1, 3)])
-    written = splits.write_split(tmp_path, "train", [(ex, encoded) for ex in examples]).with_name("train.jsonl")
+    written = stage_data.write_split(tmp_path, "train", [(ex, encoded) for ex in examples]).with_name("train.jsonl")
     first, second = written.read_text().splitlines()
     assert first == lines[0]
     assert json.loads(second) == examples[1].record and second != lines[1]

@@ -6,7 +6,7 @@ import pickle
 
 import numpy as np
 
-from synthia.data import render, splits, token_files
+from synthia.data import render, stage_data, token_files
 from synthia.train import worker
 
 EXAMPLES = [(3, [5, 6, 7, 8, 9], [(1, 3), (4, 5)]), (8, [151643, 0, 2], [(0, 3)]), (12, [42], [])]
@@ -42,7 +42,7 @@ def test_writing_a_split_removes_an_earlier_versions_token_file(tmp_path):
     class Example:
         line, json_text = 1, '{"messages": []}'
 
-    written = splits.write_split(tmp_path, "train", [(Example(), render.Encoded([1, 2, 3], [(1, 3)]))])
+    written = stage_data.write_split(tmp_path, "train", [(Example(), render.Encoded([1, 2, 3], [(1, 3)]))])
     assert written == tmp_path / "train.tokens.npz" and not (tmp_path / "train.tokens.jsonl").exists()
     assert token_files.token_file(tmp_path, "train") == written
     assert (tmp_path / "train.jsonl").read_text() == '{"messages": []}\n'

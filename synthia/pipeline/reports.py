@@ -4,7 +4,7 @@ model is scored on, scorecard.md and loss.png."""
 import json
 from pathlib import Path
 
-from synthia.data import splits
+from synthia.data import stage_data
 from synthia.pipeline import stagedir
 from synthia.scorecard import card
 
@@ -36,7 +36,7 @@ def write_reports(output_dir, numbers, base_results, log=print):
 
 def held_out_test_split(examples, values, out_dir):
     """The dataset's test split (every category), as the stages draw it, written to out_dir/test.jsonl."""
-    assignment = splits.split_of_examples(examples, values["seed"], values["valid_fraction"], values["test_fraction"])
+    assignment = stage_data.split_of_examples(examples, values["seed"], values["valid_fraction"], values["test_fraction"])
     path = out_dir / "test.jsonl"
     out_dir.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(ex.record, ensure_ascii=False) + "\n" for ex in examples

@@ -10,7 +10,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from synthia.data import splits
+from synthia.data import stage_data
 from synthia.pipeline import runstate
 from synthia.train import memory_plan
 from synthia.train.chunked_loss import DEFAULT_CHUNK_SIZE
@@ -23,9 +23,9 @@ SETTING_CHANGES = ("chunked_loss", "grad_checkpoint", "batch_size", "train_bits"
 
 def split_lengths(values, examples, encoded):
     """{split: [tokens per example after fitting to max_seq_length]}: what the stage's batches are made of."""
-    assignment = splits.split_of_examples(examples, values["seed"], values["valid_fraction"], values["test_fraction"])
-    splits = splits.stage_examples(examples, assignment, values["categories"])
-    return {split: [len(fitted.tokens) for _, fitted in splits.fit_split(encoded, splits[split],
+    assignment = stage_data.split_of_examples(examples, values["seed"], values["valid_fraction"], values["test_fraction"])
+    splits = stage_data.stage_examples(examples, assignment, values["categories"])
+    return {split: [len(fitted.tokens) for _, fitted in stage_data.fit_split(encoded, splits[split],
                                                                      values["max_seq_length"])[0]]
             for split in ("train", "valid")}
 
