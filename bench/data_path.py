@@ -167,7 +167,7 @@ def pipeline_stage_settings(model_dir, dataset, directory):
     num_layers -1 only because the tiny model that plans has 2 layers; the data path does not read it."""
     config = Path(directory) / "dry-run.yaml"
     config.write_text("num_layers: -1\n")
-    steps = train_steps(["--base-model", model_dir, "--dataset", dataset, "--config", config,
+    steps = train_steps(["--base-model", model_dir, "--dataset", Path(dataset).resolve(), "--config", config,
                          "--output-dir", Path(directory) / "dry-run"])
     return {number: step.job for number, step in steps.items()}
 

@@ -133,13 +133,12 @@ def batch_arrays(config):
     return tokens, mx.ones(tokens.shape)
 
 
-def loss_function(config):
-    from synthia.train.chunked_loss import chunked_masked_loss
-    from synthia.train.worker import masked_loss
+def loss_and_batch(config, model):
+    """The trainer's own summed masked loss (chunked when the row asks) and the row's batch as that loss takes it."""
+    from synthia.train.worker import loss_and_inputs
 
-    if config.chunked:
-        return lambda model, tokens, mask: chunked_masked_loss(model, tokens, mask, config.chunk_size)
-    return masked_loss
+    loss, inputs = loss_and_inputs(model, config.chunk_size if config.chunked else None)
+    return loss, inputs(*batch_arrays(config))
 
 
 def measure_train(config, model_dir, adapter_dir):
@@ -163,16 +162,17 @@ def measure_train(config, model_dir, adapter_dir):
     if config.checkpoint:
         grad_checkpoint(model.layers[0])
     optimizer = optim.Adam(learning_rate=1e-5)
-    value_and_grad = nn.value_and_grad(model, loss_function(config))
+    loss_fn, batch = loss_and_batch(config, model)
+    value_and_grad = nn.value_and_grad(model, loss_fn)
     state = [model.state, optimizer.state]
 
     @partial(mx.compile, inputs=state, outputs=state)
-    def step(tokens, mask):
-        (loss, _), grads = value_and_grad(model, tokens, mask)
+    def step(*batch):
+        (loss, _), grads = value_and_grad(model, *batch)
         optimizer.update(model, grads)
         return loss
 
-    loss = step(*batch_arrays(config))
+    loss = step(*batch)
     mx.eval(loss, state)
     peak = mx.get_peak_memory()
     adapter_dir.mkdir()
@@ -191,7 +191,8 @@ def measure_evaluate(config, model_dir):
     base = fresh_heap()
     model, _ = load_model(model_dir)
     loaded = mx.get_active_memory()
-    loss, ntoks = loss_function(config)(model, *batch_arrays(config))
+    loss_fn, batch = loss_and_batch(config, model)
+    loss, ntoks = loss_fn(model, *batch)
     mx.eval(loss, ntoks)
     return {"peak": mx.get_peak_memory(), "start": base, "loaded": loaded}
 

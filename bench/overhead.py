@@ -411,7 +411,7 @@ def main(argv=None):
     if args.smoke:
         vars(args).update(SMOKE)
     with scratch_directory(args) as work:
-        measure(args, argv, Path(work))
+        measure(args, argv, Path(work).resolve())  # the runs' working directory is the repository
 
 
 def scratch_directory(args):

@@ -126,7 +126,8 @@ def main(argv=None):
 def measure(args, work):
     base = build_tiny_model(work / "base", **(SMOKE_MODEL if args.smoke else MODEL))
     (work / "config.yaml").write_text(CONFIG)
-    run([sys.executable, "train_mlx.py", "--stage", "1", "--base-model", str(base), "--dataset", str(args.dataset),
+    run([sys.executable, "train_mlx.py", "--stage", "1", "--base-model", str(base), "--dataset",
+         str(Path(args.dataset).resolve()),
          "--config", str(work / "config.yaml"), "--output-dir", str(work / "models"), "--iters", str(args.iters),
          "--learning-rate", str(args.learning_rate)])
     stage = work / "models" / "stage1"

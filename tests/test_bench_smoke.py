@@ -20,7 +20,7 @@ TABLES = {
         r"\s+bundled\s+system\s+ratio",
         rf"matmul f32 64x64, GFLOP/s\s+{N}\s+{N}\s+{N}x",
         rf"LoRA training, tokens/s\s+{N}\s+{N}\s+{N}x",
-        rf"max \|loss difference\| bundled vs system: \S+ \(agree, tolerance .*\)",
+        r"max \|loss difference\| bundled vs system: \S+ \(agree, tolerance .*\)",
     ],
     "data_path.py": [
         r"phase\s+wall s\s+CPU s\s+conv/s \(wall\)\s+conv/s \(CPU\)",
