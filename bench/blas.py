@@ -1,6 +1,7 @@
 """MLX on a Linux CPU: the wheel's bundled reference BLAS vs the system OpenBLAS, side by side.
 
     python bench/blas.py [--steps 10] [--sizes 256 512 1024]
+    python bench/blas.py --smoke     # a tiny model, 2 steps, one 64x64 matmul: the same comparison in seconds
 
 The dynamic loader binds MLX to a BLAS when a process starts, so this script runs itself once per BLAS
 (`--worker`, environment from synthia.platform.blas.child_environment) and each worker reports JSON:
@@ -30,6 +31,9 @@ MODEL = {"model_type": "qwen2", "hidden_size": 512, "num_hidden_layers": 4, "int
          "tie_word_embeddings": True}
 LORA = {"rank": 8, "scale": 20.0, "dropout": 0.0}  # no dropout: both runs must see identical arithmetic
 BATCH_SIZE, SEQUENCE_LENGTH, LEARNING_RATE, SEED = 4, 128, 1e-4, 0
+SMOKE_MODEL = {**MODEL, "hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128, "num_attention_heads": 2,
+               "num_key_value_heads": 1, "vocab_size": 256}
+SMOKE_BATCH_SIZE, SMOKE_SEQUENCE_LENGTH, SMOKE_STEPS, SMOKE_SIZES = 1, 16, 2, [64]
 LOSS_TOLERANCE = 1e-4  # float32 sums in a different order: far below this
 
 
@@ -51,7 +55,12 @@ def matmul_gflops(size):
     return 2 * size**3 / statistics.median(seconds) / 1e9
 
 
-def lora_training(steps):
+def shape(smoke):
+    """(model config, batch size, sequence length) of the LoRA run."""
+    return (SMOKE_MODEL, SMOKE_BATCH_SIZE, SMOKE_SEQUENCE_LENGTH) if smoke else (MODEL, BATCH_SIZE, SEQUENCE_LENGTH)
+
+
+def lora_training(steps, smoke=False):
     """(tokens/s over the steps after the first, per-step losses) of LoRA training on random tokens."""
     import mlx.core as mx
     import mlx.nn as nn
@@ -59,11 +68,12 @@ def lora_training(steps):
     from mlx_lm.models import qwen2
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
+    config, batch_size, sequence_length = shape(smoke)
     mx.random.seed(SEED)
-    model = qwen2.Model(qwen2.ModelArgs(**MODEL))
+    model = qwen2.Model(qwen2.ModelArgs(**config))
     model.freeze()
-    linear_to_lora_layers(model, MODEL["num_hidden_layers"], LORA)
-    batches = mx.random.randint(0, MODEL["vocab_size"], (steps, BATCH_SIZE, SEQUENCE_LENGTH + 1))
+    linear_to_lora_layers(model, config["num_hidden_layers"], LORA)
+    batches = mx.random.randint(0, config["vocab_size"], (steps, batch_size, sequence_length + 1))
     optimizer = optim.Adam(learning_rate=LEARNING_RATE)
 
     def loss_fn(model, tokens):
@@ -79,7 +89,7 @@ def lora_training(steps):
         optimizer.update(model, grads)
         mx.eval(loss, model.parameters(), optimizer.state)
         losses.append(loss.item())
-    tokens = (steps - 1) * BATCH_SIZE * SEQUENCE_LENGTH
+    tokens = (steps - 1) * batch_size * sequence_length
     return tokens / (time.perf_counter() - started), losses
 
 
@@ -87,7 +97,7 @@ def worker(args):
     gflops = {str(size): matmul_gflops(size) for size in args.sizes}
     # Read before mlx_lm imports numpy, whose wheel maps an OpenBLAS of its own that MLX never calls.
     libraries = blas.loaded_blas_libraries()
-    tokens_per_second, losses = lora_training(args.steps)
+    tokens_per_second, losses = lora_training(args.steps, args.smoke)
     print(json.dumps({"matmul_gflops": gflops, "tokens_per_second": tokens_per_second, "losses": losses,
                       "libraries": libraries}))
 
@@ -100,7 +110,7 @@ def run_worker(mode, args):
     base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", blas.ENV_VAR)}
     env, note = blas.child_environment(mode, base)
     command = [sys.executable, __file__, "--worker", "--steps", str(args.steps),
-               "--sizes", *map(str, args.sizes)]
+               "--sizes", *map(str, args.sizes), *(["--smoke"] if args.smoke else [])]
     started = time.perf_counter()
     finished = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if finished.returncode != 0:
@@ -136,8 +146,8 @@ def version(distribution):
         return "not installed"
 
 
-def print_header(install, system_blas):
-    print("BLAS on a Linux CPU: python bench/blas.py")
+def print_header(install, system_blas, smoke):
+    print("BLAS on a Linux CPU: python bench/blas.py" + (" --smoke" if smoke else ""))
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, {platform.machine()}")
     print(f"os:      {os_name()}")
     print(f"python {platform.python_version()}, mlx {version('mlx')} "
@@ -145,9 +155,10 @@ def print_header(install, system_blas):
     print(f"bundled BLAS: {blas.bundled_reference_blas(install)}")
     real = f" -> {os.path.realpath(system_blas)}" if system_blas else ""
     print(f"system BLAS:  {system_blas or 'none found'}{real}")
-    print(f"LoRA model: random Qwen2, hidden {MODEL['hidden_size']}, {MODEL['num_hidden_layers']} layers, "
-          f"vocab {MODEL['vocab_size']}, float32; LoRA rank {LORA['rank']} on all linear layers; "
-          f"batch {BATCH_SIZE} x {SEQUENCE_LENGTH} tokens")
+    config, batch_size, sequence_length = shape(smoke)
+    print(f"LoRA model: random Qwen2, hidden {config['hidden_size']}, {config['num_hidden_layers']} layers, "
+          f"vocab {config['vocab_size']}, float32; LoRA rank {LORA['rank']} on all linear layers; "
+          f"batch {batch_size} x {sequence_length} tokens")
 
 
 def print_table(runs, sizes):
@@ -176,12 +187,16 @@ def print_checks(runs):
         print(f"max |loss difference| bundled vs system: {difference:.2e} ({verdict}, tolerance {LOSS_TOLERANCE:g})")
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=10, help="LoRA training steps per BLAS (default: 10)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024], help="square matmul sizes")
+    parser.add_argument("--smoke", action="store_true", help=f"a tiny model, {SMOKE_STEPS} steps, matmul "
+                        f"{SMOKE_SIZES[0]}x{SMOKE_SIZES[0]}: the same comparison in seconds, figures meaningless")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke and not args.worker:
+        args.steps, args.sizes = SMOKE_STEPS, SMOKE_SIZES
     if args.steps < 2:
         parser.error("--steps must be at least 2 (the first step is the warm-up)")
     if args.worker:
@@ -191,7 +206,7 @@ def main():
     if not sys.platform.startswith("linux") or blas.bundled_reference_blas(install) is None:
         sys.exit(f"nothing to compare here: {blas.describe(blas.choose_blas('auto'))}")
     system_blas = blas.find_system_blas(reference=install.libmlx)
-    print_header(install, system_blas)
+    print_header(install, system_blas, args.smoke)
     started = time.perf_counter()
     runs = {"bundled": run_worker("bundled", args)}
     if system_blas:

@@ -6,6 +6,7 @@ any training (the --dry-run path: validate_dataset, encode_examples, then prepar
     python bench/data_path.py --profile render     # where the render+tokenize phase spends its time
     python bench/data_path.py --no-before          # skip timing synthia/data/render.py as it was before the speed-up
     python bench/data_path.py --whole-path-at 33c18d8  # then the whole path as it was at that commit, for a ratio
+    python bench/data_path.py --smoke              # 100 conversations, once, a tiny random Qwen2's tokenizer; seconds
 
 The render+tokenize phase also runs with synthia/data/render.py as it was before the speed-up (loaded from git,
 commit BEFORE), in the same process, and both must give identical token ids and loss spans.
@@ -14,7 +15,8 @@ The N conversations replicate dataset.jsonl; copy k (k >= 1) of a line is varied
 another: tool-call ids get a suffix, and in every message text and every string inside tool-call arguments the
 numbers are shifted by k and file names get a suffix. The tokenizer is Qwen2.5's (synthia/starter_data/tokenizer.py)
 with the default template, as for the real base model. Wall and CPU seconds are both printed: on a shared
-machine (load average before and after) CPU time is the steadier figure.
+machine (load average before and after) CPU time is the steadier figure. Each stage's settings are train_mlx.py's
+own, read from its --dry-run on the dataset (planned on a tiny random model, which the data path does not use).
 """
 
 import argparse
@@ -35,13 +37,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _dry_run import train_steps  # noqa: E402
 from token_efficiency import DEFAULT_TEMPLATE, machine_lines, qwen_tokenizer  # noqa: E402
 from validate_speed import module_at_commit  # noqa: E402
 
-from synthia.data import pieces# noqa: E402
+# Imported before the clock starts, as train_mlx.py imports them before its data path runs.
+from synthia.data import pieces, render, stage_data, validate  # noqa: E402
 
 GOAL_SECONDS = 5.0
-BEFORE = "504c445"  # synthia/data/render.py before one render per conversation
+BEFORE, BEFORE_PATH = "504c445", "synthia/render.py"  # the renderer before one render per conversation, its path then
+SMOKE = {"conversations": 100, "repeat": 1, "no_before": True, "whole_path_at": None}  # history is not run
 NUMBER = re.compile(r"(?<![\w.])\d+(?![\w.])")
 FILE_NAME = re.compile(r"\b([A-Za-z_][\w-]*)\.(py|js|ts|tsx|go|rs|md|json|toml|ya?ml|txt|cfg|ini|sh|c|h|java|rb|lock)\b")
 
@@ -100,7 +105,7 @@ def write_dataset(dataset, directory, n):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The phases, as train_mlx.run_pipeline calls them
+# The phases, as train_mlx.py runs them
 # ---------------------------------------------------------------------------------------------------------
 def cpu_seconds():
     """This process's CPU time and its finished children's (the forked processes that share the work)."""
@@ -119,28 +124,26 @@ def quiet(*_args, **_kwargs):
 
 
 def validate_phase(path):
-    from synthia.data import validate
-
     report = validate.validate_file(path)
     assert not report.errors, validate.format_report(report)
     return report.examples
 
 
 def render_phase(tokenizer, examples):
-    import train_mlx
-    from synthia.data import validate
-
-    return train_mlx.encode_examples(tokenizer, examples, validate.load_default_tools())
+    """{line: Encoded}: every conversation rendered and tokenized in one call, as the pipeline encodes its dataset."""
+    tools = validate.load_default_tools()
+    results = render.encode_many(tokenizer, [(ex.messages, ex.record.get("tools", tools)) for ex in examples])
+    failed = next(((ex.line, r) for ex, r in zip(examples, results) if isinstance(r, Exception)), None)
+    assert failed is None, f"line {failed[0]}: the chat template failed: {failed[1]}"
+    return {ex.line: result for ex, result in zip(examples, results)}
 
 
 def render_module_before(directory):
-    return module_at_commit(BEFORE, "synthia/data/render.py", "render_before", directory)
+    return module_at_commit(BEFORE, BEFORE_PATH, "render_before", directory)
 
 
 def render_phase_before(tokenizer, examples, module):
-    """encode_examples as it ran with the old synthia/data/render.py: one conversation at a time."""
-    from synthia.data import validate
-
+    """The render phase as it ran with the old renderer: one conversation at a time."""
     tools = validate.load_default_tools()
     return {ex.line: module.encode(tokenizer, ex.messages, ex.record.get("tools", tools)) for ex in examples}
 
@@ -149,17 +152,24 @@ def same_encodings(a, b):
     return a.keys() == b.keys() and all(dataclasses.astuple(a[k]) == dataclasses.astuple(b[k]) for k in a)
 
 
-def prepare_phase(examples, encoded, path, out_dir):
+def prepare_phase(examples, encoded, path, out_dir, stage_settings):
     """prepare_stage_data for every stage, writing the token files as a real run does."""
-    import train_mlx
-    from synthia.data import stage_data
-
     stats = {}
-    for number in train_mlx.STAGES:
-        values, _ = train_mlx.resolve_stage_config(number, {}, {})
-        _, stats[number] = stage_data.prepare_stage_data(number, values, examples, encoded, Path(out_dir) / f"stage{number}",
-                                                   path, strict=False, with_test=True, log=quiet)
+    for number, values in stage_settings.items():
+        _, stats[number] = stage_data.prepare_stage_data(number, values, examples, encoded,
+                                                         Path(out_dir) / f"stage{number}", path, strict=False,
+                                                         with_test=True, log=quiet)
     return stats
+
+
+def pipeline_stage_settings(model_dir, dataset, directory):
+    """{stage: settings} as train_mlx.py resolves them from its defaults, read from its --dry-run on `dataset`.
+    num_layers -1 only because the tiny model that plans has 2 layers; the data path does not read it."""
+    config = Path(directory) / "dry-run.yaml"
+    config.write_text("num_layers: -1\n")
+    steps = train_steps(["--base-model", model_dir, "--dataset", dataset, "--config", config,
+                         "--output-dir", Path(directory) / "dry-run"])
+    return {number: step.job for number, step in steps.items()}
 
 
 def profile_phase(name, function, *args, top=25):
@@ -203,35 +213,47 @@ def main(argv=None):
     parser.add_argument("--profile", choices=["validate", "render", "prepare"], help="cProfile one phase after the run")
     parser.add_argument("--whole-path-at", metavar="COMMIT", help="then run this bench as it was at COMMIT (its own "
                         "code, a fresh process, the same data) and print both totals")
+    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE['conversations']} conversations, one run, a "
+                        "tiny random Qwen2's tokenizer, no old renderer: the same phases in seconds")
     args = parser.parse_args(argv)
+    if args.smoke:
+        vars(args).update(SMOKE)
     print(f"Data path: python bench/data_path.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
     print("\n".join(machine_lines()))
     print(load_average())
     with tempfile.TemporaryDirectory() as directory:
         path = write_dataset(args.dataset, directory, args.conversations)
-        import train_mlx  # noqa: F401  (imported before its data path runs, as in a real run)
+        from synthia.demo.tiny_model import build_tiny_model
+        from synthia.pipeline.models import load_tokenizer
 
-        tokenizer, load_wall, load_cpu = timed(qwen_tokenizer, DEFAULT_TEMPLATE)
+        tiny = build_tiny_model(Path(directory) / "tiny-model")
+        stage_settings = pipeline_stage_settings(tiny, args.dataset, directory)
+        if args.smoke:
+            tokenizer, load_wall, load_cpu = timed(load_tokenizer, tiny, DEFAULT_TEMPLATE)
+        else:
+            tokenizer, load_wall, load_cpu = timed(qwen_tokenizer, DEFAULT_TEMPLATE)
         fast, table_wall, _ = timed(pieces.use_fast_bpe, tokenizer)
+        tokenizer_name = "the tiny random Qwen2's tokenizer" if args.smoke else "Qwen2.5 tokenizer"
         print(f"data: {args.conversations:,} conversations replicated from {args.dataset} "
-              f"({path.stat().st_size / 1e6:.1f} MB); Qwen2.5 tokenizer + {DEFAULT_TEMPLATE.name} loaded in "
+              f"({path.stat().st_size / 1e6:.1f} MB); {tokenizer_name} + {DEFAULT_TEMPLATE.name} loaded in "
               f"{load_wall:.1f} s, tiktoken's table for it built in {table_wall:.1f} s (once per run, whatever "
               f"the data; not counted below){'' if fast else '; tiktoken NOT USED'}\n")
         runs = []
         for run in range(args.repeat):  # fresh examples each time: nothing made in one run serves the next
             examples, *validate_times = timed(validate_phase, path)
             encoded, *render_times = timed(render_phase, tokenizer, examples)
-            stats, *prepare_times = timed(prepare_phase, examples, encoded, path, Path(directory) / f"models{run}")
+            stats, *prepare_times = timed(prepare_phase, examples, encoded, path, Path(directory) / f"models{run}",
+                                          stage_settings)
             runs.append([validate_times, render_times, prepare_times])
         medians = [[statistics.median(run[phase][i] for run in runs) for i in range(2)] for phase in range(3)]
-        rows = list(zip(["validate (synthia.data.validate)", "render + tokenize (encode_examples)",
+        rows = list(zip(["validate (synthia.data.validate)", "render + tokenize (render.encode_many)",
                          "split + fit + write, 3 stages"], medians))
         total = [statistics.median(sum(phase[i] for phase in run) for run in runs) for i in range(2)]
         render_times = medians[1]
         before = None
         if not args.no_before:
             old, *before = timed(render_phase_before, tokenizer, examples, render_module_before(directory))
-            assert same_encodings(encoded, old), "the old and new synthia/data/render.py encode differently"
+            assert same_encodings(encoded, old), f"the old ({BEFORE}) and new synthia/data/render.py encode differently"
         print(f"the {args.repeat} runs, wall s (validate + render + write = total): " + "; ".join(
             " + ".join(f"{p[0]:.2f}" for p in run) + f" = {sum(p[0] for p in run):.2f}" for run in runs))
         print("medians below (CPU s: this process and the forked ones)")
@@ -255,7 +277,8 @@ def main(argv=None):
             compare_with_commit(args.whole_path_at, args.conversations, total)
         if args.profile:
             phase = {"validate": (validate_phase, path), "render": (render_phase, tokenizer, examples),
-                     "prepare": (prepare_phase, examples, encoded, path, Path(directory) / "profiled")}[args.profile]
+                     "prepare": (prepare_phase, examples, encoded, path, Path(directory) / "profiled",
+                                 stage_settings)}[args.profile]
             profile_phase(args.profile, *phase)
 
 

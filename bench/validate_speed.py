@@ -2,6 +2,7 @@
 
     python bench/validate_speed.py                         # 358, 2,600 and 10,000 lines; ~3 min CPU, mostly old
     python bench/validate_speed.py --sizes 358 2600 --old-up-to 2600
+    python bench/validate_speed.py --smoke                 # 40 lines, a 9 MB line, the new validator only; seconds
 
 Each N-line file replicates dataset.jsonl, with " (copy k)" appended to the first user message of the k-th
 copy so that no line duplicates another. Both validators read the same file in the same process, one after
@@ -30,8 +31,10 @@ sys.path.insert(0, str(ROOT))
 
 from synthia.data import validate# noqa: E402 (the path above makes the repository importable)
 
-OLD_COMMIT = "fcc1165"
+OLD_COMMIT, OLD_PATH = "fcc1165", "synthia/validate.py"  # the validator's path at that commit
 HUGE_LINE_MB = 30
+# --smoke: the old validator is history, not run; the huge line just over the limit that refuses it
+SMOKE = {"sizes": [40], "old_up_to": 0, "huge_line_mb": validate.MAX_LINE_BYTES // 2**20 + 1}
 
 
 def module_at_commit(commit, relative_path, name, directory):
@@ -47,7 +50,7 @@ def module_at_commit(commit, relative_path, name, directory):
 
 
 def load_old_validator(directory):
-    return module_at_commit(OLD_COMMIT, "synthia/data/validate.py", "validate_old", directory)
+    return module_at_commit(OLD_COMMIT, OLD_PATH, "validate_old", directory)
 
 
 def replicated_lines(n):
@@ -83,12 +86,12 @@ def report_lines(path):
         return sum(1 for _ in f)
 
 
-def huge_line_row(directory):
-    """Seconds and peak traced Python memory of the new validator on: good line, 30 MB line, good line."""
+def huge_line_row(directory, megabytes):
+    """Seconds and peak traced Python memory of the new validator on: good line, huge line, good line."""
     path = Path(directory) / "huge-line.jsonl"
     good = next(replicated_lines(1))
     record = json.loads(good)
-    record["messages"][1]["content"] = "x" * (HUGE_LINE_MB * 2**20)
+    record["messages"][1]["content"] = "x" * (megabytes * 2**20)
     path.write_text(good + "\n" + json.dumps(record) + "\n" + good.replace("(", "[", 1) + "\n", encoding="utf-8")
     del record
     tracemalloc.start()
@@ -118,15 +121,20 @@ def main(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", default=[358, 2600, 10000], help="lines per file")
     parser.add_argument("--old-up-to", type=int, default=10**9,
                         help="run the old validator only on files up to this many lines")
+    parser.add_argument("--huge-line-mb", type=int, default=HUGE_LINE_MB, help="size of the refused line")
+    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE['sizes'][0]} lines and a "
+                        f"{SMOKE['huge_line_mb']} MB line, the new validator only: the same run in seconds")
     args = parser.parse_args(argv)
+    if args.smoke:
+        vars(args).update(SMOKE)
     tools = validate.load_default_tools()
     print(f"Dataset validation: python bench/validate_speed.py {' '.join(argv or sys.argv[1:])}".rstrip())
     print(machine())
-    print(f"old: synthia/data/validate.py at {OLD_COMMIT}; new: the working tree\n")
+    print(f"old: {OLD_PATH} at {OLD_COMMIT}; new: the working tree\n")
     print(f"{'':>8} {'old':>19} {'new':>19} {'new lines/s':>12} {'speed-up':>9}")
     print(f"{'lines':>8} {'wall s':>9} {'cpu s':>9} {'wall s':>9} {'cpu s':>9} {'(cpu)':>12} {'(cpu)':>9}")
     with tempfile.TemporaryDirectory() as directory:
-        old = load_old_validator(directory)
+        old = load_old_validator(directory) if min(args.sizes) <= args.old_up_to else None
         for n in args.sizes:
             path = write_dataset(directory, n)
             new_wall, new_cpu = timed(validate, path, tools)
@@ -135,8 +143,8 @@ def main(argv=None):
             ratio = f"{old_cpu / new_cpu:.0f}x" if old_cpu else "-"
             print(f"{n:>8} {old_text} {new_wall:>9.2f} {new_cpu:>9.2f} {n / new_cpu:>12.0f} {ratio:>9}", flush=True)
             path.unlink()
-        seconds, peak_mb = huge_line_row(directory)
-        print(f"\n{HUGE_LINE_MB} MB line between two good lines (new): refused in {seconds:.2f} s, "
+        seconds, peak_mb = huge_line_row(directory, args.huge_line_mb)
+        print(f"\n{args.huge_line_mb} MB line between two good lines (new): refused in {seconds:.2f} s, "
               f"peak Python memory {peak_mb:.0f} MB (tracemalloc)")
     print(load_average())
 
