@@ -26,7 +26,7 @@ from synthia.pipeline import models, reports, runstate, stage_memory, stagedir, 
 from synthia.platform import blas
 from synthia.scorecard import runner
 from synthia.train import memory_plan, schedule
-from synthia.train.chunked_loss import SUPPORTED_MODEL_TYPES
+from synthia.train.loss import SUPPORTED_MODEL_TYPES
 from synthia.config import (GLOBAL, ConfigError, Setting, check_config, fingerprint_view, load_yaml_file,
                             override_lines, resolve, where_set)
 

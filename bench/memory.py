@@ -127,7 +127,7 @@ def batch_arrays(config):
 
 
 def loss_function(config):
-    from synthia.train.chunked_loss import chunked_masked_loss
+    from synthia.train.loss import chunked_masked_loss
     from synthia.train.worker import masked_loss
 
     if config.chunked:

@@ -11,8 +11,8 @@ from mlx.utils import tree_flatten
 from mlx_lm.models import qwen2
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
-from synthia.train.chunked_loss import (ChunkedLossUnsupported, chunk_slices, chunked_masked_loss, chunked_summed_loss,
-                                  trained_positions)
+from synthia.train.loss import (ChunkedLossUnsupported, chunk_slices, chunked_masked_loss, chunked_summed_loss,
+                                trained_positions)
 from synthia.train.worker import masked_loss, summed_loss
 
 LORA = {"rank": 4, "scale": 20.0, "dropout": 0.0}

@@ -10,7 +10,7 @@ import pytest
 from mlx.utils import tree_flatten
 from mlx_lm.models import granite
 
-from synthia.train.chunked_loss import trained_positions
+from synthia.train.loss import trained_positions
 from tests.worker_jobs import random_examples, result_of, run_worker, train_job, write_token_file
 
 CHUNK = 16

@@ -31,7 +31,7 @@ from mlx_lm.utils import load
 from synthia.data import token_files
 from synthia.pipeline import runstate
 from synthia.platform import blas, cpu_backend
-from synthia.train.chunked_loss import ChunkedLossUnsupported, OutputHead, chunked_summed_loss, trained_positions
+from synthia.train.loss import ChunkedLossUnsupported, OutputHead, chunked_summed_loss, trained_positions
 
 PAD_TO = 32  # pad batches to a multiple of this, as mlx_lm does, so compiled shapes repeat
 LOSS_SLOTS = 64  # chunked loss: trained positions are padded to a multiple of this, so compiled shapes repeat
@@ -114,7 +114,7 @@ class JobError(ValueError):
 
 def loss_and_inputs(model, chunk_size):
     """The summed masked loss a job asks for, and how a batch becomes its inputs: loss(model, *inputs(tokens,
-    mask)). chunk_size None: summed_loss, logits of every position at once. A number: synthia.train.chunked_loss,
+    mask)). chunk_size None: summed_loss, logits of every position at once. A number: synthia.train.loss,
     logits only at the trained positions (found on the host), chunk_size of them at a time."""
     if chunk_size is None:
         return summed_loss, lambda tokens, mask: (tokens, mask)
