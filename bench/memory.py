@@ -128,7 +128,7 @@ def batch_arrays(config):
 
 def loss_function(config):
     from synthia.train.loss import chunked_masked_loss
-    from synthia.train.worker import masked_loss
+    from synthia.train.loss import masked_loss
 
     if config.chunked:
         return lambda model, tokens, mask: chunked_masked_loss(model, tokens, mask, config.chunk_size)

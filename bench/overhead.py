@@ -222,22 +222,22 @@ def worker_child(args):
     iteration at steps_per_report 1, so the stamps time each iteration; CPU time is steadier on a shared machine)."""
     import builtins
 
-    from synthia.train import worker
+    from synthia.train import loop, worker
 
     def stamped(*values, **kwargs):
         builtins.print(f"@ {time.perf_counter():.4f} {time.process_time():.4f}", *values, **kwargs)
 
-    worker.print = stamped  # the worker's lines look `print` up in its module first
+    loop.print = stamped  # the loop's lines look `print` up in its module first
     return worker.main(args)
 
 
 def trained_per_iteration(job, iters):
     """Trained targets of each iteration's batch, from the worker's own (pure) batch order."""
-    from synthia.train import worker
+    from synthia.train import batches
 
-    dataset = worker.load_token_file(job["train"])
-    groups = worker.batch_index_groups([len(t) for t, _ in dataset], job["batch_size"], keep_remainder=False)
-    return [sum(float(dataset[i][1][1:].sum()) for i in worker.training_batch_indices(groups, job["seed"], it))
+    dataset = batches.load_token_file(job["train"])
+    groups = batches.batch_index_groups([len(t) for t, _ in dataset], job["batch_size"], keep_remainder=False)
+    return [sum(float(dataset[i][1][1:].sum()) for i in batches.training_batch_indices(groups, job["seed"], it))
             for it in range(1, iters + 1)]
 
 

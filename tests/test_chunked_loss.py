@@ -13,7 +13,7 @@ from mlx_lm.tuner.utils import linear_to_lora_layers
 
 from synthia.train.loss import (ChunkedLossUnsupported, chunk_slices, chunked_masked_loss, chunked_summed_loss,
                                 trained_positions)
-from synthia.train.worker import masked_loss, summed_loss
+from synthia.train.loss import masked_loss, summed_loss
 
 LORA = {"rank": 4, "scale": 20.0, "dropout": 0.0}
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from synthia.pipeline.steps import worker_command
-from synthia.train.worker import BATCH_LOG_VARIABLE
+from synthia.train.loop import BATCH_LOG_VARIABLE
 from tests.worker_jobs import ROOT, run_worker, train_job, write_token_file
 
 MLX_LAUNCH = str(Path(sys.executable).parent / "mlx.launch")

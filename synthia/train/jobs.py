@@ -13,7 +13,8 @@ from synthia import files
 
 
 class JobError(ValueError):
-    """A job file that does not match its dataclass."""
+    """A job that does not match its dataclass, or that the worker cannot run as written (a setting the model does
+    not allow, ranks that disagree); the worker prints the message, without a traceback, and exits with 2."""
 
 
 @dataclass(frozen=True)
