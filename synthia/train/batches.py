@@ -14,14 +14,16 @@ PAD_TO = 32  # pad batches to a multiple of this, as mlx_lm does, so compiled sh
 
 
 def load_token_file(path):
-    """List of (tokens, mask) numpy pairs; mask[k] is 1 where token k is a training target."""
-    examples = []
-    for _, tokens, spans in token_files.read(path):
-        mask = np.zeros(len(tokens), dtype=np.float32)
-        for start, end in spans:
-            mask[start:end] = 1.0
-        examples.append((tokens, mask))
-    return examples
+    """List of (tokens, loss mask) numpy pairs, one per example."""
+    return [(tokens, loss_mask(len(tokens), spans)) for _, tokens, spans in token_files.read(path)]
+
+
+def loss_mask(length, spans):
+    """float32 per token: 1 where the token is a training target (inside a span: an assistant turn), else 0."""
+    mask = np.zeros(length, dtype=np.float32)
+    for start, end in spans:
+        mask[start:end] = 1.0
+    return mask
 
 
 def batch_index_groups(lengths, batch_size, keep_remainder):
@@ -46,13 +48,17 @@ def pack_batch(dataset, indices, rank, world, max_seq_length):
     """This rank's rows of a batch, right-padded into (tokens, mask); padding and missing rows carry no loss."""
     rows = max(1, -(-len(indices) // world))
     mine = [dataset[i] for i in rank_share(indices, rank, world)]
-    longest = max((len(t) for t, _ in mine), default=1)
-    width = min(1 + PAD_TO * ((longest + PAD_TO - 1) // PAD_TO), max_seq_length)
+    width = padded_width(max((len(t) for t, _ in mine), default=1), max_seq_length)
     tokens, mask = np.zeros((rows, width), np.int32), np.zeros((rows, width), np.float32)
     for row, (t, m) in enumerate(mine):
         n = min(len(t), width)  # examples were fitted to max_seq_length by the parent
         tokens[row, :n], mask[row, :n] = t[:n], m[:n]
     return mx.array(tokens), mx.array(mask)
+
+
+def padded_width(longest, max_seq_length):
+    """A batch's width: its longest example padded to 1 + a multiple of PAD_TO (1 for the shifted targets)."""
+    return min(1 + PAD_TO * ((longest + PAD_TO - 1) // PAD_TO), max_seq_length)
 
 
 def evaluation_batches(dataset, batch_size, max_seq_length, num_batches=-1, rank=0, world=1):

@@ -41,12 +41,6 @@ def summed_loss(model, tokens, mask):
     return ce.astype(mx.float32).sum(), weights.sum()
 
 
-def masked_loss(model, tokens, mask):
-    """Mean cross-entropy over the trained targets, and their count."""
-    ce_sum, ntoks = summed_loss(model, tokens, mask)
-    return ce_sum / mx.maximum(ntoks, 1), ntoks
-
-
 def loss_and_inputs(model, chunk_size):
     """The summed masked loss a job asks for, and how a batch becomes its inputs: loss(model, *inputs(tokens,
     mask)). chunk_size None: summed_loss, logits of every position at once. A number: chunked_summed_loss,
@@ -120,12 +114,6 @@ def chunked_summed_loss(model, tokens, mask, chunk_size=DEFAULT_CHUNK_SIZE, posi
     hidden = model.model(inputs)
     picked = (hidden, targets, weights) if positions is None else at_positions(positions, hidden, targets, weights)
     return head_loss_sum(head, *picked, chunk_size), weights.sum()
-
-
-def chunked_masked_loss(model, tokens, mask, chunk_size=DEFAULT_CHUNK_SIZE, positions=None):
-    """masked_loss's (mean cross-entropy over the targets the mask marks, their count)."""
-    ce_sum, ntoks = chunked_summed_loss(model, tokens, mask, chunk_size, positions)
-    return ce_sum / mx.maximum(ntoks, 1), ntoks
 
 
 def trained_positions(mask, slot_size):

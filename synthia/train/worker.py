@@ -17,6 +17,7 @@ from pathlib import Path
 import mlx.core as mx
 from mlx_lm.utils import load
 
+from synthia import files
 from synthia.platform import cpu_backend
 from synthia.train.evaluate import evaluate_job
 from synthia.train.jobs import JobError
@@ -58,9 +59,7 @@ def main(argv=None):
         print(f"error: {job_path}: {error}", file=sys.stderr, flush=True)
         return 2
     if mx.distributed.init().rank() == 0:
-        tmp = Path(job["result"] + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(job["result"])
+        files.write_json(job["result"], result)
     return 0
 
 
