@@ -25,7 +25,7 @@ from synthia.demo import smollm2
 from synthia.pipeline import models, reports, runstate, stage_memory, stagedir, steps
 from synthia.platform import blas
 from synthia.scorecard import runner
-from synthia.train import memory_plan, schedule
+from synthia.train import jobs, memory_plan, schedule
 from synthia.train.loss import SUPPORTED_MODEL_TYPES
 from synthia.config import (GLOBAL, ConfigError, Setting, check_config, fingerprint_view, load_yaml_file,
                             override_lines, resolve, where_set)
@@ -226,10 +226,11 @@ def encode_examples(tokenizer, examples, default_tools):
 # A stage's plan: its steps (commands from synthia.pipeline.steps) and the jobs the worker reads
 # ---------------------------------------------------------------------------------------------------------
 def train_job(values, base_dir, files, paths):
-    """Every resolved setting goes to the worker, which keeps no defaults of its own."""
-    return {**values, "lr_schedule": schedule.stage_schedule(values), "model": str(base_dir),
-            "adapter_dir": str(paths.stage_dir), "train": files["train"], "valid": files["valid"],
-            "result": str(paths.stage_dir / "train_result.json")}
+    """The resolved settings the worker reads (jobs.TrainJob: it keeps no defaults of its own), and its files."""
+    job = {**values, "lr_schedule": schedule.stage_schedule(values), "model": str(base_dir),
+           "adapter_dir": str(paths.stage_dir), "train": files["train"], "valid": files["valid"],
+           "result": str(paths.stage_dir / "train_result.json")}
+    return {name: job[name] for name in jobs.TrainJob.__dataclass_fields__}
 
 
 def evaluate_job(values, runs, result):

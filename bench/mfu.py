@@ -26,6 +26,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -91,8 +92,9 @@ def training_rate(model_dir, seq, num_layers, rank, steps):
     from synthia.train import loop, loss
 
     cpu_backend.configure()  # as the worker does
-    job = {"seed": 0, "model": str(model_dir), "num_layers": num_layers, "fine_tune_type": "lora",
-           "grad_checkpoint": False, "lora_parameters": {"rank": rank, "scale": 20.0, "dropout": 0.0}}
+    # The TrainJob fields setup_model reads.
+    job = SimpleNamespace(seed=0, model=str(model_dir), num_layers=num_layers, fine_tune_type="lora",
+                          grad_checkpoint=False, lora_parameters={"rank": rank, "scale": 20.0, "dropout": 0.0})
     model = loop.setup_model(job)
     config = json.loads((Path(model_dir) / "config.json").read_text())
     optimizer = optim.Adam(learning_rate=1e-5)

@@ -27,15 +27,15 @@ def evaluate(model, dataset, batch_size, max_seq_length, num_batches=-1, world=N
 def evaluate_job(job):
     """Each run: a model on its splits. {label: {split: {loss, perplexity}}}."""
     results = {}
-    for run in job["runs"]:
-        model, _ = load(run["model"])
+    for run in job.runs:
+        model, _ = load(run.model)
         model.eval()
-        results[run["label"]] = {}
-        for split, path in run["splits"].items():
-            loss = evaluate(model, load_token_file(path), job["batch_size"], job["max_seq_length"],
-                            run["num_batches"][split], chunk_size=job["loss_chunk_size"])
-            results[run["label"]][split] = {"loss": loss, "perplexity": math.exp(loss)}
-            print(f"{run['label']} {split}: loss {loss:.4f}  ppl {math.exp(loss):.3f}", flush=True)
+        results[run.label] = {}
+        for split, path in run.splits.items():
+            loss = evaluate(model, load_token_file(path), job.batch_size, job.max_seq_length,
+                            run.num_batches[split], chunk_size=job.loss_chunk_size)
+            results[run.label][split] = {"loss": loss, "perplexity": math.exp(loss)}
+            print(f"{run.label} {split}: loss {loss:.4f}  ppl {math.exp(loss):.3f}", flush=True)
         del model
         mx.clear_cache()  # the next run loads another copy of the model
     return results

@@ -8,6 +8,7 @@ Under `mlx.launch` every rank trains on its rows of each batch; only rank 0 writ
 import json
 import os
 import time
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -31,24 +32,24 @@ BATCH_LOG_VARIABLE = "SYNTHIA_BATCH_LOG"  # a directory: each rank writes rank<N
 
 
 def make_optimizer(job):
-    schedule = build_schedule(job["lr_schedule"])
-    return {"adam": optim.Adam, "adamw": optim.AdamW}[job["optimizer"]](learning_rate=schedule)
+    schedule = build_schedule(job.lr_schedule)
+    return {"adam": optim.Adam, "adamw": optim.AdamW}[job.optimizer](learning_rate=schedule)
 
 
 def setup_model(job):
-    mx.random.seed(job["seed"])
-    model, _ = load(job["model"])
+    mx.random.seed(job.seed)
+    model, _ = load(job.model)
     model.freeze()
-    linear_to_lora_layers(model, job["num_layers"], job["lora_parameters"], use_dora=job["fine_tune_type"] == "dora")
-    if job["grad_checkpoint"]:
+    linear_to_lora_layers(model, job.num_layers, job.lora_parameters, use_dora=job.fine_tune_type == "dora")
+    if job.grad_checkpoint:
         grad_checkpoint(model.layers[0])
     return model
 
 
 def adapter_config(job):
     """What mlx_lm's load_adapters and fuse read back."""
-    return {"fine_tune_type": job["fine_tune_type"], "num_layers": job["num_layers"],
-            "lora_parameters": job["lora_parameters"], "base_model": job["model"]}
+    return {"fine_tune_type": job.fine_tune_type, "num_layers": job.num_layers,
+            "lora_parameters": job.lora_parameters, "base_model": job.model}
 
 
 def eta(seconds):
@@ -58,14 +59,14 @@ def eta(seconds):
 
 def train_job(job):
     world = mx.distributed.init()
-    rank, out = world.rank(), Path(job["adapter_dir"])
+    rank, out = world.rank(), Path(job.adapter_dir)
     say = (lambda text: print(text, flush=True)) if rank == 0 else (lambda text: None)
     model = setup_model(job)
     optimizer = make_optimizer(job)
-    train_set, valid_set = load_token_file(job["train"]), load_token_file(job["valid"])
-    groups = batch_index_groups([len(t) for t, _ in train_set], job["batch_size"], keep_remainder=False)
-    iters, accumulation = job["iters"], job["grad_accumulation_steps"]
-    loss, inputs = loss_and_inputs(model, job["loss_chunk_size"])
+    train_set, valid_set = load_token_file(job.train), load_token_file(job.valid)
+    groups = batch_index_groups([len(t) for t, _ in train_set], job.batch_size, keep_remainder=False)
+    iters, accumulation = job.iters, job.grad_accumulation_steps
+    loss, inputs = loss_and_inputs(model, job.loss_chunk_size)
     loss_and_grad = nn.value_and_grad(model, loss)
     state = [model.state, optimizer.state, mx.random.state]
 
@@ -83,7 +84,7 @@ def train_job(job):
     record = {"iteration": 0, "train_reports": [], "val_reports": [], "best": None, "early_stopped": None,
               "pending": {"loss": 0.0, "tokens": 0.0}}
     best_weights = None
-    reporter = (get_reporting_callbacks(job["report_to"], project_name="synthia", log_dir=str(out), config=job)
+    reporter = (get_reporting_callbacks(job.report_to, project_name="synthia", log_dir=str(out), config=asdict(job))
                 if rank == 0 else None)
     log_batch = batch_logger(rank)
     resumed, damaged = newest_whole_checkpoint(out)
@@ -103,8 +104,8 @@ def train_job(job):
         nonlocal best_weights
         model.eval()
         started = time.perf_counter()
-        loss = evaluate(model, valid_set, job["batch_size"], job["max_seq_length"], job["val_batches"], world,
-                        job["loss_chunk_size"])
+        loss = evaluate(model, valid_set, job.batch_size, job.max_seq_length, job.val_batches, world,
+                        job.loss_chunk_size)
         model.train()
         record["val_reports"].append({"iteration": iteration, "val_loss": loss})
         if reporter:
@@ -115,7 +116,7 @@ def train_job(job):
         say(f"iter {iteration}/{iters}  valid {loss:.4f}  (best {best['val_loss']:.4f} at {best['iteration']})  "
             f"{time.perf_counter() - started:.1f} s")
         since_best = sum(r["iteration"] > best["iteration"] for r in record["val_reports"])
-        if job["early_stop_patience"] and since_best >= job["early_stop_patience"] and iteration < iters:
+        if job.early_stop_patience and since_best >= job.early_stop_patience and iteration < iters:
             record["early_stopped"] = {"iteration": iteration, "reason": f"{since_best} evaluations without a lower "
                                        f"valid loss (best {best['val_loss']:.4f} at iteration {best['iteration']})"}
 
@@ -127,9 +128,9 @@ def train_job(job):
     for it in range(record["iteration"] + 1, iters + 1):
         if record["early_stopped"]:
             break
-        indices = training_batch_indices(groups, job["seed"], it)
-        tokens, mask = pack_batch(train_set, indices, rank, world.size(), job["max_seq_length"])
-        mx.random.seed(job["seed"] * 1_000_003 + it)  # dropout's draws: a pure function of the iteration
+        indices = training_batch_indices(groups, job.seed, it)
+        tokens, mask = pack_batch(train_set, indices, rank, world.size(), job.max_seq_length)
+        mx.random.seed(job.seed * 1_000_003 + it)  # dropout's draws: a pure function of the iteration
         ce_sum, ntoks, grad_sum = step(grad_sum, *inputs(tokens, mask))
         ntoks_sum = ntoks_sum + ntoks
         if it % accumulation == 0 or it == iters:
@@ -141,7 +142,7 @@ def train_job(job):
         pending["loss"] += mx.distributed.all_sum(ce_sum, stream=mx.cpu).item()
         pending["tokens"] += mx.distributed.all_sum(ntoks, stream=mx.cpu).item()
         window_tokens += mx.distributed.all_sum(ntoks, stream=mx.cpu).item()
-        if it % job["steps_per_report"] == 0 or it == iters:
+        if it % job.steps_per_report == 0 or it == iters:
             now = time.perf_counter()
             report = {"iteration": it, "train_loss": pending["loss"] / max(pending["tokens"], 1),
                       "learning_rate": optimizer.learning_rate.item(),
@@ -154,10 +155,10 @@ def train_job(job):
             say(f"iter {it}/{iters}  train {report['train_loss']:.4f}  lr {report['learning_rate']:.3g}  "
                 f"{report['tokens_per_second']:.0f} tok/s  peak {report['peak_memory']:.2f} GB  "
                 f"ETA {eta((now - started) / (it - first) * (iters - it))}")
-        if it % job["steps_per_eval"] == 0 or it == iters:
+        if it % job.steps_per_eval == 0 or it == iters:
             run_evaluation(it)
         record["iteration"] = it
-        if rank == 0 and (it % job["save_every"] == 0 and it < iters and grad_sum is None):
+        if rank == 0 and (it % job.save_every == 0 and it < iters and grad_sum is None):
             save_checkpoint(out, model, optimizer, best_weights, record)
             say(f"iter {it}/{iters}  checkpoint saved")
     if record["early_stopped"]:
@@ -187,10 +188,10 @@ def finish_training(out, job, model, best_weights, record):
     save_atomically(out / "last_adapters.safetensors", adapter_weights(model))
     save_atomically(out / "best_adapters.safetensors", best_weights)
     last = record["val_reports"][-1]
-    kept = record["best"] if job["keep"] == "best" else last
-    weights = best_weights if job["keep"] == "best" else adapter_weights(model)
+    kept = record["best"] if job.keep == "best" else last
+    weights = best_weights if job.keep == "best" else adapter_weights(model)
     save_atomically(out / "adapters.safetensors", weights)
-    record["kept"] = {"which": job["keep"], **kept}
+    record["kept"] = {"which": job.keep, **kept}
 
 
 def training_result(record, seconds):

@@ -4,13 +4,12 @@
     python -m synthia.train.worker evaluate JOB.json    # masked loss / perplexity of models on token files
     python -m synthia.train.worker score JOB.json       # tool-calling scorecard of a model, by generation
 
-train_mlx.py writes JOB.json with every setting resolved (this file keeps no defaults); the result goes to
-the job's "result" path as JSON. Token files hold each example's tokens and spans: the spans are the token ranges
-that carry loss (the assistant turns), made by synthia.data.render. The train job is loop.py, the evaluate job
-evaluate.py; the score job, a few lines, is here.
+train_mlx.py writes JOB.json, one of the dataclasses of jobs.py with every setting resolved (the worker keeps no
+defaults), and the worker reads nothing else; the result goes to the job's `result` path as JSON. A job that does
+not match its dataclass, or that cannot run as written, is an error message and exit status 2. The train job is
+loop.py, the evaluate job evaluate.py; the score job, a few lines, is here.
 """
 
-import json
 import sys
 from pathlib import Path
 
@@ -19,8 +18,8 @@ from mlx_lm.utils import load
 
 from synthia import files
 from synthia.platform import cpu_backend
+from synthia.train import jobs
 from synthia.train.evaluate import evaluate_job
-from synthia.train.jobs import JobError
 from synthia.train.loop import train_job
 
 
@@ -29,37 +28,49 @@ def score_job(job):
     from synthia.data import validate
     from synthia.scorecard import generation
 
-    model, tokenizer = load(job["model"])
-    if job["chat_template"]:
-        tokenizer._tokenizer.chat_template = Path(job["chat_template"]).read_text()
+    model, tokenizer = load(job.model)
+    if job.chat_template:
+        tokenizer._tokenizer.chat_template = Path(job.chat_template).read_text()
     tools, results = validate.load_default_tools(), {}
     generator = generation.Generator(model, tokenizer)  # shared: nested splits hold the same conversations
-    for label, path in job["splits"].items():
+    for label, path in job.splits.items():
         examples = validate.validate_file(path).examples
         results[label] = generation.score_conversations(
-            model, tokenizer, examples, tools, max_new_tokens=job["max_new_tokens"],
-            max_prompt_tokens=job["max_prompt_tokens"], limit=job["limit"], progress=False, label=label,
+            model, tokenizer, examples, tools, max_new_tokens=job.max_new_tokens,
+            max_prompt_tokens=job.max_prompt_tokens, limit=job.limit, progress=False, label=label,
             generator=generator)
         overall = results[label]["metrics"]["overall"]
         print(f"{label}: {results[label]['counts']['turns_scored']} turns, exact {overall['exact']['rate'] or 0:.1%}, "
               f"valid {overall['valid']['rate'] or 0:.1%}", flush=True)
-    if job["samples"]:
+    if job.samples:
         held_out = generation.pick_held_out(next(iter(results.values()))) if results else ()
-        generation.write_samples(model, tokenizer, tools, job["samples"], held_out=held_out)
+        generation.write_samples(model, tokenizer, tools, job.samples, held_out=held_out)
     return results
 
 
+RUNS = {"train": train_job, "evaluate": evaluate_job, "score": score_job}
+
+
 def main(argv=None):
-    command, job_path = sys.argv[1:] if argv is None else argv
-    job = json.loads(Path(job_path).read_text())
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] not in RUNS:
+        print(f"usage: python -m synthia.train.worker {{{','.join(RUNS)}}} JOB.json (got {' '.join(args)!r}); "
+              "train_mlx.py writes the job and runs this", file=sys.stderr, flush=True)
+        return 2
+    kind, job_path = args
+    try:
+        job = jobs.read_job(kind, job_path)
+    except jobs.JobError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
     cpu_backend.configure()
     try:
-        result = {"train": train_job, "evaluate": evaluate_job, "score": score_job}[command](job)
-    except JobError as error:
+        result = RUNS[kind](job)
+    except jobs.JobError as error:
         print(f"error: {job_path}: {error}", file=sys.stderr, flush=True)
         return 2
     if mx.distributed.init().rank() == 0:
-        files.write_json(job["result"], result)
+        files.write_json(job.result, result)
     return 0
 
 
