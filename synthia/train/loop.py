@@ -57,7 +57,31 @@ def eta(seconds):
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{secs:02d}s"
 
 
+def start_or_resume(job, world, model, optimizer):
+    """(record, best adapter weights so far) from the newest whole checkpoint in adapter_dir, or of a first start
+    (which writes adapter_config.json). Says which, after naming the damaged checkpoints passed over; those are
+    deleted once every rank agrees where to start."""
+    rank, out = world.rank(), Path(job.adapter_dir)
+    record = {"iteration": 0, "train_reports": [], "val_reports": [], "best": None, "early_stopped": None,
+              "pending": {"loss": 0.0, "tokens": 0.0}}
+    best_weights = None
+    resumed, damaged = newest_whole_checkpoint(out)
+    note = resume_note(resumed, damaged)
+    if note and (rank == 0 or damaged):  # each machine reads its own disk: every rank names its damaged files
+        print(note if rank == 0 else f"rank {rank}: {note}", flush=True)
+    if resumed is not None:
+        record, best_weights = restore_checkpoint(*resumed[1:], model, optimizer)
+    elif rank == 0:
+        (out / "adapter_config.json").write_text(json.dumps(adapter_config(job), indent=2))
+    check_ranks_start_together(world, record["iteration"], out)
+    if rank == 0:
+        for path, _ in damaged:  # every rank has read them: gone, so that a damaged file never becomes the previous
+            path.unlink(missing_ok=True)
+    return record, best_weights
+
+
 def train_job(job):
+    """Train the job's LoRA adapters (a TrainJob) and write them to adapter_dir; the result the parent reads."""
     world = mx.distributed.init()
     rank, out = world.rank(), Path(job.adapter_dir)
     say = (lambda text: print(text, flush=True)) if rank == 0 else (lambda text: None)
@@ -81,24 +105,10 @@ def train_job(job):
         scale = world.size() / mx.maximum(mx.distributed.all_sum(ntoks_sum, stream=mx.cpu), 1)
         optimizer.update(model, tree_map(lambda g: g * scale, nn.average_gradients(grad_sum)))
 
-    record = {"iteration": 0, "train_reports": [], "val_reports": [], "best": None, "early_stopped": None,
-              "pending": {"loss": 0.0, "tokens": 0.0}}
-    best_weights = None
     reporter = (get_reporting_callbacks(job.report_to, project_name="synthia", log_dir=str(out), config=asdict(job))
                 if rank == 0 else None)
     log_batch = batch_logger(rank)
-    resumed, damaged = newest_whole_checkpoint(out)
-    note = resume_note(resumed, damaged)
-    if note and (rank == 0 or damaged):  # each machine reads its own disk: every rank names its damaged files
-        print(note if rank == 0 else f"rank {rank}: {note}", flush=True)
-    if resumed is not None:
-        record, best_weights = restore_checkpoint(*resumed[1:], model, optimizer)
-    elif rank == 0:
-        (out / "adapter_config.json").write_text(json.dumps(adapter_config(job), indent=2))
-    check_ranks_start_together(world, record["iteration"], out)
-    if rank == 0:
-        for path, _ in damaged:  # every rank has read them: gone, so that a damaged file never becomes the previous
-            path.unlink(missing_ok=True)
+    record, best_weights = start_or_resume(job, world, model, optimizer)
 
     def run_evaluation(iteration):
         nonlocal best_weights
