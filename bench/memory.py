@@ -134,12 +134,19 @@ def batch_arrays(config):
 
 
 def loss_function(config):
-    from synthia.train.chunked_loss import chunked_masked_loss
-    from synthia.train.worker import masked_loss
+    """The trainer's summed loss, plain or chunked, as the per-token mean the worker reports."""
+    import mlx.core as mx
 
-    if config.chunked:
-        return lambda model, tokens, mask: chunked_masked_loss(model, tokens, mask, config.chunk_size)
-    return masked_loss
+    from synthia.train.loss import chunked_summed_loss, summed_loss
+
+    def mean_loss(model, tokens, mask):
+        if config.chunked:
+            ce_sum, ntoks = chunked_summed_loss(model, tokens, mask, config.chunk_size)
+        else:
+            ce_sum, ntoks = summed_loss(model, tokens, mask)
+        return ce_sum / mx.maximum(ntoks, 1), ntoks
+
+    return mean_loss
 
 
 def measure_train(config, model_dir, adapter_dir):

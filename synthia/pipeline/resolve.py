@@ -9,7 +9,7 @@ from synthia.config import ConfigError, check_config, load_yaml_file, override_l
 from synthia.data.validate import CATEGORIES
 from synthia.pipeline import runstate
 from synthia.pipeline.run import EXIT_INVALID, PipelineError
-from synthia.train.chunked_loss import SUPPORTED_MODEL_TYPES
+from synthia.train.loss import SUPPORTED_MODEL_TYPES
 
 
 def load_yaml_config(path, settings, stage_numbers):
