@@ -135,7 +135,7 @@ def batch_arrays(config):
 
 def loss_and_batch(config, model):
     """The trainer's own summed masked loss (chunked when the row asks) and the row's batch as that loss takes it."""
-    from synthia.train.worker import loss_and_inputs
+    from synthia.train.loss import loss_and_inputs
 
     loss, inputs = loss_and_inputs(model, config.chunk_size if config.chunked else None)
     return loss, inputs(*batch_arrays(config))

@@ -9,7 +9,7 @@ environment), the matmul rate before and after training to bracket the noise of 
 
   matmul rate   2*n^3 / seconds of mx.matmul on float32 n x n (n = 1024, 2048), and on the shapes of a training step
                 (tokens x hidden @ hidden x intermediate, and the vocabulary head); the best is the "peak"
-  training      the worker's own pieces (synthia.train.worker.setup_model, summed_loss, a compiled value_and_grad
+  training      the worker's own pieces (synthia.train.loop.setup_model, loss.summed_loss, a compiled value_and_grad
                 step with Adam, synthia.platform.cpu_backend.configure()), batch 1 x --seq tokens, LoRA on the top
                 --num-layers layers; the first step (compilation) is left out
 
@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -93,15 +94,16 @@ def training_rate(model_dir, seq, num_layers, rank, steps):
     import mlx.optimizers as optim
 
     from synthia.platform import cpu_backend
-    from synthia.train import worker
+    from synthia.train import loop, loss
 
     cpu_backend.configure()  # as the worker does
-    job = {"seed": 0, "model": str(model_dir), "num_layers": num_layers, "fine_tune_type": "lora",
-           "grad_checkpoint": False, "lora_parameters": {"rank": rank, "scale": 20.0, "dropout": 0.0}}
-    model = worker.setup_model(job)
+    # The TrainJob fields setup_model reads.
+    job = SimpleNamespace(seed=0, model=str(model_dir), num_layers=num_layers, fine_tune_type="lora",
+                          grad_checkpoint=False, lora_parameters={"rank": rank, "scale": 20.0, "dropout": 0.0})
+    model = loop.setup_model(job)
     config = json.loads((Path(model_dir) / "config.json").read_text())
     optimizer = optim.Adam(learning_rate=1e-5)
-    loss_and_grad = nn.value_and_grad(model, worker.summed_loss)
+    loss_and_grad = nn.value_and_grad(model, loss.summed_loss)
     state = [model.state, optimizer.state, mx.random.state]
 
     @partial(mx.compile, inputs=state, outputs=state)

@@ -93,13 +93,13 @@ def pipeline_epoch(name, examples, batch_size, max_seq_length):
     """examples: [(tokens, spans)] trained as synthia.train.worker trains them, every batch of one epoch once."""
     import numpy as np
 
-    from synthia.train import worker
+    from synthia.train import batches
 
     dataset = [(np.asarray(t, np.int32), span_mask(len(t), spans)) for t, spans in examples]
     tally = Tally(name, len(dataset))
-    groups = worker.batch_index_groups([len(t) for t, _ in dataset], batch_size, keep_remainder=False)
+    groups = batches.batch_index_groups([len(t) for t, _ in dataset], batch_size, keep_remainder=False)
     for indices in groups:
-        tokens, mask = worker.pack_batch(dataset, indices, 0, 1, max_seq_length)
+        tokens, mask = batches.pack_batch(dataset, indices, 0, 1, max_seq_length)
         targets = np.array(mask)[:, 1:]
         tally.add(targets, [len(dataset[i][0]) for i in indices], tokens.shape[1], assistant_mask=targets)
     return tally

@@ -1,4 +1,5 @@
-"""chunked_masked_loss equals worker.masked_loss (loss, token count, LoRA gradients) with a far lower peak."""
+"""chunked_summed_loss equals summed_loss (loss, token count, LoRA gradients) with a far lower peak, and so does the
+loss the trainer builds with loss_and_inputs (logits only at the trained positions)."""
 
 from functools import partial
 
@@ -11,9 +12,8 @@ from mlx.utils import tree_flatten
 from mlx_lm.models import qwen2
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
-from synthia.train.chunked_loss import (ChunkedLossUnsupported, chunk_slices, chunked_masked_loss, chunked_summed_loss,
-                                  trained_positions)
-from synthia.train.worker import masked_loss, summed_loss
+from synthia.train.loss import (LOSS_SLOTS, ChunkedLossUnsupported, chunk_slices, chunked_summed_loss, loss_and_inputs,
+                                summed_loss, trained_positions)
 
 LORA = {"rank": 4, "scale": 20.0, "dropout": 0.0}
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
@@ -50,20 +50,27 @@ def batch(vocab_size, rows, length, seed=2):
     return mx.array(tokens), mx.array(mask)
 
 
-def loss_and_grads(model, loss, tokens, mask):
-    (value, ntoks), grads = nn.value_and_grad(model, loss)(model, tokens, mask)
+def loss_and_grads(model, loss, *inputs):
+    (value, ntoks), grads = nn.value_and_grad(model, loss)(model, *inputs)
     mx.eval(value, ntoks, grads)
     return value, ntoks, dict(tree_flatten(grads))
 
 
-def assert_same_loss_and_gradients(model, tokens, mask, chunk_size, positions=None):
-    plain = loss_and_grads(model, masked_loss, tokens, mask)
-    chunked = loss_and_grads(model, lambda m, t, k: chunked_masked_loss(m, t, k, chunk_size, positions), tokens, mask)
-    assert chunked[1].item() == plain[1].item()
-    assert abs(chunked[0].item() - plain[0].item()) <= 1e-5
+def assert_same_per_token(plain, chunked):
+    """Equal token counts; losses and gradients equal per trained token (sums grow with the count: per token is the
+    scale of the mean loss the worker reports)."""
+    ntoks = plain[1].item()
+    assert chunked[1].item() == ntoks
+    assert abs(chunked[0].item() - plain[0].item()) / ntoks <= 1e-5
     assert chunked[2].keys() == plain[2].keys() and plain[2]
     for name, grad in plain[2].items():
-        assert mx.allclose(chunked[2][name], grad, **TOLERANCE).item(), name
+        assert mx.allclose(chunked[2][name] / ntoks, grad / ntoks, **TOLERANCE).item(), name
+
+
+def assert_same_loss_and_gradients(model, tokens, mask, chunk_size, positions=None):
+    plain = loss_and_grads(model, summed_loss, tokens, mask)
+    chunked = loss_and_grads(model, lambda m, t, k: chunked_summed_loss(m, t, k, chunk_size, positions), tokens, mask)
+    assert_same_per_token(plain, chunked)
     return plain
 
 
@@ -103,24 +110,23 @@ def test_logits_only_at_the_trained_positions_give_the_plain_loss_and_gradients(
     assert_same_loss_and_gradients(model, tokens, mask, chunk_size=8, positions=positions)
 
 
-def test_the_summed_form_equals_the_workers_summed_loss():
+def test_the_trainers_chunked_loss_takes_the_trained_positions_and_gives_the_plain_loss():
     model = with_trained_lora(random_qwen2())
     tokens, mask = batch(512, rows=2, length=40)
-    plain = loss_and_grads(model, summed_loss, tokens, mask)
-    chunked = loss_and_grads(model, lambda m, t, k: chunked_summed_loss(m, t, k, 8), tokens, mask)
-    ntoks = plain[1]
-    assert chunked[1].item() == ntoks.item()
-    # Sums grow with the token count: compare per token, the scale of the mean loss the worker reports.
-    assert mx.allclose(chunked[0] / ntoks, plain[0] / ntoks, **TOLERANCE).item()
-    for name, grad in plain[2].items():
-        assert mx.allclose(chunked[2][name] / ntoks, grad / ntoks, **TOLERANCE).item(), name
+    (plain, plain_inputs), (chunked, chunked_inputs) = loss_and_inputs(model, None), loss_and_inputs(model, 8)
+    assert plain is summed_loss and len(plain_inputs(tokens, mask)) == 2
+    *_, positions = chunked_inputs(tokens, mask)
+    assert positions.size == LOSS_SLOTS < mask[:, 1:].size  # logits at one slot of positions, not at all 78
+    assert_same_per_token(loss_and_grads(model, plain, *plain_inputs(tokens, mask)),
+                          loss_and_grads(model, chunked, *chunked_inputs(tokens, mask)))
 
 
 def test_a_batch_without_targets_has_zero_loss_and_zero_tokens():
     model = with_trained_lora(random_qwen2())
     tokens, _ = batch(512, rows=2, length=20)
-    loss, ntoks = chunked_masked_loss(model, tokens, mx.zeros(tokens.shape), chunk_size=8)
-    assert loss.item() == 0.0 and ntoks.item() == 0.0
+    loss, inputs = loss_and_inputs(model, 8)
+    ce_sum, ntoks = loss(model, *inputs(tokens, mx.zeros(tokens.shape)))
+    assert ce_sum.item() == 0.0 and ntoks.item() == 0.0
 
 
 def test_it_trains_inside_a_compiled_step_that_returns_the_gradients_like_the_worker():
@@ -158,8 +164,8 @@ def test_chunking_lowers_the_peak_memory_of_a_training_step():
     # Vocabulary x positions large enough that the logits dominate: 512 x 16384 x 4 B = 34 MB per copy.
     model = with_trained_lora(random_qwen2(vocab_size=16384, hidden_size=32, num_layers=1))
     tokens, mask = batch(16384, rows=1, length=513)
-    plain = peak_bytes_of_one_step(model, masked_loss, tokens, mask)
-    chunked = peak_bytes_of_one_step(model, lambda m, t, k: chunked_masked_loss(m, t, k, 32), tokens, mask)
+    plain = peak_bytes_of_one_step(model, summed_loss, tokens, mask)
+    chunked = peak_bytes_of_one_step(model, lambda m, t, k: chunked_summed_loss(m, t, k, 32), tokens, mask)
     logits_bytes = 512 * 16384 * 4
     assert plain > 2 * logits_bytes
     assert chunked < plain / 4
@@ -170,7 +176,7 @@ def test_models_whose_logits_are_not_the_heads_output_are_refused():
     model.model_type = "gemma2"  # soft-caps its logits after the head
     tokens, mask = batch(512, rows=1, length=20)
     with pytest.raises(ChunkedLossUnsupported, match="gemma2"):
-        chunked_masked_loss(model, tokens, mask)
+        chunked_summed_loss(model, tokens, mask)
 
 
 def test_chunks_cover_the_sequence_and_only_the_last_is_shorter():

@@ -6,6 +6,7 @@ import pytest
 
 import train_mlx
 from synthia import config
+from synthia.pipeline import resolve
 from tests.sample_data import write_dataset
 
 
@@ -88,25 +89,29 @@ def test_bad_flags_are_errors_naming_the_key(workspace, tiny_model_dir, capsys, 
     assert re.search(message, capsys.readouterr().err)
 
 
-def test_config_file_overrides_defaults_and_flags_override_both(tmp_path):
+def resolved(*flags, stages=(1, 2, 3)):
+    """The stages' configs as a run resolves them, from these command-line flags."""
+    return train_mlx.resolve_configs(train_mlx.build_parser().parse_args(list(flags)), list(stages))
+
+
+def test_config_file_overrides_defaults_and_flags_override_both(tmp_path, capsys):
     (tmp_path / "c.yaml").write_text("batch_size: 4\nstages:\n  2: {iters: 7, learning_rate: 3.0e-5}\n")
-    file_config = train_mlx.load_yaml_config(tmp_path / "c.yaml")
-    values, notes = train_mlx.resolve_stage_config(2, file_config, {"iters": 5})
+    values = resolved("--config", str(tmp_path / "c.yaml"), "--iters", "5", stages=[2])[2]
     assert (values["batch_size"], values["iters"], values["learning_rate"]) == (4, 5, 3.0e-5)
     assert values["categories"] == train_mlx.STAGES[2]["categories"]
-    assert any("command line sets iters=5 (was 7 from config file stages.2)" in n for n in notes)
-    assert any("config file sets batch_size=4 (was 2 from defaults)" in n for n in notes)
-    assert train_mlx.resolve_stage_config(1, file_config, {})[0]["iters"] == train_mlx.STAGES[1]["iters"]
+    notes = capsys.readouterr().out
+    assert "command line sets iters=5 (was 7 from config file stages.2)" in notes
+    assert "config file sets batch_size=4 (was 2 from defaults)" in notes
+    assert resolved("--config", str(tmp_path / "c.yaml"))[1]["iters"] == train_mlx.STAGES[1]["iters"]
 
 
 def test_every_declared_default_passes_its_own_check():
-    for number in train_mlx.STAGES:
-        values, _ = train_mlx.resolve_stage_config(number, {}, {})
-        train_mlx.check_stage_config(values, number)
+    for number, values in resolved().items():  # resolve_configs checks each stage
+        resolve.check_stage_config(values, number, train_mlx.SETTINGS)
 
 
 def test_logging_only_keys_stay_out_of_the_fingerprint():
-    values, _ = train_mlx.resolve_stage_config(1, {}, {})
+    values = resolved()[1]
     view = config.fingerprint_view(values, train_mlx.SETTINGS)
     assert "steps_per_report" not in view and "save_every" not in view and "report_to" not in view
     assert view["learning_rate"] == values["learning_rate"] and "steps_per_eval" in view

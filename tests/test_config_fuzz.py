@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 import train_mlx
 from synthia import config
+from synthia.pipeline import resolve
+from synthia.pipeline.run import PipelineError
 from tests.sample_data import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,15 +80,20 @@ def outcome(path):
         assert str(e).startswith(str(path)), str(e)
         assert_names_a_key(path, str(e))
         return "refused"
+    args = train_mlx.build_parser().parse_args(["--config", str(path)])
     for number in train_mlx.STAGES:
-        resolved, notes = train_mlx.resolve_stage_config(number, loaded, {})
-        config.check_config(resolved, train_mlx.SETTINGS, f"stage {number}")  # the file's values were checked
+        layers = {number: [("defaults", train_mlx.DEFAULTS), (f"STAGES[{number}]", train_mlx.STAGES[number]),
+                           ("config file", loaded["shared"]), (f"config file stages.{number}",
+                                                               loaded["stages"].get(number, {}))]}
         try:
-            train_mlx.check_stage_config(resolved, number)  # rules tying keys together (fractions, categories)
-        except train_mlx.PipelineError as e:
+            configs, notes = resolve.resolve_stages(layers, train_mlx.SETTINGS, str(path), quiet=2)
+        except PipelineError as e:  # only the rules tying keys together (fractions, categories) are left to fail
             assert e.exit_code == train_mlx.EXIT_INVALID and str(e)
-        json.dumps(config.fingerprint_view(resolved, train_mlx.SETTINGS), allow_nan=False)  # run.json can hold it
-        "\n".join(notes).encode("utf-8")  # what is printed can be printed
+            assert "STAGES/SETTINGS" not in str(e), str(e)  # the file's values were checked when it was read
+            continue
+        assert configs == train_mlx.resolve_configs(args, [number], announce=False)  # the run's own path agrees
+        json.dumps(config.fingerprint_view(configs[number], train_mlx.SETTINGS), allow_nan=False)  # run.json holds it
+        "\n".join(line for line, _ in notes).encode("utf-8")  # what is printed can be printed
     return "loaded"
 
 

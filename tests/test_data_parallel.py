@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from synthia.pipeline.steps import worker_command
-from synthia.train.worker import BATCH_LOG_VARIABLE
+from synthia.train import jobs
+from synthia.train.loop import BATCH_LOG_VARIABLE
 from tests.worker_jobs import ROOT, run_worker, train_job, write_token_file
 
 MLX_LAUNCH = str(Path(sys.executable).parent / "mlx.launch")
@@ -120,7 +121,7 @@ def test_ranks_that_would_resume_from_different_iterations_stop_with_the_fix(run
     (run_dir / "rank1/adapters").mkdir(parents=True)
     shutil.copytree(runs["two"][0] / "rank0", run_dir / "rank0")
     (run_dir / "rank0/adapters/train_result.json").unlink()
-    job = json.loads((runs["two"][0] / "train_job.json").read_text())
+    job = jobs.read_job("train", runs["two"][0] / "train_job.json")
     done = run_worker("train", job, run_dir / "train_job.json", [*TWO_RANKS, str(run_dir)], cwd=run_dir / "rank0",
                       env=runs["env"])
     assert "the ranks would resume from iterations [4, 0] (by rank)" in done.stderr
@@ -150,7 +151,7 @@ def test_a_checkpoint_damaged_on_one_machine_only_is_named_and_stops_the_ranks(r
     newest = run_dir / "rank1/adapters/checkpoint.safetensors"
     whole = newest.stat().st_size
     newest.write_bytes(newest.read_bytes()[: whole // 2])
-    job = json.loads((runs["two"][0] / "train_job.json").read_text())
+    job = jobs.read_job("train", runs["two"][0] / "train_job.json")
     done = run_worker("train", job, run_dir / "train_job.json", [*TWO_RANKS, str(run_dir)], cwd=run_dir / "rank0",
                       env=runs["env"])
     assert "resuming from iteration 4 (checkpoint.safetensors)" in done.stdout

@@ -9,6 +9,8 @@ import pytest
 from mlx_lm.utils import load_tokenizer
 
 from synthia.data import pieces, render
+from synthia.pipeline import inputs
+from synthia.pipeline.run import PipelineError
 from synthia.platform import forked
 from synthia.data.validate import load_default_tools, validate_file
 from tests.sample_data import tool_call
@@ -141,15 +143,13 @@ def test_token_positions_match_a_whole_offsets_list_at_every_character(qwen, shi
 
 
 def test_the_pipeline_reads_a_template_error_with_its_line(tiny_model_dir, tmp_path):
-    import train_mlx
-
     tokenizer = load_tokenizer(tiny_model_dir)
     tokenizer._tokenizer.chat_template = REWRITING_TEMPLATE
     dataset = tmp_path / "data.jsonl"
     dataset.write_text("".join(json.dumps({"messages": conversation(f"q{k}")[0]}) + "\n" for k in range(3)))
     examples = validate_file(dataset).examples
-    with pytest.raises(train_mlx.PipelineError, match=r"line 1: the chat template failed: .*as a continuation"):
-        train_mlx.encode_examples(tokenizer, examples, TOOLS)
+    with pytest.raises(PipelineError, match=r"line 1: the chat template failed: .*as a continuation"):
+        inputs.encode_examples(tokenizer, examples, TOOLS)
 
 
 SANDBOX_PROBES = [

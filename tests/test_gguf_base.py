@@ -69,7 +69,8 @@ def test_the_demos_dry_run_plans_three_stages_on_the_imported_smollm2_with_its_s
         assert re.search(rf"\[stage {stage}\] train +[\d.]+ .* yes", out)  # the memory plan
     assert "[stage 1] base model: " + str(tmp_path / "m" / "base") in out  # the GGUF imported under the output dir
     job = json.loads(re.search(r"\[stage 1\]   with \S+train_job\.json: (.*)", out).group(1))
-    assert (job["train_bits"], job["num_layers"], job["batch_size"]) == (None, 8, 1)
+    assert (job["num_layers"], job["batch_size"]) == (8, 1)
+    assert "[stage 1] would run quantize:" not in out  # train_bits None: no quantized copy to train on
     assert not list((tmp_path / "m").rglob("adapters.safetensors"))
     assert not list((tmp_path / "m").rglob("checkpoint.safetensors"))
 

@@ -46,7 +46,7 @@ def test_schedule_honours_lr_min_and_appears_in_the_plan():
 
 
 def test_gradient_accumulation_sizes_the_schedule_on_optimizer_updates():
-    values, _ = train_mlx.resolve_stage_config(1, {}, {"iters": 800})
+    values = train_mlx.resolve_configs(train_mlx.build_parser().parse_args(["--iters", "800"]), [1])[1]
     values["grad_accumulation_steps"] = 2
     lr = schedule.stage_schedule(values)
     assert schedule.optimizer_updates(values) == 400

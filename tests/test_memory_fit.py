@@ -7,7 +7,8 @@ import re
 import pytest
 
 import train_mlx
-from synthia.pipeline import models, stage_memory
+from synthia.pipeline import inputs, models, resolve, stage_memory
+from synthia.pipeline.plan import stage_plan
 from synthia.train import memory_plan, schedule
 from tests.sample_data import small_run_config, small_run_workspace, stage_one_args
 
@@ -41,10 +42,10 @@ def stage_plan_inputs(root, model):
     """The plan's inputs as the pipeline builds them, from the same settings, data and model."""
     args = train_mlx.build_parser().parse_args(cli(root, model, "x"))
     values = train_mlx.resolve_configs(args, [1])[1]
-    examples = train_mlx.validate_dataset(str(root / "data.jsonl"), False)
+    examples = inputs.validate_dataset(str(root / "data.jsonl"), False)
     tokenizer = models.load_tokenizer(model)
     from synthia.data.validate import load_default_tools
-    encoded = train_mlx.encode_examples(tokenizer, examples, load_default_tools())
+    encoded = inputs.encode_examples(tokenizer, examples, load_default_tools())
     config = json.loads((model / "config.json").read_text())
     return values, stage_memory.plan_inputs(values, config, stage_memory.split_lengths(values, examples, encoded))
 
@@ -91,7 +92,7 @@ def test_a_smaller_batch_keeps_the_examples_per_update_and_the_number_of_updates
     assert (changed["batch_size"], changed["grad_accumulation_steps"]) == (1, 2)
     assert schedule.optimizer_updates(changed) == schedule.optimizer_updates(values) == 800
     assert (changed["iters"], changed["steps_per_eval"], changed["save_every"]) == (1600, 200, 200)
-    train_mlx.check_stage_config(changed, 1)
+    resolve.check_stage_config(changed, 1, train_mlx.SETTINGS)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -127,22 +128,22 @@ def test_the_stage_plan_evaluates_the_copy_it_quantizes_once_and_the_next_stage_
     values = {**train_mlx.DEFAULTS, **train_mlx.STAGES[1], "train_bits": 4}
     files = {"train": "t", "valid": "v", "test": "x"}
     one = stagedir.stage_paths(tmp_path, 1)
-    plan = train_mlx.stage_plan(1, values, tiny_model_dir, files, one, True, evaluate_bits=4)
+    plan = stage_plan(1, values, tiny_model_dir, files, one, True, evaluate_bits=4)
     names = [name for name, *_ in plan]
     assert names == ["quantize", "train", "fuse", "quantize-fused", "evaluate"]
     copy = one.stage_dir / "fused-q4"
     quantize_fused = plan[3]
     assert quantize_fused[3] == copy and str(stagedir.fused_tmp(one)) in quantize_fused[1]
     evaluate_job = plan[4][2]
-    assert [run["model"] for run in evaluate_job["runs"]] == [str(copy)]  # no full-precision run at all
+    assert [run.model for run in evaluate_job.runs] == [str(copy)]  # no full-precision run at all
     # Stage 2 starts from stage 1's fused model: with the copy present it trains on it, quantizing nothing.
     two = stagedir.stage_paths(tmp_path, 2)
-    without_copy = [name for name, *_ in train_mlx.stage_plan(2, values, one.fused_dir, files, two, False)]
+    without_copy = [name for name, *_ in stage_plan(2, values, one.fused_dir, files, two, False)]
     assert without_copy[0] == "quantize"
     copy.mkdir(parents=True)
-    plan_two = train_mlx.stage_plan(2, values, one.fused_dir, files, two, False)
+    plan_two = stage_plan(2, values, one.fused_dir, files, two, False)
     assert [name for name, *_ in plan_two][:2] == ["train", "fuse"]
-    assert plan_two[0][2]["model"] == str(copy)
+    assert plan_two[0][2].model == str(copy)
 
 
 def test_a_finished_stage_is_skipped_whatever_the_budget(root, tiny_model_dir, capsys):

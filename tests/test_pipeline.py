@@ -13,7 +13,8 @@ import train_mlx
 from synthia.data import render, token_files
 from synthia.pipeline import steps
 from synthia.platform import blas
-from synthia.train import worker
+from synthia.train.batches import evaluation_batches, load_token_file
+from synthia.train.loss import summed_loss
 from synthia.data.validate import load_default_tools
 from tests.sample_data import write_dataset
 
@@ -164,15 +165,15 @@ def test_batches_carry_exactly_the_render_mask(tmp_path, tiny_model_dir):
     encoded = [render.encode(tokenizer, r["messages"], load_default_tools()) for r in records[:3]]
     assert encoded[0].untrained_turns == 1
     path = token_files.write(tmp_path / "t.tokens.npz", [(k, e.tokens, e.spans) for k, e in enumerate(encoded)])
-    dataset = worker.load_token_file(path)
-    batches = list(worker.evaluation_batches(dataset, 2, 4096))
+    dataset = load_token_file(path)
+    batches = list(evaluation_batches(dataset, 2, 4096))
     assert len(batches) == 2  # the short last batch is evaluated too
     from_batches = []
     for tokens, mask in batches:
         for row in range(tokens.shape[0]):
             trained = np.array(tokens[row])[np.array(mask[row]) > 0].tolist()
             from_batches += [trained] if trained else []
-    from_render = [[t for t, m in zip(e.tokens, render.loss_mask(e)) if m] for e in encoded]
+    from_render = [[t for start, end in e.spans for t in e.tokens[start:end]] for e in encoded]
     assert sorted(from_batches) == sorted(from_render)
     (start, end), = encoded[0].untrained_spans
     first = encoded[0].tokens
@@ -185,12 +186,12 @@ def test_masked_loss_is_cross_entropy_over_trained_targets_only(tiny_model_dir):
     model, _ = load(str(tiny_model_dir))
     tokens = mx.array([[5, 9, 13, 17, 21, 25]])
     mask = mx.array([[0, 0, 1, 1, 0, 1]], dtype=mx.float32)
-    loss, ntoks = worker.masked_loss(model, tokens, mask)
+    ce_sum, ntoks = summed_loss(model, tokens, mask)
     logits = model(tokens[:, :-1])
     log_probs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
     picked = [-log_probs[0, j - 1, tokens[0, j].item()].item() for j in (2, 3, 5)]
     assert ntoks.item() == 3
-    assert loss.item() == pytest.approx(sum(picked) / 3, rel=1e-5)
+    assert ce_sum.item() == pytest.approx(sum(picked), rel=1e-5)
 
 
 def test_a_failed_step_names_stage_command_tail_and_fix(tmp_path):

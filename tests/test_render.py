@@ -7,6 +7,7 @@ from mlx_lm.utils import load_tokenizer
 
 from synthia.data import pieces, render
 from synthia.data.validate import load_default_tools
+from synthia.train.batches import loss_mask
 from tests.sample_data import tool_call
 
 TOOLS = load_default_tools()
@@ -57,20 +58,21 @@ def test_trained_tokens_are_exactly_the_assistant_turns(tokenizer):
     encoded = render.encode(tokenizer, parallel_conversation(), TOOLS)
     assert encoded.misaligned == 0
     assert [tokenizer.decode(encoded.tokens[s:e]) for s, e in encoded.spans] == EXPECTED_TURNS
-    untrained = [t for k, t in enumerate(encoded.tokens) if not render.loss_mask(encoded)[k]]
+    mask = loss_mask(len(encoded.tokens), encoded.spans)  # as the trainer reads the token file
+    untrained = [t for t, m in zip(encoded.tokens, mask) if not m]
     untrained_text = tokenizer.decode(untrained)
     for prompt_part in ("You are Synthia.", "Read main.rs and lib.rs", "<tool_response>\n1\tfn main() {}",
                         "exit code 0", "<|im_start|>assistant\n"):
         assert prompt_part in untrained_text
     assert "# Tools" in untrained_text  # the tool definitions are context
     assert '"arguments": {"command": "cargo test"}' not in untrained_text
-    assert encoded.trained_tokens == sum(render.loss_mask(encoded))
+    assert encoded.trained_tokens == mask.sum()
 
 
 def test_mask_covers_the_end_of_turn_token_but_not_the_header(tokenizer):
     encoded = render.encode(tokenizer, parallel_conversation(), TOOLS)
     im_end, im_start = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|im_start|>"])
-    mask = render.loss_mask(encoded)
+    mask = loss_mask(len(encoded.tokens), encoded.spans)
     for start, end in encoded.spans:
         assert encoded.tokens[end - 1] == im_end and mask[end - 1] == 1
         header = max(k for k in range(start) if encoded.tokens[k] == im_start)
@@ -84,7 +86,7 @@ def test_weight_zero_turn_stays_in_context_but_carries_no_loss(tokenizer):
     assert (encoded.trained_turns, encoded.untrained_turns) == (2, 1)
     (start, end), = encoded.untrained_spans
     assert tokenizer.decode(encoded.tokens[start:end]) == EXPECTED_TURNS[1]
-    assert sum(render.loss_mask(encoded)[start:end]) == 0
+    assert loss_mask(len(encoded.tokens), encoded.spans)[start:end].sum() == 0
 
 
 def test_segments_concatenate_to_the_rendered_text(tokenizer):

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 
 from synthia.data import render, stage_data, token_files
-from synthia.train import worker
+from synthia.train import batches
 
 EXAMPLES = [(3, [5, 6, 7, 8, 9], [(1, 3), (4, 5)]), (8, [151643, 0, 2], [(0, 3)]), (12, [42], [])]
 
@@ -22,7 +22,7 @@ def test_what_is_written_is_read_back(tmp_path):
 
 
 def test_the_worker_masks_exactly_the_spans(tmp_path):
-    loaded = worker.load_token_file(token_files.write(tmp_path / "t.tokens.npz", EXAMPLES))
+    loaded = batches.load_token_file(token_files.write(tmp_path / "t.tokens.npz", EXAMPLES))
     assert [mask.tolist() for _, mask in loaded] == [[0, 1, 1, 0, 1], [1, 1, 1], [0]]
 
 

@@ -10,7 +10,8 @@ import pytest
 from mlx.utils import tree_flatten
 from mlx_lm.models import granite
 
-from synthia.train.chunked_loss import trained_positions
+from synthia.train import jobs
+from synthia.train.loss import trained_positions
 from tests.worker_jobs import random_examples, result_of, run_worker, train_job, write_token_file
 
 CHUNK = 16
@@ -60,9 +61,10 @@ def test_training_with_a_chunked_loss_ends_with_the_plain_adapters(trained):
 def test_evaluation_with_a_chunked_loss_gives_the_plain_losses(tmp_path, tiny_model_dir, token_files):
     results = {}
     for chunk in (None, CHUNK):
-        job = {"batch_size": 2, "max_seq_length": 256, "loss_chunk_size": chunk, "result": str(tmp_path / f"{chunk}.json"),
-               "runs": [{"label": "base", "model": str(tiny_model_dir), "num_batches": {"train": -1, "valid": -1},
-                         "splits": {"train": token_files[0], "valid": token_files[1]}}]}
+        run = {"label": "base", "model": str(tiny_model_dir), "num_batches": {"train": -1, "valid": -1},
+               "splits": {"train": token_files[0], "valid": token_files[1]}}
+        job = jobs.make_job("evaluate", batch_size=2, max_seq_length=256, loss_chunk_size=chunk,
+                            result=str(tmp_path / f"{chunk}.json"), runs=[run])
         done = run_worker("evaluate", job, tmp_path / "eval_job.json")
         assert done.returncode == 0, done.stdout + done.stderr
         results[chunk] = result_of(job)["base"]

@@ -8,6 +8,7 @@ import numpy as np
 
 from synthia.data import token_files
 from synthia.pipeline.steps import worker_command
+from synthia.train import jobs
 from synthia.train.schedule import lr_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,27 +31,28 @@ def write_token_file(path, examples):
     return str(token_files.write(path, [(k, e["tokens"], e["spans"]) for k, e in enumerate(examples, start=1)]))
 
 
-def train_job(model_dir, adapter_dir, train, valid, **overrides):
-    """Every key the worker reads, with small-run values; overrides win. adapter_dir must exist."""
-    job = {"seed": 7, "model": str(model_dir), "num_layers": -1, "fine_tune_type": "lora",
-           "lora_parameters": {"rank": 4, "scale": 10.0, "dropout": 0.0}, "grad_checkpoint": False,
-           "optimizer": "adam", "batch_size": 2, "iters": 6, "grad_accumulation_steps": 1, "max_seq_length": 256,
-           "steps_per_report": 1, "steps_per_eval": 3, "val_batches": -1, "save_every": 100, "keep": "best",
-           "early_stop_patience": None, "report_to": None, "loss_chunk_size": None, "learning_rate": 1e-3,
-           "adapter_dir": str(adapter_dir), "train": train, "valid": valid,
-           "result": str(Path(adapter_dir) / "train_result.json"), **overrides}
-    updates = -(-job["iters"] // job["grad_accumulation_steps"])
-    job.setdefault("lr_schedule", lr_schedule(updates, job["learning_rate"]))
-    return job
+def train_job(model_dir, adapter_dir, train, valid, learning_rate=1e-3, **overrides):
+    """A TrainJob with small-run values; overrides win, and the schedule peaks at learning_rate. adapter_dir must
+    exist."""
+    values = {"seed": 7, "model": str(model_dir), "num_layers": -1, "fine_tune_type": "lora",
+              "lora_parameters": {"rank": 4, "scale": 10.0, "dropout": 0.0}, "grad_checkpoint": False,
+              "optimizer": "adam", "batch_size": 2, "iters": 6, "grad_accumulation_steps": 1, "max_seq_length": 256,
+              "steps_per_report": 1, "steps_per_eval": 3, "val_batches": -1, "save_every": 100, "keep": "best",
+              "early_stop_patience": None, "report_to": None, "loss_chunk_size": None,
+              "adapter_dir": str(adapter_dir), "train": train, "valid": valid,
+              "result": str(Path(adapter_dir) / "train_result.json"), **overrides}
+    updates = -(-values["iters"] // values["grad_accumulation_steps"])
+    values.setdefault("lr_schedule", lr_schedule(updates, learning_rate))
+    return jobs.make_job("train", **values)
 
 
 def run_worker(kind, job, job_file, launcher=(), cwd=ROOT, env=None, timeout=600):
     """Write the job, run the worker's command as train_mlx.py does (under `launcher` if given); the
     CompletedProcess."""
-    Path(job_file).write_text(json.dumps(job))
+    jobs.write_job(job_file, job)
     return subprocess.run(worker_command(kind, job_file, list(launcher)), cwd=cwd, capture_output=True, text=True,
                           env=env, timeout=timeout)
 
 
 def result_of(job):
-    return json.loads(Path(job["result"]).read_text())
+    return json.loads(Path(job.result).read_text())

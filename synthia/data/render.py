@@ -425,14 +425,6 @@ def fit_to_length(encoded, max_seq_length):
     return encoded
 
 
-def loss_mask(encoded):
-    """0/1 per token: 1 where the token is a training target."""
-    mask = [0] * len(encoded.tokens)
-    for start, end in encoded.spans:
-        mask[start:end] = [1] * (end - start)
-    return mask
-
-
 def probe_conversation():
     """A conversation whose tool definition, call, arguments and result are easy to find in rendered text."""
     tool = {

@@ -13,7 +13,7 @@ from pathlib import Path
 from synthia.data import stage_data
 from synthia.pipeline import runstate
 from synthia.train import memory_plan
-from synthia.train.chunked_loss import DEFAULT_CHUNK_SIZE
+from synthia.train.loss import DEFAULT_CHUNK_SIZE
 from synthia.train.memory_plan import DEFAULT_LORA_KEYS, ModelShape, PlanInputs
 
 # memory_plan's changes that map onto a setting; its other levers (smaller fuse shards, scoring 4-bit copies)

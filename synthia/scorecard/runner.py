@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from synthia.pipeline import runstate, steps
+from synthia.train import jobs
 
 
 def file_digest(path):
@@ -24,12 +25,12 @@ def score_model(label, model_dir, splits, out_dir, settings, env, rerun, log):
     if not todo:
         log(f"score: {eval_file} already holds these splits; skipping", label)
         return {name: cached[name] for name in splits}
-    job = {"model": str(model_dir), "splits": todo, "chat_template": settings["chat_template"],
-           "limit": settings["limit"], "max_new_tokens": None, "max_prompt_tokens": settings["max_prompt_tokens"],
-           "samples": str(out_dir / "samples.md") if settings["samples"] else None,
-           "result": str(out_dir / "scores.json")}
+    job = jobs.make_job("score", model=str(model_dir), splits=todo, chat_template=settings["chat_template"],
+                        limit=settings["limit"], max_new_tokens=None, max_prompt_tokens=settings["max_prompt_tokens"],
+                        samples=str(out_dir / "samples.md") if settings["samples"] else None,
+                        result=str(out_dir / "scores.json"))
     command = steps.worker_command("score", out_dir / "score_job.json")
-    runstate.write_json(Path(command[-1]), job)
+    jobs.write_job(command[-1], job)
     steps.run_step(label, "score", command, env, out_dir / "score.log", rerun)
     fresh = json.loads((out_dir / "scores.json").read_text())
     cached.update({name: {**result, "file_digest": digests[name]} for name, result in fresh.items()})

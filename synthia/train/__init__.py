@@ -1,5 +1,8 @@
-"""The child process that trains or evaluates one stage (python -m synthia.train.worker JOB.json).
+"""Training: the child process that trains, evaluates or scores one stage (python -m synthia.train.worker KIND
+JOB.json), and what the parent needs to plan it.
 
-Start with worker.py (the loop, evaluation, checkpoints); chunked_loss.py is the loss without the full logits;
-schedule.py the learning rate; memory_plan.py predicts each step's peak memory; fuse.py merges adapters.
+Start with loop.py, the training loop. What the worker receives: jobs.py. Where the examples and batches come
+from: batches.py (token files, loss masks, batch order, padding). Where the loss is: loss.py (plain and chunked).
+checkpoint.py saves and resumes; evaluate.py measures a model's loss on token files; worker.py is the entry point.
+schedule.py is the learning rate; memory_plan.py predicts each step's peak memory; fuse.py merges adapters.
 """

@@ -12,8 +12,12 @@ from pathlib import Path
 from synthia import files
 
 
+REWRITE = "Fix: run the stage again with train_mlx.py, which writes the job file"
+
+
 class JobError(ValueError):
-    """A job file that does not match its dataclass."""
+    """A job that does not match its dataclass, or that the worker cannot run as written (a setting the model does
+    not allow, ranks that disagree); the worker prints the message, without a traceback, and exits with 2."""
 
 
 @dataclass(frozen=True)
@@ -82,23 +86,24 @@ class ScoreJob:
 JOBS = {"train": TrainJob, "evaluate": EvaluateJob, "score": ScoreJob}
 
 
-def job_fields(kind, values, where):
-    """The fields of a `kind` job from a dict, or JobError naming the missing and unknown keys."""
-    cls = JOBS[kind]
+def checked_fields(cls, values, where):
+    """values, a dict, if its keys are exactly cls's fields; else JobError naming the missing and unknown ones."""
     names = {f.name for f in fields(cls)}
     missing, unknown = sorted(names - set(values)), sorted(set(values) - names)
     if missing or unknown:
         parts = [f"missing {', '.join(missing)}" if missing else "", f"unknown {', '.join(unknown)}" if unknown else ""]
-        raise JobError(f"{where}: a {kind} job's fields do not match {cls.__name__}: "
-                       f"{'; '.join(p for p in parts if p)}")
+        raise JobError(f"{where}: the fields do not match {cls.__name__}: {'; '.join(p for p in parts if p)}")
     return values
 
 
-def make_job(kind, **values):
-    """A checked job; EvaluateJob's runs may be given as dicts."""
-    job_fields(kind, values, f"the {kind} job being built")
+def make_job(kind, where=None, **values):
+    """A checked job; EvaluateJob's runs may be given as dicts. where: what to call it in an error."""
+    where = where or f"the {kind} job being built"
+    checked_fields(JOBS[kind], values, where)
     if kind == "evaluate":
-        values["runs"] = [run if isinstance(run, EvaluateRun) else EvaluateRun(**run) for run in values["runs"]]
+        values["runs"] = [run if isinstance(run, EvaluateRun) else
+                          EvaluateRun(**checked_fields(EvaluateRun, run, f"{where}, run {number}"))
+                          for number, run in enumerate(values["runs"], start=1)]
     return JOBS[kind](**values)
 
 
@@ -109,5 +114,11 @@ def write_job(path, job):
 
 def read_job(kind, path):
     """The `kind` job written by write_job."""
-    values = job_fields(kind, json.loads(Path(path).read_text()), str(path))
-    return make_job(kind, **values)
+    try:
+        values = json.loads(Path(path).read_text())
+        if not isinstance(values, dict):
+            raise JobError(f"{path}: a {kind} job is a JSON object, not {type(values).__name__}")
+        return make_job(kind, where=str(path), **values)
+    except (OSError, ValueError) as error:  # JobError included
+        problem = str(error) if isinstance(error, JobError) else f"{path}: cannot read the {kind} job ({error})"
+        raise JobError(f"{problem}. {REWRITE}") from None

@@ -20,8 +20,9 @@ import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from synthia.train.batches import padded_width
+
 GB = 1e9
-PAD_TO = 32  # synthia.train.worker pads batches to 1 + a multiple of this
 LORA_BYTES = 4  # mlx_lm makes LoRA parameters in float32 whatever the model's dtype
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 # mlx_lm's default LoRA targets: every Linear of a block (the attention and MLP projections).
@@ -185,8 +186,7 @@ class StepPlan:
 def batch_positions(lengths, batch_size, max_seq_length):
     """(rows, positions) of the widest batch the worker builds: the longest example padded as it pads."""
     longest = min(max(lengths, default=max_seq_length), max_seq_length)
-    width = min(1 + PAD_TO * math.ceil(longest / PAD_TO), max_seq_length)
-    return batch_size, width - 1
+    return batch_size, padded_width(longest, max_seq_length) - 1
 
 
 def lora_parameters(inputs):

@@ -1,11 +1,14 @@
-"""The masked cross-entropy of synthia.train.worker without the [tokens x vocabulary] logits array.
+"""The training loss: cross-entropy summed over the targets the loss mask marks (the assistant turns), and their
+count. Sums, not means, so that batches, accumulation steps and ranks with different numbers of trained tokens
+combine into one per-token mean. `loss_and_inputs` picks the form a job asks for; both give the same loss.
 
-With Qwen2.5's 152,064-token vocabulary the logits dwarf everything else a LoRA step holds: at 2,048
-tokens one copy is 1.2 GB in float32 (0.6 GB in bf16), and the backward pass holds several (the logits,
-their softmax, the gradient). Here the model's final hidden states go through the output head a chunk of
+summed_loss, the plain form, computes the logits of every position at once. chunked_summed_loss avoids that
+[tokens x vocabulary] array: with Qwen2.5's 152,064-token vocabulary the logits dwarf everything else a LoRA step
+holds: at 2,048 tokens one copy is 1.2 GB in float32 (0.6 GB in bf16), and the backward pass holds several (the
+logits, their softmax, the gradient). Here the model's final hidden states go through the output head a chunk of
 positions at a time inside one mx.custom_function: the forward pass keeps only each chunk's summed loss,
 and the backward pass recomputes one chunk's logits at a time to get the gradient of the hidden states.
-Loss and gradients equal worker.masked_loss's up to the order of a float32 sum.
+Loss and gradients equal summed_loss's up to the order of a float32 sum.
 
 The peak is a few chunk-sized arrays, not one: MLX allocates an op's output when it queues the op, and
 queues about ten ahead of the one running, so ~7 [batch x chunk x vocabulary] arrays are alive at the
@@ -22,12 +25,42 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from synthia.train.jobs import JobError
+
+LOSS_SLOTS = 64  # chunked loss: trained positions are padded to a multiple of this, so compiled shapes repeat
 DEFAULT_CHUNK_SIZE = 128  # positions per chunk: the loss's peak is ~7 x rows x chunk x vocabulary x dtype
 # mlx_lm models whose logits are exactly head(model.model(inputs)), the head being lm_head or the tied
 # embedding; others scale or soft-cap their logits after the head (gemma, cohere), which this would skip.
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama", "mistral")
 
 
+def summed_loss(model, tokens, mask):
+    """(sum of cross-entropy over the targets the mask marks, their count), from the logits of every position."""
+    inputs, targets, weights = tokens[:, :-1], tokens[:, 1:], mask[:, 1:]
+    ce = nn.losses.cross_entropy(model(inputs), targets) * weights
+    return ce.astype(mx.float32).sum(), weights.sum()
+
+
+def loss_and_inputs(model, chunk_size):
+    """The summed masked loss a job asks for, and how a batch becomes its inputs: loss(model, *inputs(tokens,
+    mask)). chunk_size None: summed_loss, logits of every position at once. A number: chunked_summed_loss,
+    logits only at the trained positions (found on the host), chunk_size of them at a time."""
+    if chunk_size is None:
+        return summed_loss, lambda tokens, mask: (tokens, mask)
+    try:
+        OutputHead(model)
+    except ChunkedLossUnsupported as error:
+        raise JobError(f"loss_chunk_size {chunk_size}: {error}") from None
+
+    def loss(model, tokens, mask, positions):
+        return chunked_summed_loss(model, tokens, mask, chunk_size, positions)
+
+    return loss, lambda tokens, mask: (tokens, mask, trained_positions(mask, LOSS_SLOTS))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The chunked form: logits only at the trained positions, a chunk of them at a time
+# ---------------------------------------------------------------------------------------------------------
 class ChunkedLossUnsupported(ValueError):
     """The model's logits are not head(hidden states); use the plain loss."""
 
@@ -73,7 +106,7 @@ def chunk_slices(length, chunk_size):
 
 
 def chunked_summed_loss(model, tokens, mask, chunk_size=DEFAULT_CHUNK_SIZE, positions=None):
-    """worker.summed_loss's (sum of cross-entropy over the targets the mask marks, their count), without
+    """summed_loss's (sum of cross-entropy over the targets the mask marks, their count), without
     ever holding more than a few chunks' logits. With `positions` (from trained_positions), logits only
     there; positions without loss may be left out, never one with loss."""
     inputs, targets, weights = tokens[:, :-1], tokens[:, 1:], mask[:, 1:]
@@ -81,12 +114,6 @@ def chunked_summed_loss(model, tokens, mask, chunk_size=DEFAULT_CHUNK_SIZE, posi
     hidden = model.model(inputs)
     picked = (hidden, targets, weights) if positions is None else at_positions(positions, hidden, targets, weights)
     return head_loss_sum(head, *picked, chunk_size), weights.sum()
-
-
-def chunked_masked_loss(model, tokens, mask, chunk_size=DEFAULT_CHUNK_SIZE, positions=None):
-    """worker.masked_loss's (mean cross-entropy over the targets the mask marks, their count)."""
-    ce_sum, ntoks = chunked_summed_loss(model, tokens, mask, chunk_size, positions)
-    return ce_sum / mx.maximum(ntoks, 1), ntoks
 
 
 def trained_positions(mask, slot_size):

@@ -1,0 +1,46 @@
+"""Tool-calling scores in a run: --test scores every stage and the base model on held-out conversations and writes
+the scorecard; --evaluate scores one model and trains nothing."""
+
+
+from synthia.pipeline import models, reports, runstate, stagedir
+from synthia.pipeline.inputs import validate_dataset
+from synthia.pipeline.run import log
+from synthia.platform import blas
+from synthia.scorecard import card, runner
+
+
+def score_model(label, model_dir, splits, out_dir, options, env, max_prompt_tokens, samples=True):
+    settings = {"chat_template": options.chat_template, "limit": options.test_limit,
+                "max_prompt_tokens": max_prompt_tokens, "samples": samples}
+    return runner.score_model(label, model_dir, splits, out_dir, settings, env, options.rerun_command(), log)
+
+
+def test_stages(numbers, configs, base_model, options, env):
+    """--test: score every stage on its own and earlier test splits, the base model once, then the scorecard."""
+    needed = reports.score_splits(numbers[-1], options.output_dir, options.eval_data)
+    if options.demo:  # one held-out set for every model: the last stage's test split holds every category's examples
+        needed = {name: path for name, path in needed.items() if name == f"stage{numbers[-1]} test"}
+    for number in numbers:
+        paths = stagedir.stage_paths(options.output_dir, number)
+        splits = needed if options.demo else reports.score_splits(number, options.output_dir, options.eval_data)
+        score_model(number, paths.fused_dir, splits, paths.stage_dir, options, env, configs[number]["max_seq_length"],
+                    samples=number == numbers[-1])  # sample answers of the final model only: generation is slow
+    base_dir = models.resolve_model_dir(base_model)
+    base = score_model("base", base_dir, needed, options.output / "base-eval", options, env,
+                       configs[numbers[0]]["max_seq_length"], samples=False)
+    reports.write_reports(options.output_dir, options.stage_numbers, base, log)
+
+
+def evaluate_only(model, options, held_out_config):
+    """--evaluate MODEL_DIR: score one model on --eval-data (or the dataset's test split) and train nothing.
+    held_out_config: a function giving stage 3's resolved config, whose split holds the test examples."""
+    model_dir = models.check_model_dir(model, "--evaluate")
+    models.load_tokenizer(model_dir, options.chat_template)  # a chat template that renders tools, before the child
+    with runstate.output_lock(options.output):
+        out_dir = options.output / "evaluate" / model_dir.name
+        splits = ({"eval-data": str(options.eval_data)} if options.eval_data else reports.held_out_test_split(
+            validate_dataset(options.dataset, options.strict), held_out_config(), out_dir))
+        env, _ = blas.child_setup(options.blas, log)
+        results = score_model("evaluate", model_dir, splits, out_dir, options, env, None)
+        log(card.write_scorecard([(model_dir.name, results)], out_dir / "scorecard.md"))
+        log(f"wrote {out_dir / 'eval.json'}, {out_dir / 'samples.md'} and {out_dir / 'scorecard.md'}")
