@@ -15,8 +15,8 @@ The N conversations replicate dataset.jsonl; copy k (k >= 1) of a line is varied
 another: tool-call ids get a suffix, and in every message text and every string inside tool-call arguments the
 numbers are shifted by k and file names get a suffix. The tokenizer is Qwen2.5's (synthia/starter_data/tokenizer.py)
 with the default template, as for the real base model. Wall and CPU seconds are both printed: on a shared
-machine (load average before and after) CPU time is the steadier figure. Each stage's settings are train_mlx.py's
-own, read from its --dry-run on the dataset (planned on a tiny random model, which the data path does not use).
+machine (load average before and after) CPU time is the steadier figure. The three stages' slices and split are
+pinned below (train_mlx.py's defaults when BENCHMARKS.md was measured), so the figures stay comparable.
 """
 
 import argparse
@@ -37,8 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _dry_run import train_steps  # noqa: E402
-from token_efficiency import DEFAULT_TEMPLATE, machine_lines, qwen_tokenizer  # noqa: E402
+from token_efficiency import DEFAULT_TEMPLATE, machine_lines, qwen_tokenizer, tiny_tokenizer  # noqa: E402
 from validate_speed import module_at_commit  # noqa: E402
 
 # Imported before the clock starts, as train_mlx.py imports them before its data path runs.
@@ -47,6 +46,8 @@ from synthia.data import pieces, render, stage_data, validate  # noqa: E402
 GOAL_SECONDS = 5.0
 BEFORE, BEFORE_PATH = "504c445", "synthia/render.py"  # the renderer before one render per conversation, its path then
 SMOKE = {"conversations": 100, "repeat": 1, "no_before": True, "whole_path_at": None}  # history is not run
+SPLIT = {"seed": 42, "valid_fraction": 0.1, "test_fraction": 0.1, "max_seq_length": 2048, "batch_size": 2}
+STAGE_CATEGORIES = {1: ["tool_use"], 2: ["tool_use", "tdd", "debugging", "planning"], 3: None}  # None: every one
 NUMBER = re.compile(r"(?<![\w.])\d+(?![\w.])")
 FILE_NAME = re.compile(r"\b([A-Za-z_][\w-]*)\.(py|js|ts|tsx|go|rs|md|json|toml|ya?ml|txt|cfg|ini|sh|c|h|java|rb|lock)\b")
 
@@ -152,24 +153,15 @@ def same_encodings(a, b):
     return a.keys() == b.keys() and all(dataclasses.astuple(a[k]) == dataclasses.astuple(b[k]) for k in a)
 
 
-def prepare_phase(examples, encoded, path, out_dir, stage_settings):
+def prepare_phase(examples, encoded, path, out_dir):
     """prepare_stage_data for every stage, writing the token files as a real run does."""
     stats = {}
-    for number, values in stage_settings.items():
+    for number, categories in STAGE_CATEGORIES.items():
+        values = {**SPLIT, "categories": categories}
         _, stats[number] = stage_data.prepare_stage_data(number, values, examples, encoded,
                                                          Path(out_dir) / f"stage{number}", path, strict=False,
                                                          with_test=True, log=quiet)
     return stats
-
-
-def pipeline_stage_settings(model_dir, dataset, directory):
-    """{stage: settings} as train_mlx.py resolves them from its defaults, read from its --dry-run on `dataset`.
-    num_layers -1 only because the tiny model that plans has 2 layers; the data path does not read it."""
-    config = Path(directory) / "dry-run.yaml"
-    config.write_text("num_layers: -1\n")
-    steps = train_steps(["--base-model", model_dir, "--dataset", Path(dataset).resolve(), "--config", config,
-                         "--output-dir", Path(directory) / "dry-run"])
-    return {number: step.job for number, step in steps.items()}
 
 
 def profile_phase(name, function, *args, top=25):
@@ -223,13 +215,8 @@ def main(argv=None):
     print(load_average())
     with tempfile.TemporaryDirectory() as directory:
         path = write_dataset(args.dataset, directory, args.conversations)
-        from synthia.demo.tiny_model import build_tiny_model
-        from synthia.pipeline.models import load_tokenizer
-
-        tiny = build_tiny_model(Path(directory) / "tiny-model")
-        stage_settings = pipeline_stage_settings(tiny, args.dataset, directory)
         if args.smoke:
-            tokenizer, load_wall, load_cpu = timed(load_tokenizer, tiny, DEFAULT_TEMPLATE)
+            tokenizer, load_wall, load_cpu = timed(tiny_tokenizer, directory)
         else:
             tokenizer, load_wall, load_cpu = timed(qwen_tokenizer, DEFAULT_TEMPLATE)
         fast, table_wall, _ = timed(pieces.use_fast_bpe, tokenizer)
@@ -242,8 +229,7 @@ def main(argv=None):
         for run in range(args.repeat):  # fresh examples each time: nothing made in one run serves the next
             examples, *validate_times = timed(validate_phase, path)
             encoded, *render_times = timed(render_phase, tokenizer, examples)
-            stats, *prepare_times = timed(prepare_phase, examples, encoded, path, Path(directory) / f"models{run}",
-                                          stage_settings)
+            stats, *prepare_times = timed(prepare_phase, examples, encoded, path, Path(directory) / f"models{run}")
             runs.append([validate_times, render_times, prepare_times])
         medians = [[statistics.median(run[phase][i] for run in runs) for i in range(2)] for phase in range(3)]
         rows = list(zip(["validate (synthia.data.validate)", "render + tokenize (render.encode_many)",
@@ -277,8 +263,7 @@ def main(argv=None):
             compare_with_commit(args.whole_path_at, args.conversations, total)
         if args.profile:
             phase = {"validate": (validate_phase, path), "render": (render_phase, tokenizer, examples),
-                     "prepare": (prepare_phase, examples, encoded, path, Path(directory) / "profiled",
-                                 stage_settings)}[args.profile]
+                     "prepare": (prepare_phase, examples, encoded, path, Path(directory) / "profiled")}[args.profile]
             profile_phase(args.profile, *phase)
 
 

@@ -43,6 +43,7 @@ import json
 import os
 import re
 import runpy
+import shlex
 import shutil
 import subprocess
 import sys
@@ -54,10 +55,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _dry_run import train_steps  # noqa: E402
-
 TEMPLATE = ROOT / "synthia" / "chat_templates" / "qwen2.5-tools.jinja"
-VALID_FRACTION = 0.1
+SEED, VALID_FRACTION = 42, 0.1
+CATEGORIES = ["tool_use"]  # stage 1's; set in the config, so every chosen conversation is in the stage
+COMMAND_LINE = re.compile(r"^\[stage 1\] would run train: (.+)$")
+JOB_LINE = re.compile(r"^\[stage 1\]\s+with (\S+train_job\.json): (\{.*\})\s*$")
 WORK_DIR = "/tmp/synthia-bench-overhead"
 BATCH_LOG = "SYNTHIA_BATCH_LOG"  # a directory where the training worker logs each iteration's trained targets
 MODELS = {  # label -> settings shared by every run on that model
@@ -105,18 +107,8 @@ def smollm2_model(work, given):
     return Path(import_gguf(gguf, ROOT / "models" / "base", dtype="float32"))
 
 
-def stage_one_settings(model_dir, settings, work, env):
-    """Stage 1's settings as train_mlx.py resolves them with this bench's config (its --dry-run on the shipped
-    dataset): the categories, seed and split the conversations are chosen by."""
-    config = work / "stage1-settings.yaml"
-    config.write_text(json.dumps(pipeline_config(settings)))
-    steps = train_steps(["--stage", "1", "--base-model", model_dir, "--output-dir", work / "stage1-settings",
-                         "--config", config, "--chat-template", TEMPLATE], env, work / "stage1-settings.log")
-    return steps[1].job
-
-
-def chosen_conversations(model_dir, count, max_seq_length, stage):
-    """`count` conversations of the stage that land in its train split and fit whole, and one that lands in valid."""
+def chosen_conversations(model_dir, count, max_seq_length):
+    """`count` stage-1 conversations that land in the train split and fit whole, and one that lands in valid."""
     from synthia.data import render, stage_data, validate
     from synthia.pipeline.models import load_tokenizer
 
@@ -124,9 +116,9 @@ def chosen_conversations(model_dir, count, max_seq_length, stage):
     tools = validate.load_default_tools()
     train, valid = [], []
     for ex in validate.validate_file(ROOT / "dataset.jsonl").examples:
-        if not stage_data.in_stage(ex, stage["categories"]):
+        if not stage_data.in_stage(ex, CATEGORIES):
             continue
-        split = stage_data.split_of(ex.fingerprint, stage["seed"], stage["valid_fraction"], stage["test_fraction"])
+        split = stage_data.split_of(ex.fingerprint, SEED, VALID_FRACTION, 0.0)
         wanted = train if split == "train" else valid if split == "valid" else None
         if wanted is None or len(wanted) >= (count if wanted is train else 1):
             continue
@@ -138,8 +130,9 @@ def chosen_conversations(model_dir, count, max_seq_length, stage):
 
 
 def pipeline_config(settings):
-    return {"train_bits": None, "grad_checkpoint": False, "batch_size": 1, "max_seq_length": settings["max_seq_length"],
-            "num_layers": settings["num_layers"], "lora_parameters": settings["lora_parameters"],
+    return {"seed": SEED, "categories": CATEGORIES, "train_bits": None, "grad_checkpoint": False, "batch_size": 1,
+            "max_seq_length": settings["max_seq_length"], "num_layers": settings["num_layers"],
+            "lora_parameters": settings["lora_parameters"],
             "valid_fraction": VALID_FRACTION, "test_fraction": 0.0, "val_batches": 1, "steps_per_eval": 100000,
             "steps_per_report": 1, "save_every": 100000, "keep": "last", "learning_rate": LEARNING_RATE}
 
@@ -210,15 +203,16 @@ def pipeline_training(model_dir, settings, work, env, iters, plain_loss=False):
     subset = work / "subset.jsonl"
     config = work / f"{name}.yaml"
     config.write_text(json.dumps({**pipeline_config(settings), **({"loss_chunk_size": None} if plain_loss else {})}))
-    step = train_steps(["--stage", "1", "--base-model", model_dir, "--dataset", subset, "--output-dir", out,
-                        "--config", config, "--chat-template", TEMPLATE, "--iters", iters], env,
-                       work / f"{name}-dry-run.log")[1]
-    step.job_path.write_text(json.dumps(step.job))
-    assert step.command[1] == "-m" and step.command[-1] == str(step.job_path), step.command
+    plan = work / f"{name}-dry-run.log"
+    run([sys.executable, "train_mlx.py", "--stage", "1", "--base-model", str(model_dir), "--dataset", str(subset),
+         "--output-dir", str(out), "--config", str(config), "--chat-template", str(TEMPLATE), "--iters", str(iters),
+         "--dry-run"], env, plan)
+    command, job_path, job = planned_training(plan)
+    job_path.write_text(json.dumps(job))
     log, batch_log = work / f"{name}-train.log", work / f"{name}-batches"
     shutil.rmtree(batch_log, ignore_errors=True)
     batch_log.mkdir()
-    seconds = run([step.command[0], str(Path(__file__).resolve()), "--worker-child", *step.command[2:]],
+    seconds = run([command[0], str(Path(__file__).resolve()), "--worker-child", *command[2:]],
                   {**env, BATCH_LOG: str(batch_log)}, log)
     # Iteration 0's stamp is the validation before the loop: the loop's clock starts right after it.
     stamps = {int(m.group(3)): (float(m.group(1)), float(m.group(2))) for m in
@@ -228,7 +222,17 @@ def pipeline_training(model_dir, settings, work, env, iters, plain_loss=False):
         raise SystemExit(f"{log}: no stamped report for iteration(s) "
                          f"{sorted(set(range(iters + 1)) - set(stamps))} of 0..{iters}; the worker's lines changed?")
     return {"iterations": per_iteration(stamps, trained_per_iteration(batch_log, iters)), "process": seconds,
-            "stage_data": Path(step.job["train"]).parent, "train_file": step.job["train"], "seed": step.job["seed"]}
+            "stage_data": Path(job["train"]).parent, "train_file": job["train"]}
+
+
+def planned_training(plan_log):
+    """(command, job path, job) of stage 1's training step, as its --dry-run printed them."""
+    lines = Path(plan_log).read_text().splitlines()
+    commands = [shlex.split(m.group(1)) for m in map(COMMAND_LINE.match, lines) if m]
+    jobs = [(Path(m.group(1)), json.loads(m.group(2))) for m in map(JOB_LINE.match, lines) if m]
+    if not commands or not jobs or commands[0][1] != "-m" or commands[0][-1] != str(jobs[0][0]):
+        raise SystemExit(f"{plan_log}: no `would run train: PYTHON -m MODULE ... JOB` line followed by its job")
+    return commands[0], *jobs[0]
 
 
 def per_iteration(stamps, trained):
@@ -271,7 +275,7 @@ def trained_per_iteration(batch_log, iters):
     return [trained[it] for it in range(1, iters + 1)]
 
 
-def mlx_lm_training(model_copy, data_dir, settings, work, env, iters, cpu_backend, seed):
+def mlx_lm_training(model_copy, data_dir, settings, work, env, iters, cpu_backend):
     name = "mlx_lm-cpu" if cpu_backend else "mlx_lm"
     adapters, report = work / f"{name}-adapters", work / f"{name}.json"
     shutil.rmtree(adapters, ignore_errors=True)
@@ -280,7 +284,7 @@ def mlx_lm_training(model_copy, data_dir, settings, work, env, iters, cpu_backen
     args = ["--model", str(model_copy), "--train", "--data", str(data_dir), "--mask-prompt", "--batch-size", "1",
             "--iters", str(iters), "--num-layers", str(settings["num_layers"]), "--max-seq-length",
             str(settings["max_seq_length"]), "--learning-rate", str(LEARNING_RATE), "--steps-per-report", "1",
-            "--steps-per-eval", "100000", "--val-batches", "1", "--save-every", "100000", "--seed", str(seed),
+            "--steps-per-eval", "100000", "--val-batches", "1", "--save-every", "100000", "--seed", str(SEED),
             "--adapter-path", str(adapters), "-c", str(config)]
     child = [sys.executable, str(Path(__file__).resolve()), "--mlx-lm-child", str(report)]
     if cpu_backend:  # mlx_lm empties MLX's buffer cache after every step unless told a threshold: keep it, as we do
@@ -435,8 +439,7 @@ def measure(args, argv, work):
         model_work = work / label
         model_work.mkdir(exist_ok=True)
         model_dir = tiny_model(model_work) if label == "tiny" else smollm2_model(model_work, args.smollm2_dir)
-        stage = stage_one_settings(model_dir, settings, model_work, env)
-        chosen = chosen_conversations(model_dir, settings["examples"], settings["max_seq_length"], stage)
+        chosen = chosen_conversations(model_dir, settings["examples"], settings["max_seq_length"])
         (model_work / "subset.jsonl").write_text("".join(json.dumps(ex.record, ensure_ascii=False) + "\n"
                                                          for ex in chosen))
         examples = settings["examples"]
@@ -450,7 +453,7 @@ def measure(args, argv, work):
                 ("  with loss_chunk_size null", pipeline_training(model_dir, settings, model_work, env, iters, True))]
         for cpu in (False, True):
             runs.append(("mlx_lm lora + CPU settings" if cpu else "mlx_lm lora",
-                         mlx_lm_training(copy, data_dir, settings, model_work, env, iters, cpu, ours["seed"])))
+                         mlx_lm_training(copy, data_dir, settings, model_work, env, iters, cpu)))
         for _, r in runs:
             last = r["iterations"][-examples - 1:-1]  # iterations (E-1)K+1 .. EK: the last whole epoch
             r.update(computed=computed, iters=examples, wall=sum(w for w, _, _ in last), cpu=sum(c for _, c, _ in last),

@@ -113,7 +113,7 @@ def test_smoke_run_prints_the_benchmark_table(script):
 
 
 def test_every_bench_script_has_a_smoke_test():
-    scripts = {path.name for path in BENCH.glob("*.py") if not path.name.startswith("_")}  # _name.py: a helper
+    scripts = {path.name for path in BENCH.glob("*.py")}
     assert scripts == set(TABLES), f"bench scripts without a smoke test: {sorted(scripts - set(TABLES))}; " \
                                    f"tests of scripts that are gone: {sorted(set(TABLES) - scripts)}"
 
