@@ -23,7 +23,8 @@ import yaml
 
 from synthia import hub
 from synthia.pipeline import stagedir
-from synthia.scorecard import card, generation
+from synthia.scorecard import card as scorecard
+from synthia.scorecard import generation
 
 TOKEN = "hf_StandInSecret0123456789abcdefWXYZ"
 REPO = "tester/synthia-test"
@@ -168,7 +169,7 @@ def test_card_counts_examples_per_category_and_split_for_each_stage(run_dir):
 
 
 def test_card_carries_the_scorecard_from_test_under_its_own_headings(run_dir):
-    written = card.write_scorecard([("base", scored(4)), ("stage 3", scored(15))], run_dir / "scorecard.md")
+    written = scorecard.write_scorecard([("base", scored(4)), ("stage 3", scored(15))], run_dir / "scorecard.md")
     card = hub.model_card(run_dir)
     assert "### Tool-calling scorecard" in card and "#### test" in card
     assert card_row(written, "all turns: exact") in card.splitlines()
@@ -176,7 +177,7 @@ def test_card_carries_the_scorecard_from_test_under_its_own_headings(run_dir):
 
 
 def test_a_scorecard_older_than_the_model_is_marked_as_possibly_stale(run_dir):
-    card.write_scorecard([("stage 3", scored(15))], run_dir / "scorecard.md")
+    scorecard.write_scorecard([("stage 3", scored(15))], run_dir / "scorecard.md")
     os.utime(run_dir / "scorecard.md", (0, 0))
     assert "it may describe an earlier run" in hub.model_card(run_dir)
 

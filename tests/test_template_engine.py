@@ -107,7 +107,7 @@ def test_a_template_the_engine_cannot_parse_is_an_error_with_its_reason():
 def test_rendering_without_the_engine_says_how_to_build_it(monkeypatch):
     monkeypatch.setattr(template_engine, "find_engine", lambda: None)
     with pytest.raises(template_engine.TemplateEngineError,
-                       match=r"python -m synthia\.native\.template_engine --build"):
+                       match=r"python -m synthia\.gguf\.native\.template_engine --build"):
         template_engine.render_template("{{ messages }}", [])
 
 

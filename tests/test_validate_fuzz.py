@@ -161,7 +161,7 @@ def assert_well_formed(report, line_count):
 
 
 def assert_canonical(messages):
-    """What render.py and data.py read: the four roles, string content (null beside calls), no legacy fields,
+    """What render.py and splits.py read: the four roles, string content (null beside calls), no legacy fields,
     no empty tool_calls, arguments as JSON strings."""
     for message in messages:
         assert message["role"] in validate.ROLES and "function_call" not in message, message

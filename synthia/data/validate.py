@@ -32,7 +32,7 @@ A conversation (the rules, stated once; tests/test_dataset.py relies on them):
   follows the same rules and is converted: the call to a tool call with a made-up id, its answer to a tool
   message; one warning per file counts the lines. A `function_call` beside `tool_calls` is an error.
 
-A valid record is handed on normalised (`normalise`), in the form render.py and data.py read: content a string
+A valid record is handed on normalised (`normalise`), in the form render.py and splits.py read: content a string
 or null, tool_calls a non-empty list of calls whose `arguments` is a JSON string, tool messages only.
 """
 
@@ -126,7 +126,7 @@ class Problem:
 @dataclass
 class Example:
     line: int
-    record: dict  # normalised (`normalise`): the form render.py and data.py read
+    record: dict  # normalised (`normalise`): the form render.py and splits.py read
     fingerprint: str
     text: str = None  # the line as written, when normalising changed nothing: the record's JSON as is
 

@@ -566,7 +566,7 @@ def export_gguf(model_dir, out_dir, name, *, types=GGUF_TYPES, chat_template=Non
     q4_k_m needs llama-cpp-python (llama.cpp's quantizer) and is quantized from the f16 file, which is
     therefore written too; without llama-cpp-python it is skipped with a note saying how to get it.
     `chat_template` (text) overrides the model directory's: pass the template training used.
-    `pre_tokenizer` (llama.cpp's tokenizer.ggml.pre) overrides the name recorded by gguf_import, which
+    `pre_tokenizer` (llama.cpp's tokenizer.ggml.pre) overrides the name recorded by the import (importer.py), which
     overrides the one matched on tokenizer.json's pre-tokenizer.
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)

@@ -471,7 +471,7 @@ def tokenizer_config(meta, tokenizer, chat_template):
 
 
 def with_recorded_pre_tokenizer(config, meta):
-    """tokenizer_config.json's settings plus the file's tokenizer.ggml.pre, which gguf_export writes back."""
+    """tokenizer_config.json's settings plus the file's tokenizer.ggml.pre, which exporter.py writes back."""
     return {**config, PRE_TOKENIZER_KEY: meta[PRE_TOKENIZER_KEY]} if PRE_TOKENIZER_KEY in meta else config
 
 
