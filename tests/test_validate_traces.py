@@ -12,7 +12,7 @@ import pytest
 from mlx_lm.utils import load_tokenizer
 
 import train_mlx
-from synthia.data import render, validate
+from synthia.data import encode, validate
 from tests.sample_data import records as sample_records
 from tests.sample_data import small_run_config
 from tests.test_validate import call, good_messages
@@ -275,7 +275,7 @@ def test_hosted_api_traces_encode_exactly_as_the_same_conversations_in_the_curre
     assert trace_report.errors == [] and len(trace_report.examples) == len(current) == 4
     tokenizer = load_tokenizer(tiny_model_dir)
     encoded_traces, encoded_current = (
-        render.encode_many(tokenizer, [(ex.messages, TOOLS) for ex in report.examples])
+        encode.encode_many(tokenizer, [(ex.messages, TOOLS) for ex in report.examples])
         for report in (trace_report, current_report))
     for trace, same in zip(encoded_traces, encoded_current):
         assert (trace.tokens, trace.spans) == (same.tokens, same.spans) and trace.trained_turns == 4
