@@ -6,7 +6,7 @@ import pytest
 from mlx_lm.utils import load_tokenizer
 
 from synthia.data import pieces, preview, render, template_check
-from synthia.data.validate import load_default_tools
+from synthia.data.validate import load_default_tools, validate_lines
 from tests.sample_data import tool_call
 
 TOOLS = load_default_tools()
@@ -134,10 +134,9 @@ def test_probe_catches_double_encoded_arguments(tiny_model_dir):
 
 
 def test_probe_conversation_is_valid_data():
-    from synthia.data.validate import check_record
-
     messages, tools = template_check.probe_conversation()
-    assert check_record({"messages": messages, "tools": tools}, TOOLS)[0] == []
+    report = validate_lines([json.dumps({"messages": messages, "tools": tools})], "probe.jsonl")
+    assert report.errors == [] and len(report.examples) == 1
     assert json.loads(messages[1]["tool_calls"][0]["function"]["arguments"]) == {"query": template_check.PROBE_ARGUMENT}
 
 
