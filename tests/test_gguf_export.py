@@ -191,7 +191,8 @@ def test_chat_template_given_at_export_replaces_the_directory_one(tiny_model_dir
 def test_export_stops_before_writing_when_the_disk_is_too_small(tiny_model_dir, tmp_path, monkeypatch):
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(exporter.shutil, "disk_usage", lambda path: usage._replace(free=1000))
-    with pytest.raises(exporter.GGUFExportError, match=r"needs \d+\.\d GB but only 0\.0 GB is free"):
+    with pytest.raises(exporter.GGUFExportError, match=rf"^{re.escape(str(tmp_path))}: the GGUF export needs "
+                       r"\d+\.\d\d MB but only 1\.00 kB is free; free \d+\.\d\d MB or choose another output directory$"):
         exporter.export_gguf(tiny_model_dir, tmp_path, "tiny", types=("f16", "q8_0"), log=lambda line: None)
     assert not list(tmp_path.iterdir())
 

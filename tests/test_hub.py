@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from synthia import hub
+from synthia.files import size_text
 from synthia.pipeline import stagedir
 from synthia.scorecard import card as scorecard
 from synthia.scorecard import generation
@@ -410,7 +411,7 @@ def test_upload_gguf_adds_the_gguf_files_replaces_older_ones_and_lists_them_in_t
     assert result["removed"] == ["synthia-old-q4_k_m.gguf"] and "synthia-old-q4_k_m.gguf" not in stand_in.repos[REPO]
     card = stand_in.repos[REPO]["README.md"].decode()
     assert "gguf" in front_matter(card)["tags"]
-    assert f"| synthia-stage3-f16.gguf | {hub.human_size(gguf_paths[0].stat().st_size)} |" in card
+    assert f"| synthia-stage3-f16.gguf | {size_text(gguf_paths[0].stat().st_size)} |" in card
 
 
 def test_upload_gguf_without_gguf_files_says_to_export_them(run_dir):
@@ -439,7 +440,7 @@ def test_dry_run_lists_the_repository_and_every_file_with_its_size_and_sends_not
     assert lines[0].startswith(f"[upload] would upload stage 3's model ({model_dir}) to {stand_in.endpoint}/{REPO}: "
                                f"{len(expected) + 1} files")
     safetensors_line = next(line for line in lines if "model.safetensors " in line)
-    assert hub.human_size(expected["model.safetensors"]) in safetensors_line
+    assert size_text(expected["model.safetensors"]) in safetensors_line
     assert lines[-2] == f"[upload] not logged in: before a real upload, {hub.LOGIN_FIX}"
     assert lines[-1].startswith("[upload] dry run: nothing was uploaded")
 

@@ -55,6 +55,7 @@ from synthia.data.strict_json import (ARGUMENTS_DECODER, FIX_ARGUMENTS, FIX_LINE
                                       parse_json, repeated_keys)
 from synthia.data.tool_schemas import (ToolSets, canonical_json, load_default_tools, schema_mismatch,
                                        undeclared_arguments)
+from synthia.files import size_text
 from synthia.platform import forked
 
 CATEGORIES = ("tool_use", "tdd", "debugging", "planning", "refactoring", "code_review", "collaboration")
@@ -584,10 +585,6 @@ class TooLong:
 @dataclass(frozen=True)
 class ReadFailed:
     reason: str
-
-
-def size_text(size):
-    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size} bytes"
 
 
 def line_text(raw, number, max_line_bytes):

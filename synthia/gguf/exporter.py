@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synthia.files import size_text
 from synthia.gguf.importer import PRE_TOKENIZER_KEY  # the tokenizer_config.json key the import records the name in
 
 GGUF_TYPES = ("f16", "q8_0", "q4_k_m")  # the order they are written: q4_k_m is quantized from f16
@@ -266,10 +267,6 @@ def encoded_tensor(array, ggml_type):
     return gguf.quants.quantize(array, ggml_type)
 
 
-def human_size(n_bytes):
-    return f"{n_bytes / 1e9:.2f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.1f} MB"
-
-
 def tensor_nbytes(shape, ggml_type):
     import gguf
 
@@ -454,7 +451,7 @@ def stream_tensors(writer, weights, config, tensors, types, *, label, log):
             release(weights, tensor.mlx_name)
         written += tensor_nbytes(tensor.shape, ggml_type)
         if total > 1e9 and written >= next_report * total:  # progress only where it takes a while
-            log(f"[gguf] {label}: {written / total:.0%} ({human_size(written)} of {human_size(total)})")
+            log(f"[gguf] {label}: {written / total:.0%} ({size_text(written)} of {size_text(total)})")
             next_report += 0.25
 
 
@@ -482,7 +479,7 @@ def write_gguf(model_dir, out_path, out_type, name, *, pre_tokenizer=None, chat_
         raise
     writer.close()
     partial.replace(out_path)
-    log(f"[gguf] wrote {out_path} ({human_size(out_path.stat().st_size)}, {len(tensors)} tensors) "
+    log(f"[gguf] wrote {out_path} ({size_text(out_path.stat().st_size)}, {len(tensors)} tensors) "
         f"in {time.perf_counter() - started:.1f}s")
     return out_path
 
@@ -517,7 +514,7 @@ def quantize_with_llama_cpp(source_path, out_path, out_type="q4_k_m", *, threads
         raise GGUFExportError(f"{out_path}: llama.cpp's quantizer failed (status {status}) on {source_path}; "
                               "run again with verbose logs, or keep the f16/q8_0 files")
     partial.replace(out_path)
-    log(f"[gguf] wrote {out_path} ({human_size(Path(out_path).stat().st_size)}, llama.cpp {out_type}) "
+    log(f"[gguf] wrote {out_path} ({size_text(Path(out_path).stat().st_size)}, llama.cpp {out_type}) "
         f"in {time.perf_counter() - started:.1f}s")
     return Path(out_path)
 
@@ -541,9 +538,9 @@ def estimated_bytes(model_dir, out_type):
 def check_free_disk(out_dir, needed_bytes):
     free = shutil.disk_usage(out_dir).free
     if free < needed_bytes:
-        raise GGUFExportError(f"{out_dir}: the GGUF export needs {needed_bytes / 1e9:.1f} GB but only "
-                              f"{free / 1e9:.1f} GB is free; free {(needed_bytes - free) / 1e9:.1f} GB or choose "
-                              "another output directory")
+        raise GGUFExportError(f"{out_dir}: the GGUF export needs {size_text(needed_bytes)} but only "
+                              f"{size_text(free)} is free; free {size_text(needed_bytes - free)} or choose another "
+                              "output directory")
 
 
 def resolve_types(types, quantizer_available):

@@ -27,6 +27,8 @@ import shutil
 import time
 from pathlib import Path
 
+from synthia.files import size_text
+
 IMPORTER_VERSION = 2  # part of every cache key: bump it when the output of an import changes
 SUPPORTED_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 ROPE_PERMUTED_ARCHITECTURES = {"llama"}  # llama.cpp's LlamaModel.permute; Qwen2Model writes q/k as they are
@@ -625,7 +627,7 @@ def import_gguf(gguf_path, cache_root, *, tokenizer_dir=None, chat_template=None
     if (found := cached_by_stamp(cache_root, stamp, options)) is not None:
         log(f"[gguf] reusing {found} (imported earlier from {path.name})")
         return found
-    log(f"[gguf] hashing {path.name} ({stamp['size'] / 1e6:.0f} MB)")
+    log(f"[gguf] hashing {path.name} ({size_text(stamp['size'])})")
     sha256 = file_sha256(path)
     target = cache_root / cache_dir_name(path, sha256, options)
     with FileLock(str(target) + ".lock"):
