@@ -27,7 +27,7 @@ import shutil
 import time
 from pathlib import Path
 
-from synthia.files import size_text
+from synthia.files import file_sha256, size_text
 
 IMPORTER_VERSION = 2  # part of every cache key: bump it when the output of an import changes
 SUPPORTED_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
@@ -540,14 +540,6 @@ def generation_config(meta):
 # ---------------------------------------------------------------------------------------------------------
 # The cache
 # ---------------------------------------------------------------------------------------------------------
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def directory_digest(directory):
     if directory is None:
         return None
