@@ -22,6 +22,7 @@ import numpy as np
 
 from synthia.files import size_text
 from synthia.gguf.importer import PRE_TOKENIZER_KEY  # the tokenizer_config.json key the import records the name in
+from synthia.gguf.llama3_rope import llama3_rope_factors
 
 GGUF_TYPES = ("f16", "q8_0", "q4_k_m")  # the order they are written: q4_k_m is quantized from f16
 SUPPORTED_MODEL_TYPES = ("qwen2", "llama")
@@ -184,24 +185,6 @@ def rope_scaling_type(config):
     return rope_scaling.get("rope_type", rope_scaling.get("type"))
 
 
-def llama3_rope_factors(config):
-    """Llama 3's RoPE scaling as llama.cpp takes it: one divisor per frequency (the rope_freqs tensor).
-
-    High frequencies are kept, low ones divided by `factor`, and those between blend smoothly, as in
-    mlx_lm's Llama3RoPE.
-    """
-    scaling, dims = config["rope_scaling"], head_dim(config)
-    factor = scaling["factor"]
-    low, high = scaling.get("low_freq_factor", 1.0), scaling.get("high_freq_factor", 4.0)
-    old_context = scaling.get("original_max_position_embeddings", 8192)
-    wavelengths = 2 * np.pi * config.get("rope_theta", 10000.0) ** (np.arange(0, dims, 2) / dims)
-    smooth = (old_context / wavelengths - low) / (high - low)
-    blended = 1 / ((1 - smooth) / factor + smooth)
-    medium = (wavelengths > old_context / high) & (wavelengths < old_context / low)
-    factors = np.where(wavelengths > old_context / low, factor, np.where(medium, blended, 1.0))
-    return factors.astype(np.float32)
-
-
 def gguf_tensor_order(gguf_name):
     """token_embd first, then the blocks in order, then output_norm and output, as convert_hf_to_gguf writes."""
     if gguf_name.startswith("blk."):
@@ -234,7 +217,8 @@ def float32_tensor(weights, config, tensor):
     import mlx.core as mx
 
     if tensor.gguf_name == ROPE_FREQS:
-        return llama3_rope_factors(config)
+        factors = llama3_rope_factors(config["rope_scaling"], config.get("rope_theta", 10000.0), head_dim(config))
+        return factors.astype(np.float32)
     value = dequantized_weight(weights, config, tensor.mlx_name).astype(mx.float32)
     array = np.asarray(value)
     if config["model_type"] == "llama" and tensor.gguf_name.endswith(("attn_q.weight", "attn_k.weight", "attn_q.bias",

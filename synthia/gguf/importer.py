@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from synthia.files import file_sha256, size_text
+from synthia.gguf.llama3_rope import LLAMA3_ROPE, llama3_rope_factors
 
 IMPORTER_VERSION = 2  # part of every cache key: bump it when the output of an import changes
 SUPPORTED_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
@@ -35,8 +36,6 @@ ROPE_PERMUTED_ARCHITECTURES = {"llama"}  # llama.cpp's LlamaModel.permute; Qwen2
 READABLE_TYPES = {"F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}
 MLX_NATIVE_TYPES = {"Q4_0", "Q4_1", "Q8_0"}  # mx.load turns these into affine-quantized MLX arrays
 SHARD_BYTES = 2 << 30
-# Meta's Llama 3.1+ RoPE scaling parameters besides the factor, which a GGUF keeps only as rope_freqs.weight.
-LLAMA3_ROPE = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
                    "added_tokens.json", "tokenizer.model", "chat_template.jinja", "chat_template.json")
 
@@ -173,18 +172,6 @@ def float32_value(value):
     import numpy as np
 
     return float(str(np.float32(value)))
-
-
-def llama3_rope_factors(scaling, theta, head_dim):
-    """Per-frequency period multipliers of Llama 3.1's RoPE scaling (what mlx_lm's Llama3RoPE applies)."""
-    import numpy as np
-
-    wavelens = 2 * np.pi * theta ** (np.arange(0, head_dim, 2) / head_dim)
-    low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
-    context = scaling["original_max_position_embeddings"]
-    smooth = (context / wavelens - low) / (high - low)
-    medium = 1 / ((1 - smooth) / scaling["factor"] + smooth)
-    return np.where(wavelens < context / high, 1.0, np.where(wavelens > context / low, scaling["factor"], medium))
 
 
 def llama3_rope_scaling(tensor, theta, head_dim, path):
