@@ -41,7 +41,7 @@ from token_efficiency import DEFAULT_TEMPLATE, machine_lines, qwen_tokenizer, ti
 from validate_speed import module_at_commit  # noqa: E402
 
 # Imported before the clock starts, as train_mlx.py imports them before its data path runs.
-from synthia.data import pieces, render, stage_data, validate  # noqa: E402
+from synthia.data import encode, pieces, stage_data, validate  # noqa: E402
 
 GOAL_SECONDS = 5.0
 BEFORE, BEFORE_PATH = "504c445", "synthia/render.py"  # the renderer before one render per conversation, its path then
@@ -133,7 +133,7 @@ def validate_phase(path):
 def render_phase(tokenizer, examples):
     """{line: Encoded}: every conversation rendered and tokenized in one call, as the pipeline encodes its dataset."""
     tools = validate.load_default_tools()
-    results = render.encode_many(tokenizer, [(ex.messages, ex.record.get("tools", tools)) for ex in examples])
+    results = encode.encode_many(tokenizer, [(ex.messages, ex.record.get("tools", tools)) for ex in examples])
     failed = next(((ex.line, r) for ex, r in zip(examples, results) if isinstance(r, Exception)), None)
     assert failed is None, f"line {failed[0]}: the chat template failed: {failed[1]}"
     return {ex.line: result for ex, result in zip(examples, results)}
@@ -232,7 +232,7 @@ def main(argv=None):
             stats, *prepare_times = timed(prepare_phase, examples, encoded, path, Path(directory) / f"models{run}")
             runs.append([validate_times, render_times, prepare_times])
         medians = [[statistics.median(run[phase][i] for run in runs) for i in range(2)] for phase in range(3)]
-        rows = list(zip(["validate (synthia.data.validate)", "render + tokenize (render.encode_many)",
+        rows = list(zip(["validate (synthia.data.validate)", "render + tokenize (encode.encode_many)",
                          "split + fit + write, 3 stages"], medians))
         total = [statistics.median(sum(phase[i] for phase in run) for run in runs) for i in range(2)]
         render_times = medians[1]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from synthia.files import size_text
 from synthia.pipeline import runstate, stagedir
 
 HUB_URL = "https://huggingface.co"
@@ -207,7 +208,7 @@ def use_section(repo, gguf):
              "\"arguments\": {...}}</tool_call>`); pass your tools' JSON schemas as the chat template's `tools`.", ""]
     if gguf:
         lines += ["GGUF files, for LM Studio and llama.cpp (`llama-cli -m FILE`):", "", "| file | size |", "|---|---|",
-                  *(f"| {p.name} | {human_size(p.stat().st_size)} |" for p in gguf), ""]
+                  *(f"| {p.name} | {size_text(p.stat().st_size)} |" for p in gguf), ""]
     return lines
 
 
@@ -331,13 +332,6 @@ class UploadPlan:
     include_gguf: bool
 
 
-def human_size(size):
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if size >= scale:
-            return f"{size / scale:.2f} {unit}"
-    return f"{size} B"
-
-
 def check_repo_id(repo_id):
     from huggingface_hub.utils import validate_repo_id
 
@@ -419,10 +413,10 @@ def upload(repo_id, output_dir, *, model_dir=None, include_gguf=False, dry_run=F
               "commit_url": None}
     what = f"stage {plan.stage}'s model ({plan.model_dir})" if plan.stage else f"the model in {plan.model_dir}"
     log(f"[upload] {'would upload' if dry_run else 'uploading'} {what} to {url}: {len(plan.files)} files, "
-        f"{human_size(result['total_bytes'])}")
+        f"{size_text(result['total_bytes'])}")
     card_source = "generated from run.json" if plan.stage else "generated"
     for f in plan.files:
-        log(f"[upload]   {f.path_in_repo:<40} {human_size(f.size):>10}  {f.source or f'(model card, {card_source})'}")
+        log(f"[upload]   {f.path_in_repo:<40} {size_text(f.size):>10}  {f.source or f'(model card, {card_source})'}")
     if dry_run:
         check_token(token, endpoint, repo_id, log)
         log("[upload] dry run: nothing was uploaded. A real upload creates the repository if it does not exist, and "

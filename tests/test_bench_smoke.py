@@ -25,7 +25,7 @@ TABLES = {
     "data_path.py": [
         r"phase\s+wall s\s+CPU s\s+conv/s \(wall\)\s+conv/s \(CPU\)",
         rf"validate \(synthia\.data\.validate\)(\s+{N}){{4}}",
-        rf"render \+ tokenize \(render\.encode_many\)(\s+{N}){{4}}",
+        rf"render \+ tokenize \(encode\.encode_many\)(\s+{N}){{4}}",
         rf"split \+ fit \+ write, 3 stages(\s+{N}){{4}}",
         rf"total(\s+{N}){{4}}",
         r"[\d,]+ tokens; stage train examples: 1: \d+, 2: \d+, 3: \d+",

@@ -1,4 +1,4 @@
-"""A whole dataset at once (render.encode_many): the same token ids and loss spans as one conversation at a time
+"""A whole dataset at once (encode.encode_many): the same token ids and loss spans as one conversation at a time
 (render.encode, prefix renders), whichever shortcut it takes, in one process or in forked ones."""
 
 import dataclasses
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlx_lm.utils import load_tokenizer
 
-from synthia.data import pieces, render
+from synthia.data import encode, pieces, render
 from synthia.pipeline import inputs
 from synthia.pipeline.run import PipelineError
 from synthia.platform import forked
@@ -37,13 +37,13 @@ def one_at_a_time(tokenizer, conversations):
 
 def all_at_once(tokenizer, conversations):
     return [("error", str(r)) if isinstance(r, Exception) else dataclasses.astuple(r)
-            for r in render.encode_many(tokenizer, conversations)]
+            for r in encode.encode_many(tokenizer, conversations)]
 
 
 def test_the_shipped_dataset_encodes_as_one_conversation_at_a_time(qwen, shipped):
-    shortcuts = render.checked_shortcuts(qwen, shipped)
+    shortcuts = encode.checked_shortcuts(qwen, shipped)
     assert shortcuts.prompt == "<|im_start|>assistant\n" and shortcuts.template is not None  # both shortcuts taken
-    assert sum(render.located_turns(render.render(qwen, m, t), m, shortcuts.prompt, shortcuts.marker) is not None
+    assert sum(encode.located_turns(render.render(qwen, m, t), m, shortcuts.prompt, shortcuts.marker) is not None
                for m, t in shipped) == len(shipped)
     assert all_at_once(qwen, shipped) == one_at_a_time(qwen, shipped)
 
@@ -68,12 +68,12 @@ def test_conversations_the_shortcut_cannot_read_take_the_prefix_renders(qwen):
     """A user quoting the generation prompt (one prompt too many in the text), a weight-0 turn, a conversation
     opening with the assistant: each encodes exactly as one conversation at a time would."""
     quoting = conversation("Why does my log show <|im_start|>assistant\n twice?")
-    shortcuts = render.checked_shortcuts(qwen, [quoting])
+    shortcuts = encode.checked_shortcuts(qwen, [quoting])
     text = render.render(qwen, *quoting)
-    assert render.located_turns(text, quoting[0], shortcuts.prompt, shortcuts.marker) is None
+    assert encode.located_turns(text, quoting[0], shortcuts.prompt, shortcuts.marker) is None
     cases = [quoting, conversation(weight=0), conversation(opening_assistant=True), conversation()] * 3
     assert all_at_once(qwen, cases) == one_at_a_time(qwen, cases)
-    weightless = render.encode_many(qwen, [conversation(weight=0)])[0]
+    weightless = encode.encode_many(qwen, [conversation(weight=0)])[0]
     assert (weightless.trained_turns, weightless.untrained_turns) == (1, 1)
 
 
@@ -86,20 +86,20 @@ def test_a_template_that_rewrites_earlier_turns_is_still_refused(tiny_model_dir)
     tokenizer = load_tokenizer(tiny_model_dir)
     tokenizer._tokenizer.chat_template = REWRITING_TEMPLATE
     cases = [conversation(f"question {k}") for k in range(5)]
-    assert render.checked_shortcuts(tokenizer, cases) == render.Shortcuts()
-    results = render.encode_many(tokenizer, cases)
+    assert encode.checked_shortcuts(tokenizer, cases) == encode.Shortcuts()
+    results = encode.encode_many(tokenizer, cases)
     assert all(isinstance(r, render.TemplateError) and "as a continuation" in str(r) for r in results)
 
 
 def test_a_direct_render_that_differs_from_the_tokenizers_is_not_used(qwen, shipped, monkeypatch):
-    template, arguments = render.compiled_template(qwen)
+    template, arguments = encode.compiled_template(qwen)
 
     class Drifting:
         def render(self, **kwargs):
             return template.render(**kwargs).replace("You are", "You're")
 
-    monkeypatch.setattr(render, "compiled_template", lambda _tokenizer: (Drifting(), arguments))
-    shortcuts = render.checked_shortcuts(qwen, shipped[:40])
+    monkeypatch.setattr(encode, "compiled_template", lambda _tokenizer: (Drifting(), arguments))
+    shortcuts = encode.checked_shortcuts(qwen, shipped[:40])
     assert shortcuts.template is None and shortcuts.prompt is not None
     assert all_at_once(qwen, shipped[:40]) == one_at_a_time(qwen, shipped[:40])
 
@@ -117,7 +117,7 @@ def test_a_template_error_is_reported_for_its_conversation_only(tiny_model_dir, 
     monkeypatch.setattr(forked, "processes", lambda _count: processes)
     cases = [conversation(f"question {k}") for k in range(70)]
     cases[33] = conversation("boom")  # not among the sample the shortcuts are checked on (every 2nd)
-    assert render.checked_shortcuts(tokenizer, cases).prompt is not None
+    assert encode.checked_shortcuts(tokenizer, cases).prompt is not None
     results = all_at_once(tokenizer, cases)
     assert [k for k, r in enumerate(results) if r[0] == "error"] == [33] and "boom found" in results[33][1]
     assert results == one_at_a_time(tokenizer, cases)
@@ -175,7 +175,7 @@ def test_the_faster_sandbox_renders_and_refuses_as_transformers_sandbox_does(sou
     from transformers.utils.chat_template_utils import _compile_jinja_template
 
     plain = _compile_jinja_template(source)
-    fast = render.with_dict_keys_first(plain, source)
-    assert type(fast.environment) is render.DictKeysFirstSandbox
+    fast = encode.with_dict_keys_first(plain, source)
+    assert type(fast.environment) is encode.DictKeysFirstSandbox
     messages = [{"role": "user", "items": "mine", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     assert outcome(fast, [dict(m) for m in messages]) == outcome(plain, [dict(m) for m in messages])

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 
-from synthia.data import pieces, render
+from synthia.data import encode, pieces, render
 from synthia.platform import fast_bpe
 from synthia.data.validate import load_default_tools, validate_file
 from tests.conftest import ROOT, load_qwen
@@ -59,7 +59,7 @@ def test_text_the_normaliser_would_change_is_left_to_the_tokenizer(raw_qwen):
 
 
 def encodings(tokenizer, conversations):
-    return [dataclasses.astuple(e) for e in render.encode_many(tokenizer, conversations)]
+    return [dataclasses.astuple(e) for e in encode.encode_many(tokenizer, conversations)]
 
 
 def test_the_shipped_dataset_encodes_alike_with_tiktoken_and_without(shipped):

@@ -44,7 +44,7 @@ def test_shares_are_contiguous_nearly_equal_and_never_empty(two_processes):
 def test_the_collector_is_paused_for_the_work_and_left_as_it_was(monkeypatch):
     import gc
 
-    from synthia.data import render
+    from synthia.data import encode
 
     assert gc.isenabled()
     with forked.collector_paused():
@@ -58,6 +58,6 @@ def test_the_collector_is_paused_for_the_work_and_left_as_it_was(monkeypatch):
     finally:
         gc.enable()
     seen = []
-    monkeypatch.setattr(render, "_encode_all", lambda *args: seen.append(gc.isenabled()) or [])
-    render.encode_many(None, [])
+    monkeypatch.setattr(encode, "_encode_all", lambda *args: seen.append(gc.isenabled()) or [])
+    encode.encode_many(None, [])
     assert seen == [False] and gc.isenabled()  # encoding a dataset runs with the collector paused

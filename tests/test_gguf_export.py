@@ -17,7 +17,7 @@ from synthia.demo.tiny_model import CHAT_TEMPLATE_PATH, build_tiny_model, random
 DATASET = Path(__file__).resolve().parents[1] / "dataset.jsonl"
 CONVERSATIONS = 3
 MAX_TOKENS = 256  # teacher-forced positions per conversation
-# Top-1 agreement counts gguf_verify's default positions: all of them for f16; for q8_0, those where MLX's top-1
+# Top-1 agreement counts verify.py's default positions: all of them for f16; for q8_0, those where MLX's top-1
 # leads the runner-up by half a logit. Tiny random models are far touchier than trained ones: MLX itself, run with
 # its weights rounded through Q8_0, agrees with the unrounded MLX model on only 98.4% of the tiny llama's positions
 # (99.5% of the tiny qwen2's), and llama.cpp also rounds activations to 8 bits for q8_0 matrix products.
@@ -191,7 +191,8 @@ def test_chat_template_given_at_export_replaces_the_directory_one(tiny_model_dir
 def test_export_stops_before_writing_when_the_disk_is_too_small(tiny_model_dir, tmp_path, monkeypatch):
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(exporter.shutil, "disk_usage", lambda path: usage._replace(free=1000))
-    with pytest.raises(exporter.GGUFExportError, match=r"needs \d+\.\d GB but only 0\.0 GB is free"):
+    with pytest.raises(exporter.GGUFExportError, match=rf"^{re.escape(str(tmp_path))}: the GGUF export needs "
+                       r"\d+\.\d\d MB but only 1\.00 kB is free; free \d+\.\d\d MB or choose another output directory$"):
         exporter.export_gguf(tiny_model_dir, tmp_path, "tiny", types=("f16", "q8_0"), log=lambda line: None)
     assert not list(tmp_path.iterdir())
 
@@ -200,7 +201,7 @@ def test_a_failed_export_leaves_no_file_behind(tiny_model_dir, tmp_path, monkeyp
     def fail(array, ggml_type):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gguf_export, "encoded_tensor", fail)
+    monkeypatch.setattr(exporter, "encoded_tensor", fail)
     with pytest.raises(KeyboardInterrupt):
         exporter.export_gguf(tiny_model_dir, tmp_path, "tiny", types=("f16",), log=lambda line: None)
     assert not list(tmp_path.iterdir())
@@ -430,7 +431,7 @@ def test_quantized_mlx_model_exports_to_a_gguf_that_matches_it(tiny_model_dir, c
 @needs_llama_cpp
 def test_llama_export_without_the_rope_reordering_fails_the_check(tiny_llama_dir, llama_reference, conversations,
                                                                   tmp_path, monkeypatch):
-    monkeypatch.setattr(gguf_export, "permute_for_llama_rope", lambda weight, n_heads: weight)
+    monkeypatch.setattr(exporter, "permute_for_llama_rope", lambda weight, n_heads: weight)
     broken = export(tiny_llama_dir, tmp_path, types=("f16", "q8_0"))
     f16, q8_0 = (verified(broken, llama_reference, conversations, out_type) for out_type in ("f16", "q8_0"))
     assert f16["top1_agreement"] < 0.99 and q8_0["top1_agreement"] < 0.99
@@ -498,7 +499,7 @@ def test_a_missing_cpp_engine_is_an_error_when_llama_cpp_checks_are_required(mon
     monkeypatch.setenv(verify.REQUIRE_LLAMA_CPP_ENV, "1")
     monkeypatch.setattr(template_engine, "find_engine", lambda: None)
     with pytest.raises(verify.GGUFVerifyError, match=r"SYNTHIA_REQUIRE_LLAMA_CPP is set but .* not built: run "
-                                                          r"`python -m synthia\.native\.template_engine --build`"):
+                                                          r"`python -m synthia\.gguf\.native\.template_engine --build`"):
         verify.template_engine_path()
 
 

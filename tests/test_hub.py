@@ -22,8 +22,10 @@ import pytest
 import yaml
 
 from synthia import hub
+from synthia.files import size_text
 from synthia.pipeline import stagedir
-from synthia.scorecard import card, generation
+from synthia.scorecard import card as scorecard
+from synthia.scorecard import generation
 
 TOKEN = "hf_StandInSecret0123456789abcdefWXYZ"
 REPO = "tester/synthia-test"
@@ -168,7 +170,7 @@ def test_card_counts_examples_per_category_and_split_for_each_stage(run_dir):
 
 
 def test_card_carries_the_scorecard_from_test_under_its_own_headings(run_dir):
-    written = card.write_scorecard([("base", scored(4)), ("stage 3", scored(15))], run_dir / "scorecard.md")
+    written = scorecard.write_scorecard([("base", scored(4)), ("stage 3", scored(15))], run_dir / "scorecard.md")
     card = hub.model_card(run_dir)
     assert "### Tool-calling scorecard" in card and "#### test" in card
     assert card_row(written, "all turns: exact") in card.splitlines()
@@ -176,7 +178,7 @@ def test_card_carries_the_scorecard_from_test_under_its_own_headings(run_dir):
 
 
 def test_a_scorecard_older_than_the_model_is_marked_as_possibly_stale(run_dir):
-    card.write_scorecard([("stage 3", scored(15))], run_dir / "scorecard.md")
+    scorecard.write_scorecard([("stage 3", scored(15))], run_dir / "scorecard.md")
     os.utime(run_dir / "scorecard.md", (0, 0))
     assert "it may describe an earlier run" in hub.model_card(run_dir)
 
@@ -409,7 +411,7 @@ def test_upload_gguf_adds_the_gguf_files_replaces_older_ones_and_lists_them_in_t
     assert result["removed"] == ["synthia-old-q4_k_m.gguf"] and "synthia-old-q4_k_m.gguf" not in stand_in.repos[REPO]
     card = stand_in.repos[REPO]["README.md"].decode()
     assert "gguf" in front_matter(card)["tags"]
-    assert f"| synthia-stage3-f16.gguf | {hub.human_size(gguf_paths[0].stat().st_size)} |" in card
+    assert f"| synthia-stage3-f16.gguf | {size_text(gguf_paths[0].stat().st_size)} |" in card
 
 
 def test_upload_gguf_without_gguf_files_says_to_export_them(run_dir):
@@ -438,7 +440,7 @@ def test_dry_run_lists_the_repository_and_every_file_with_its_size_and_sends_not
     assert lines[0].startswith(f"[upload] would upload stage 3's model ({model_dir}) to {stand_in.endpoint}/{REPO}: "
                                f"{len(expected) + 1} files")
     safetensors_line = next(line for line in lines if "model.safetensors " in line)
-    assert hub.human_size(expected["model.safetensors"]) in safetensors_line
+    assert size_text(expected["model.safetensors"]) in safetensors_line
     assert lines[-2] == f"[upload] not logged in: before a real upload, {hub.LOGIN_FIX}"
     assert lines[-1].startswith("[upload] dry run: nothing was uploaded")
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from synthia.data import quick_schema, validate
+from synthia.data import quick_schema, tool_schemas, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ["a", "b", "path", "n"]
@@ -68,8 +68,8 @@ def test_wrong_arguments_are_left_to_jsonschema_which_words_the_error():
     assert accepts({"path": "a.py", "n": 3})
     for wrong in [{"n": 3}, {"path": 3}, {"path": "a", "n": 1.0}, {"path": "a", "n": True}, {"path": "a", "x": 1}, []]:
         assert not accepts(wrong), wrong
-    check, _ = validate.schema_validator(schema, "tools[0].function.parameters")
-    finding = validate.schema_mismatch(check, {"path": 3}, "messages[2].tool_calls[0].function.arguments", "read")
+    check, _ = tool_schemas.schema_validator(schema, "tools[0].function.parameters")
+    finding = tool_schemas.schema_mismatch(check, {"path": 3}, "messages[2].tool_calls[0].function.arguments", "read")
     assert finding is not None and "is not of type 'string'" in finding.message
 
 

@@ -5,8 +5,8 @@ import json
 import pytest
 from mlx_lm.utils import load_tokenizer
 
-from synthia.data import pieces, render
-from synthia.data.validate import load_default_tools
+from synthia.data import pieces, preview, render, template_check
+from synthia.data.validate import load_default_tools, validate_lines
 from synthia.train.batches import loss_mask
 from tests.sample_data import tool_call
 
@@ -92,7 +92,7 @@ def test_weight_zero_turn_stays_in_context_but_carries_no_loss(tokenizer):
 def test_segments_concatenate_to_the_rendered_text(tokenizer):
     messages = parallel_conversation(weight_of_middle_turn=0)
     text, ranges = render.assistant_char_ranges(tokenizer, messages, TOOLS)
-    segments = render.segments(text, ranges)
+    segments = preview.trained_segments(text, ranges)
     assert "".join(s.text for s in segments) == text == render.render(tokenizer, messages, TOOLS)
     assert [s.text for s in segments if s.trained] == [EXPECTED_TURNS[0], EXPECTED_TURNS[2]]
 
@@ -113,7 +113,7 @@ def test_fit_to_length_gives_up_when_no_trained_turn_fits(tokenizer):
 
 
 def test_probe_finds_nothing_wrong_with_a_tool_calling_template(tokenizer):
-    assert render.template_problems(tokenizer) == []
+    assert template_check.template_problems(tokenizer) == []
 
 
 def test_probe_names_what_a_template_without_tools_drops(tiny_model_dir):
@@ -121,7 +121,7 @@ def test_probe_names_what_a_template_without_tools_drops(tiny_model_dir):
     tokenizer._tokenizer.chat_template = (
         "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content or '' }}<|im_end|>\n{% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-    problems = render.template_problems(tokenizer)
+    problems = template_check.template_problems(tokenizer)
     assert "the chat template drops tool definitions" in problems
     assert "the chat template drops tool-call arguments" in problems
 
@@ -132,15 +132,14 @@ def test_probe_catches_double_encoded_arguments(tiny_model_dir):
                                                           "(tool_call.arguments | tojson) | tojson")
     assert template != tokenizer._tokenizer.chat_template
     tokenizer._tokenizer.chat_template = template
-    assert any("quoted JSON string" in p for p in render.template_problems(tokenizer))
+    assert any("quoted JSON string" in p for p in template_check.template_problems(tokenizer))
 
 
 def test_probe_conversation_is_valid_data():
-    from synthia.data.validate import check_record
-
-    messages, tools = render.probe_conversation()
-    assert check_record({"messages": messages, "tools": tools}, TOOLS)[0] == []
-    assert json.loads(messages[1]["tool_calls"][0]["function"]["arguments"]) == {"query": render.PROBE_ARGUMENT}
+    messages, tools = template_check.probe_conversation()
+    report = validate_lines([json.dumps({"messages": messages, "tools": tools})], "probe.jsonl")
+    assert report.errors == [] and len(report.examples) == 1
+    assert json.loads(messages[1]["tool_calls"][0]["function"]["arguments"]) == {"query": template_check.PROBE_ARGUMENT}
 
 
 def test_a_conversation_opening_with_the_assistant_trains_no_system_text(tokenizer):
@@ -159,8 +158,8 @@ def test_probe_rejects_a_template_that_renders_arguments_as_a_python_dict(tiny_m
     template = tokenizer._tokenizer.chat_template.replace("tool_call.arguments | tojson", "tool_call.arguments")
     assert template != tokenizer._tokenizer.chat_template
     tokenizer._tokenizer.chat_template = template
-    assert "{'query': 'probe-argument-7f3a'}" in render.render(tokenizer, *render.probe_conversation())
-    assert any("not JSON (such as a Python dict" in p for p in render.template_problems(tokenizer))
+    assert "{'query': 'probe-argument-7f3a'}" in render.render(tokenizer, *template_check.probe_conversation())
+    assert any("not JSON (such as a Python dict" in p for p in template_check.template_problems(tokenizer))
 
 
 def test_tokenizing_piece_by_piece_equals_one_whole_text_call(tokenizer):

@@ -1,4 +1,5 @@
-"""llama.cpp's own C++ chat-template engine (synthia.gguf.native.template_engine) renders exactly the training text."""
+"""llama.cpp's own C++ chat-template engine (synthia.gguf.native.template_engine) renders exactly the training text
+from the template embedded in a GGUF file, as llama-server does."""
 
 import io
 import os
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from synthia.data import render
-from synthia.gguf import verify
+from synthia.gguf import exporter, verify
 from synthia.gguf.native import template_engine
 from synthia.demo.tiny_model import CHAT_TEMPLATE_PATH
 from tests.test_tiny_model import find_qwen_template
@@ -30,6 +31,20 @@ def tool_conversations():
     return chosen
 
 
+@pytest.fixture(scope="module")
+def gguf_with(tiny_model_dir, tmp_path_factory):
+    """The tiny model exported to GGUF with a given chat template embedded, once per template."""
+    files = {}
+
+    def export(template):
+        if template not in files:
+            out_dir = tmp_path_factory.mktemp("gguf")
+            files[template], = exporter.export_gguf(tiny_model_dir, out_dir, "tiny", types=("f16",),
+                                                    chat_template=template, log=lambda line: None)
+        return files[template]
+    return export
+
+
 def training_tokenizer(model_dir, template):
     from mlx_lm.utils import load_tokenizer
 
@@ -42,11 +57,10 @@ def training_text(tokenizer, record):
     return render.render(tokenizer, record["messages"], verify.conversation_tools(record))
 
 
-def llama_cpp_text(template, record):
+def llama_cpp_text(gguf_path, record):
     """As a client sends the conversation to llama-server: OpenAI JSON, tool-call arguments as JSON strings."""
     messages = [{k: v for k, v in m.items() if k != "weight"} for m in record["messages"]]
-    return template_engine.render_template(template, messages, verify.conversation_tools(record),
-                                           eos_token="<|im_end|>")
+    return template_engine.render_gguf_template(gguf_path, messages, verify.conversation_tools(record))
 
 
 def assert_same_text(expected, got):
@@ -56,59 +70,61 @@ def assert_same_text(expected, got):
 # ---------------------------------------------------------------- rendering (needs the built engine)
 
 @needs_engine
-def test_cpp_engine_renders_our_tool_template_to_the_training_text(tiny_model_dir, tool_conversations):
+def test_cpp_engine_renders_our_tool_template_to_the_training_text(tiny_model_dir, tool_conversations, gguf_with):
     template = CHAT_TEMPLATE_PATH.read_text(encoding="utf-8")
     tokenizer = training_tokenizer(tiny_model_dir, template)
     for record in tool_conversations:
         assert "<tool_call>" in training_text(tokenizer, record)
-        assert_same_text(training_text(tokenizer, record), llama_cpp_text(template, record))
+        assert_same_text(training_text(tokenizer, record), llama_cpp_text(gguf_with(template), record))
 
 
 @needs_engine
-def test_cpp_engine_renders_qwen25s_own_template_to_the_training_text(tiny_model_dir, tool_conversations):
+def test_cpp_engine_renders_qwen25s_own_template_to_the_training_text(tiny_model_dir, tool_conversations, gguf_with):
     template = find_qwen_template()
     if template is None:
         pytest.skip("no local copy of Qwen2.5's chat template (scripts/test.sh sets QWEN25_CHAT_TEMPLATE)")
     tokenizer = training_tokenizer(tiny_model_dir, template)
     for record in tool_conversations:
-        assert_same_text(training_text(tokenizer, record), llama_cpp_text(template, record))
+        assert_same_text(training_text(tokenizer, record), llama_cpp_text(gguf_with(template), record))
 
 
 @needs_engine
-def test_a_template_without_the_newline_after_tool_call_is_a_mismatch(tiny_model_dir, tool_conversations):
+def test_a_template_without_the_newline_after_tool_call_is_a_mismatch(tiny_model_dir, tool_conversations, gguf_with):
     template = CHAT_TEMPLATE_PATH.read_text(encoding="utf-8")
     changed = template.replace("<tool_call>\\n", "<tool_call>")
     assert changed != template
     record = tool_conversations[0]
     expected = training_text(training_tokenizer(tiny_model_dir, template), record)
-    got = llama_cpp_text(changed, record)
+    got = llama_cpp_text(gguf_with(changed), record)
     assert got != expected
     assert "<tool_call>{" in got and "<tool_call>{" not in expected
 
 
 @needs_engine
-def test_cpp_engine_appends_the_generation_prompt_when_asked():
+def test_cpp_engine_appends_the_generation_prompt_when_asked(gguf_with):
     messages = [{"role": "user", "content": "Hi"}]
-    template = CHAT_TEMPLATE_PATH.read_text(encoding="utf-8")
-    without = template_engine.render_template(template, messages)
-    assert template_engine.render_template(template, messages, add_generation_prompt=True) == \
+    gguf_path = gguf_with(CHAT_TEMPLATE_PATH.read_text(encoding="utf-8"))
+    without = template_engine.render_gguf_template(gguf_path, messages)
+    assert template_engine.render_gguf_template(gguf_path, messages, add_generation_prompt=True) == \
         without + "<|im_start|>assistant\n"
 
 
 @needs_engine
-def test_a_template_the_engine_cannot_parse_is_an_error_with_its_reason():
-    # llama.cpp may log its own lines first; our driver's line names the failure
-    with pytest.raises(template_engine.TemplateEngineError, match=r"(?m)^render_chat_template: .+"):
-        template_engine.render_template("{% for m in messages %}{{ m.content }}", [{"role": "user", "content": "Hi"}])
+def test_a_template_the_engine_cannot_parse_is_an_error(gguf_with):
+    # The driver silences llama.cpp's loader, and with it the parser's reason: only the driver's line remains.
+    gguf_path = gguf_with("{% for m in messages %}{{ m.content }}")
+    with pytest.raises(template_engine.TemplateEngineError, match=r"^render_chat_template: std::exception$"):
+        template_engine.render_gguf_template(gguf_path, [{"role": "user", "content": "Hi"}])
 
 
 # ---------------------------------------------------------------- finding and building it (no engine needed)
 
-def test_rendering_without_the_engine_says_how_to_build_it(monkeypatch):
+def test_rendering_without_the_engine_says_how_to_build_it(monkeypatch, tmp_path):
     monkeypatch.setattr(template_engine, "find_engine", lambda: None)
     with pytest.raises(template_engine.TemplateEngineError,
-                       match=r"python -m synthia\.native\.template_engine --build"):
-        template_engine.render_template("{{ messages }}", [])
+                       match=r"^llama\.cpp's C\+\+ template engine is not built: run "
+                             r"`python -m synthia\.gguf\.native\.template_engine --build` \(a few minutes, once\)$"):
+        template_engine.render_gguf_template(tmp_path / "model.gguf", [])
 
 
 def test_the_cached_binary_is_keyed_by_the_llama_cpp_version_and_the_libraries_content(tmp_path, monkeypatch):

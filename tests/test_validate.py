@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from synthia.data import validate
+from synthia.data import strict_json, tool_schemas, validate
 
 
 def call(name="read", arguments='{"file_path": "src/main.rs"}', call_id="call_1"):
@@ -244,7 +244,7 @@ def test_schema_mismatch_is_a_warning_and_strict_makes_it_an_error():
     record = with_message(2, tool_calls=[call(arguments='{"file_path": 7}')])
     report = validate.validate_lines(lines_with(record), "d.jsonl")
     assert report.errors == []
-    assert report.warning_counts() == {validate.SCHEMA_MISMATCH: 1}
+    assert report.warning_counts() == {tool_schemas.SCHEMA_MISMATCH: 1}
     assert report.warnings[0].line == 3
     assert validate.is_ok(report) and not validate.is_ok(report, strict=True)
 
@@ -298,8 +298,8 @@ def test_a_line_full_of_nan_stops_listing_after_twenty():
 def test_nesting_up_to_the_limit_is_accepted_and_one_level_more_is_not():
     def nested(levels):  # the record is level 1, so `x` adds levels - 1
         return {"messages": good_messages(), "x": json.loads("[" * (levels - 1) + "]" * (levels - 1))}
-    assert errors_for(nested(validate.MAX_NESTING)) == []
-    assert "nested more than 100 levels deep" in errors_for(nested(validate.MAX_NESTING + 1))[0].message
+    assert errors_for(nested(strict_json.MAX_NESTING)) == []
+    assert "nested more than 100 levels deep" in errors_for(nested(strict_json.MAX_NESTING + 1))[0].message
 
 
 def test_a_valid_surrogate_pair_is_accepted():
@@ -307,15 +307,20 @@ def test_a_valid_surrogate_pair_is_accepted():
 
 
 def test_each_distinct_tools_list_is_compiled_once():
-    validate.compiled_tool_set.cache_clear()
+    tool_schemas.compiled_tool_set.cache_clear()
     tools = validate.load_default_tools()
     lines = [json.dumps({"messages": good_messages(), "tools": tools, "n": i}) for i in range(50)]
     lines.append(json.dumps({"messages": good_messages(), "tools": tools[:3]}))
     report = validate.validate_lines(lines, "d.jsonl", tools)
     assert report.errors == [] and len(report.examples) == 51
-    assert validate.compiled_tool_set.cache_info().misses == 2
+    assert tool_schemas.compiled_tool_set.cache_info().misses == 2
 
 
-def test_check_record_returns_no_errors_for_a_good_record():
-    errors, warnings, objects = validate.check_record({"messages": good_messages()}, validate.load_default_tools())
-    assert (errors, warnings, objects) == ([], [], 0)
+def test_a_record_without_tools_is_checked_against_the_default_tools_after_one_with_its_own():
+    own_tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    messages = with_message(2, tool_calls=[call("lookup", "{}")])["messages"]
+    lines = [json.dumps({"messages": messages, "tools": own_tools}), json.dumps({"messages": messages})]
+    report = validate.validate_lines(lines, "data.jsonl")
+    assert [str(e) for e in report.errors] == ["data.jsonl:2: messages[2].tool_calls[0].function.name: unknown tool "
+                                               "'lookup' (known: bash, edit, glob, grep, list_dir, read, write). Fix: "
+                                               "call a tool of the record's \"tools\" (or add it there)"]

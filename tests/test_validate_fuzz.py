@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synthia.data import validate
+from synthia.data import tool_schemas, validate
 
 TOOLS = validate.load_default_tools()
 FUZZ = settings(max_examples=150, deadline=None, database=None)  # no .hypothesis/ in the repository
@@ -161,7 +161,7 @@ def assert_well_formed(report, line_count):
 
 
 def assert_canonical(messages):
-    """What render.py and data.py read: the four roles, string content (null beside calls), no legacy fields,
+    """What render.py and splits.py read: the four roles, string content (null beside calls), no legacy fields,
     no empty tool_calls, arguments as JSON strings."""
     for message in messages:
         assert message["role"] in validate.ROLES and "function_call" not in message, message
@@ -243,7 +243,8 @@ def test_a_fingerprint_is_the_digest_of_the_records_sorted_json(records):
     stay byte for byte what json.dumps gives, or every example's split would move."""
     import hashlib
 
+    tool_sets = tool_schemas.ToolSets(None)
     for record in records:
-        validate.tool_set(record["tools"])
+        tool_sets.of(record["tools"])
         expected = json.dumps(record, sort_keys=True, ensure_ascii=False)
-        assert validate.fingerprint(record) == hashlib.sha256(expected.encode()).hexdigest()[:16]
+        assert validate.fingerprint(record, tool_sets.canonical) == hashlib.sha256(expected.encode()).hexdigest()[:16]

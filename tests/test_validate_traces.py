@@ -12,7 +12,7 @@ import pytest
 from mlx_lm.utils import load_tokenizer
 
 import train_mlx
-from synthia.data import render, validate
+from synthia.data import encode, tool_schemas, validate
 from tests.sample_data import records as sample_records
 from tests.sample_data import small_run_config
 from tests.test_validate import call, good_messages
@@ -188,7 +188,7 @@ def test_an_argument_the_schema_does_not_declare_is_a_warning_when_additional_pr
     assert problems(report) == ["d.jsonl:1: messages[2].tool_calls[0].function.arguments: 'verbose' is not a "
                                 "parameter of tool 'read' (its parameters: file_path, limit). Fix: remove the "
                                 "argument, or declare it in the tool's parameters"]
-    assert report.warnings[0].kind == validate.UNDECLARED_ARGUMENT
+    assert report.warnings[0].kind == tool_schemas.UNDECLARED_ARGUMENT
 
 
 def test_an_undeclared_argument_under_additional_properties_false_stays_a_schema_mismatch():
@@ -196,7 +196,7 @@ def test_an_undeclared_argument_under_additional_properties_false_stays_a_schema
     assert problems(report) == ["d.jsonl:1: messages[2].tool_calls[0].function.arguments: Additional properties are "
                                 "not allowed ('verbose' was unexpected) (tool 'read'). Fix: make the arguments match "
                                 "the tool's parameters schema"]
-    assert report.warnings[0].kind == validate.SCHEMA_MISMATCH
+    assert report.warnings[0].kind == tool_schemas.SCHEMA_MISMATCH
 
 
 @pytest.mark.parametrize("schema", [{}, {"properties": {"file_path": {}}, "additionalProperties": True},
@@ -275,7 +275,7 @@ def test_hosted_api_traces_encode_exactly_as_the_same_conversations_in_the_curre
     assert trace_report.errors == [] and len(trace_report.examples) == len(current) == 4
     tokenizer = load_tokenizer(tiny_model_dir)
     encoded_traces, encoded_current = (
-        render.encode_many(tokenizer, [(ex.messages, TOOLS) for ex in report.examples])
+        encode.encode_many(tokenizer, [(ex.messages, TOOLS) for ex in report.examples])
         for report in (trace_report, current_report))
     for trace, same in zip(encoded_traces, encoded_current):
         assert (trace.tokens, trace.spans) == (same.tokens, same.spans) and trace.trained_turns == 4

@@ -12,10 +12,10 @@ The file:
   warning;
 - is streamed: a line longer than MAX_LINE_BYTES is refused without being held in memory.
 
-A line holds standard JSON only. Python's json also reads NaN, Infinity and -Infinity, numbers that overflow
-a double and unpaired surrogate escapes; here each is an error naming its field (a model learns to write
-what it is shown, and other parsers reject those). So is nesting deeper than MAX_NESTING. The same holds
-inside a tool call's `arguments` string.
+A line holds standard JSON only, and so does a tool call's `arguments` string: NaN, Infinity, a number that
+overflows a double, an unpaired surrogate escape and nesting deeper than 100 levels are errors naming their field
+(strict_json.py reads them). A record's `tools` are checked and compiled, and arguments checked against them, by
+tool_schemas.py.
 
 A conversation (the rules, stated once; tests/test_dataset.py relies on them):
 - roles are system (first message only), user, assistant, tool; content is a string, or a list of text parts
@@ -32,7 +32,7 @@ A conversation (the rules, stated once; tests/test_dataset.py relies on them):
   follows the same rules and is converted: the call to a tool call with a made-up id, its answer to a tool
   message; one warning per file counts the lines. A `function_call` beside `tool_calls` is an error.
 
-A valid record is handed on normalised (`normalise`), in the form render.py and data.py read: content a string
+A valid record is handed on normalised (`normalise`), in the form render.py and splits.py read: content a string
 or null, tool_calls a non-empty list of calls whose `arguments` is a JSON string, tool messages only.
 """
 
@@ -42,33 +42,31 @@ import itertools
 import json
 import math
 import os
-import re
 import stat
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
-import jsonschema
-
-from synthia.data import quick_schema
+from synthia.data.findings import MAX_PROBLEMS_PER_LINE, Finding, cut, got, json_type, shown
+from synthia.data.strict_json import (ARGUMENTS_DECODER, FIX_ARGUMENTS, FIX_LINE_JSON, FIX_SURROGATE, encodable,
+                                      parse_json, repeated_keys)
+from synthia.data.tool_schemas import (ToolSets, canonical_json, load_default_tools, schema_mismatch,
+                                       undeclared_arguments)
+from synthia.files import size_text
 from synthia.platform import forked
 
-DEFAULT_TOOLS_FILE = Path(__file__).with_name("default_tools.json")
 CATEGORIES = ("tool_use", "tdd", "debugging", "planning", "refactoring", "code_review", "collaboration")
 ROLES = ("system", "user", "assistant", "tool")
 LEGACY_ROLE = "function"  # the answer to a legacy function_call; converted to a tool message
 KNOWN_ROLES = (*ROLES, LEGACY_ROLE)
 MAX_ERRORS_SHOWN = 30
 MAX_LINE_BYTES = 8 * 2**20  # ~2M tokens, 1000x a 2048-token context: a longer line is a broken export
-MAX_NESTING = 100  # arrays/objects; a record needs ~10 levels, and deep values overflow recursive code later
-MAX_PROBLEMS_PER_LINE = 20  # errors (and warnings) kept per line; the rest are counted, memory stays bounded
 READ_CHUNK = 2**20  # bytes read at a time while skipping the rest of an over-long line
 
-# Warning kinds, each counted separately in the report.
-SCHEMA_MISMATCH = "arguments break the tool's JSON Schema"
+# Warning kinds, each counted separately in the report (tool_schemas.py has the two about a tool's schema).
 DUPLICATE = "duplicate example"
 BOM = "UTF-8 byte-order mark"
 BLANK_LINE = "blank line"
@@ -76,37 +74,20 @@ ARGUMENTS_AS_OBJECT = "arguments given as an object instead of a JSON string (no
 TOO_LONG = "longer than max_seq_length"
 LEGACY_FORMAT = "legacy function_call/function format (converted)"
 EMPTY_TOOL_CALLS = "empty tool_calls list (dropped)"
-UNDECLARED_ARGUMENT = "argument the tool's schema does not declare"
 REPEATED_KEY = "key repeated in an arguments JSON string"
 EMPTY_LAST_TURN = "empty final assistant turn"
 
 # Fixes shared by several problems.
-FIX_LINE_JSON = "write each example as one complete JSON object on one line (json.dumps(record))"
-FIX_ARGUMENTS = 'encode the arguments object as a JSON string: "arguments": json.dumps({"param": value})'
-FIX_NON_FINITE = "write null, a finite number or a string instead (json.dumps(..., allow_nan=False) catches it)"
-FIX_DEEP = f"flatten the value: at most {MAX_NESTING} levels of nested arrays/objects"
-FIX_SURROGATE = "write the character itself, or a complete surrogate pair (json.dumps does this)"
 FIX_CALL = 'give each call as {"id": "call_1", "type": "function", "function": {"name": ..., "arguments": "{...}"}}'
 FIX_CALL_ID = ("give each tool call its own non-empty string id, unique among the calls not yet answered "
                "(call_1, call_2, ...)")
 FIX_TOOL_RESULT = "answer each call once, with a tool message right after the assistant turn that made it"
-FIX_TOOLS = ('give "tools" as a non-empty list of {"type": "function", "function": {"name", "parameters"}}, '
-             f"or leave it out to use {DEFAULT_TOOLS_FILE.name}")
 FIX_ROLE = f"use one of: {', '.join(ROLES)}"
 FIX_TEXT_PART = 'give each part as {"type": "text", "text": "..."}, or the whole content as one string'
 FIX_LEGACY_RESULT = ("answer a function_call once, with a function message (name and content) right after the "
                      "assistant turn that made it")
 
 MISSING = object()  # a key that is absent, told apart from one that holds null
-
-
-class Finding(NamedTuple):
-    """One problem of one line, before it is tied to a file and line number."""
-    field: str  # where in the record ("messages[3].tool_calls[0].id"); "" for the line as a whole
-    message: str  # what is wrong, without a final period
-    fix: str  # what to do about it
-    kind: str = ""  # "" for an error, else the warning kind
-
 
 @dataclass(frozen=True)
 class Problem:
@@ -126,7 +107,7 @@ class Problem:
 @dataclass
 class Example:
     line: int
-    record: dict  # normalised (`normalise`): the form render.py and data.py read
+    record: dict  # normalised (`normalise`): the form render.py and splits.py read
     fingerprint: str
     text: str = None  # the line as written, when normalising changed nothing: the record's JSON as is
 
@@ -161,336 +142,6 @@ class Report:
 
     def warning_counts(self):
         return Counter(w.kind for w in self.warnings)
-
-
-def load_default_tools():
-    return json.loads(DEFAULT_TOOLS_FILE.read_text())
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Describing values: a field may hold megabytes, so messages show a cut-down form
-# ---------------------------------------------------------------------------------------------------------
-def json_type(value):
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
-
-
-def shown(value, limit=60):
-    if isinstance(value, str):
-        return repr(value[:limit]) + ("..." if len(value) > limit else "")
-    if isinstance(value, (dict, list)):
-        return "an array" if isinstance(value, list) else "an object"
-    text = json.dumps(value) if value is None or isinstance(value, (bool, int, float)) else repr(value)
-    return text[:limit] + "..." if len(text) > limit else text
-
-
-def got(value):
-    if isinstance(value, (str, bool, int, float)):
-        return f"got {json_type(value)} {shown(value)}"
-    return f"got {json_type(value)}"
-
-
-def cut(text, limit=200):
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-# ---------------------------------------------------------------------------------------------------------
-# JSON: standard values only, bounded nesting, encodable as UTF-8
-# ---------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class NonFinite:
-    """Stands in for NaN, Infinity, -Infinity or an overflowing number while parsing, so its field is found."""
-    text: str
-
-
-JSON_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
-SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-_ODD_NUMBERS = []  # NaN, Infinity and overflowing floats the last parse_json met
-_REPEATED_KEYS = []  # keys written twice in one object, the last time parse_json read arguments
-
-
-def _constant(name):
-    _ODD_NUMBERS.append(name)
-    return NonFinite(name)
-
-
-def _number(digits):
-    value = float(digits)
-    if math.isinf(value):
-        _ODD_NUMBERS.append(digits)
-        return NonFinite(digits)
-    return value
-
-
-def _object(pairs):
-    value = dict(pairs)
-    if len(value) < len(pairs):
-        seen = set()
-        _REPEATED_KEYS.extend(key for key, _ in pairs if key in seen or seen.add(key))
-    return value
-
-
-# One decoder for every parse: json.loads with hooks makes a new one per call, which cost as much as the decoding.
-_DECODER = json.JSONDecoder(parse_constant=_constant, parse_float=_number)
-# Arguments are small: keeping their pairs to find a key written twice costs a third of a microsecond per call.
-ARGUMENTS_DECODER = json.JSONDecoder(parse_constant=_constant, parse_float=_number, object_pairs_hook=_object)
-
-
-def parse_json(text, root="", decoder=_DECODER):
-    """(value, []) or (None, findings). `root` names the field the text sits in ("" for a whole line)."""
-    _ODD_NUMBERS.clear()
-    _REPEATED_KEYS.clear()
-    try:
-        if text.startswith("\ufeff"):  # json.loads refuses it before decoding; the decoder alone would not say why
-            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
-        value = decoder.decode(text)
-    except json.JSONDecodeError as e:
-        return None, [syntax_finding(e, root)]
-    except RecursionError:  # Python's parser gives up near 1,000 levels
-        column = deepest_column(text)
-        return None, [Finding(root, f"arrays/objects nested more than {MAX_NESTING} levels deep"
-                              + (f" (from column {column})" if column else ""), FIX_DEEP)]
-    except ValueError as e:  # an integer longer than sys.get_int_max_str_digits()
-        return None, [Finding(root, f"a number is too long to read: {cut(str(e).split(';')[0], 100)}",
-                              "write very long numbers as strings")]
-    strings = SURROGATE_ESCAPE.search(text) is not None
-    if _ODD_NUMBERS or strings or (text.count("[") + text.count("{") > MAX_NESTING and nested_too_deep(value)):
-        findings = value_problems(value, root, strings)
-        if findings:
-            return None, findings
-    return value, []
-
-
-def nested_too_deep(value):
-    """The quick test; value_problems then names the field. Only containers are visited."""
-    stack = [(value, 1)] if type(value) in (dict, list) else []
-    while stack:
-        container, level = stack.pop()
-        if level > MAX_NESTING:
-            return True
-        items = container.values() if type(container) is dict else container
-        stack += [(child, level + 1) for child in items if type(child) in (dict, list)]
-    return False
-
-
-def syntax_finding(e, root):
-    if root:
-        return Finding(root, f"not valid JSON ({e.msg}: column {e.colno}): {shown(e.doc, 40)}", FIX_ARGUMENTS)
-    if e.pos >= len(e.doc.rstrip()) or e.msg.startswith("Unterminated string"):
-        return Finding("", f"not valid JSON ({e.msg}: column {e.colno}): the line ends before the JSON does "
-                           "(truncated, or split over several lines)", FIX_LINE_JSON)
-    near = shown(e.doc[max(0, e.pos - 20):e.pos + 20])
-    return Finding("", f"not valid JSON ({e.msg}: column {e.colno}), near {near}", FIX_LINE_JSON)
-
-
-def deepest_column(text):
-    """1-based column where nesting first exceeds MAX_NESTING, skipping strings; None if it never does."""
-    depth = 0
-    for match in JSON_STRING_OR_BRACKET.finditer(text):
-        token = match.group()
-        if token in "[{":
-            depth += 1
-            if depth > MAX_NESTING:
-                return match.start() + 1
-        elif token in "]}":
-            depth -= 1
-    return None
-
-
-def field_name(root, crumbs):
-    """'messages[3].content' from the root's name and the linked (key, parent) crumbs of a walk."""
-    parts = []
-    while crumbs is not None:
-        key, crumbs = crumbs
-        if isinstance(key, int):
-            parts.append(f"[{key}]")
-        else:
-            parts.append(f".{key}" if key.isidentifier() else f"[{json.dumps(key)}]")
-    parts.reverse()
-    if len(parts) > 12:  # a value nested 100 deep: the start and the end say where
-        parts = parts[:6] + [f"...({len(parts) - 9} more)..."] + parts[-3:]
-    return (root + "".join(parts)).lstrip(".")
-
-
-def encodable(text):
-    try:
-        text.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
-
-
-def children(container):
-    return iter(container.items()) if isinstance(container, dict) else enumerate(container)
-
-
-def value_problems(value, root="", strings=False):
-    """Non-standard numbers, nesting beyond MAX_NESTING and (if `strings`) unpaired surrogates, with fields.
-
-    Depth-first with one iterator per open container, so memory follows the depth, not the size."""
-    findings = []
-
-    def note(crumbs, message, fix):
-        findings.append(Finding(field_name(root, crumbs), message, fix))
-
-    def scalar(item, crumbs):
-        if isinstance(item, NonFinite):
-            note(crumbs, f"{item.text} is not a JSON number", FIX_NON_FINITE)
-        elif strings and isinstance(item, str) and not encodable(item):
-            note(crumbs, "holds an unpaired UTF-16 surrogate escape (no UTF-8 text can hold it)", FIX_SURROGATE)
-
-    if not isinstance(value, (dict, list)):
-        scalar(value, None)
-        return findings
-    stack = [(children(value), 2, None)]  # (children, their nesting level, the container's crumbs)
-    while stack and len(findings) < MAX_PROBLEMS_PER_LINE:
-        pairs, level, crumbs = stack[-1]
-        pair = next(pairs, None)
-        if pair is None:
-            stack.pop()
-            continue
-        key, child = pair
-        if strings and isinstance(key, str) and not encodable(key):
-            note(crumbs, f"key {shown(key)} holds an unpaired UTF-16 surrogate escape", FIX_SURROGATE)
-        if isinstance(child, (dict, list)):
-            if level > MAX_NESTING:
-                note((key, crumbs), f"nested more than {MAX_NESTING} levels deep", FIX_DEEP)
-            else:
-                stack.append((children(child), level + 1, (key, crumbs)))
-        else:
-            scalar(child, (key, crumbs))
-    if stack:
-        findings.append(Finding(root, "... and perhaps more on this line (the search stopped here)", "see above"))
-    return findings
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Tools: each distinct `tools` list is checked and compiled once (check_schema is the costly part)
-# ---------------------------------------------------------------------------------------------------------
-class ToolSet(NamedTuple):
-    problems: tuple  # Findings
-    validators: dict  # tool name -> SchemaCheck (None when its schema is broken); {} if unusable
-
-
-class SchemaCheck(NamedTuple):
-    validator: object  # jsonschema's, for the verdict and its wording
-    accepts: object  # quick_schema.acceptor: a quick yes for plain schemas, or None
-    declared: frozenset = None  # the parameter names, where the schema lets others through without saying so
-
-
-def tool_set(tools):
-    if not isinstance(tools, list) or not tools:
-        return ToolSet((Finding("tools", f"must be a non-empty list of function schemas, {got(tools)}",
-                                FIX_TOOLS),), {})
-    return compiled_tool_set(canonical_tools(tools))
-
-
-def canonical_json(value):
-    return json.dumps(value, sort_keys=True, ensure_ascii=False)
-
-
-_LAST_TOOLS = [None, None]  # [a record's tools list, its canonical JSON]: the line's fingerprint needs it again
-
-
-def canonical_tools(tools):
-    """canonical_json(tools), made once per line although both its tool set and its fingerprint need it (the
-    list is held, so `is` cannot match another list; validation never changes a record's tools)."""
-    if _LAST_TOOLS[0] is not tools:
-        _LAST_TOOLS[:] = tools, canonical_json(tools)
-    return _LAST_TOOLS[1]
-
-
-_DEFAULT_TOOL_SETS = {}  # id(list) -> (the list, its ToolSet): most lines use the default tools, one list object
-
-
-def default_tool_set(default_tools):
-    """tool_set(default_tools), made once per list object instead of once per line (its canonical JSON is most of
-    a line's cost)."""
-    made = _DEFAULT_TOOL_SETS.get(id(default_tools))
-    if made is None or made[0] is not default_tools:
-        if len(_DEFAULT_TOOL_SETS) > 8:
-            _DEFAULT_TOOL_SETS.clear()
-        made = _DEFAULT_TOOL_SETS[id(default_tools)] = default_tools, tool_set(default_tools)
-    return made[1]
-
-
-@lru_cache(maxsize=256)
-def compiled_tool_set(canonical_tools):
-    problems, validators, where_defined = [], {}, {}
-    for i, tool in enumerate(json.loads(canonical_tools)):
-        where = f"tools[{i}]"
-        fn = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(fn, dict):
-            problems.append(Finding(where, 'must be {"type": "function", "function": {...}}', FIX_TOOLS))
-            continue
-        name = fn.get("name")
-        if not isinstance(name, str) or not name:
-            problems.append(Finding(f"{where}.function.name", f"must be a non-empty string, {got(name)}",
-                                    "name the tool"))
-            continue
-        if name in where_defined:
-            problems.append(Finding(f"{where}.function.name", f"{shown(name)} is already defined by "
-                                    f"{where_defined[name]}", "give each tool its own name"))
-            continue
-        where_defined[name] = where
-        validators[name], problem = schema_validator(fn.get("parameters", {"type": "object"}),
-                                                     f"{where}.function.parameters")
-        if problem:
-            problems.append(problem)
-    return ToolSet(tuple(problems), validators)
-
-
-def schema_validator(schema, where):
-    """(SchemaCheck, None) or (None, Finding)."""
-    fix = 'give a JSON Schema with "type": "object" and "properties" (https://json-schema.org)'
-    if not isinstance(schema, dict):
-        return None, Finding(where, f"must be a JSON Schema object, {got(schema)}", fix)
-    try:
-        cls = jsonschema.validators.validator_for(schema)
-        cls.check_schema(schema)
-    except jsonschema.SchemaError as e:
-        return None, Finding(where, f"is not a valid JSON Schema: {cut(e.message)}", fix)
-    except Exception as e:  # jsonschema cannot even pick a draft (say "$schema": 5)
-        return None, Finding(where, f"is not a usable JSON Schema: {cut(str(e))}", fix)
-    if schema.get("type") != "object":
-        return None, Finding(where, f'must have "type": "object", {got(schema.get("type"))}', fix)
-    return SchemaCheck(cls(schema), quick_schema.acceptor(schema), declared_parameters(schema)), None
-
-
-# Keywords under which a schema admits or declares parameters beyond its own "properties".
-OPEN_KEYWORDS = frozenset({"additionalProperties", "patternProperties", "unevaluatedProperties", "allOf", "anyOf",
-                           "oneOf", "$ref", "if", "dependentSchemas"})
-
-
-def declared_parameters(schema):
-    """Names in "properties" when nothing else admits a parameter and additionalProperties is unset (so any other
-    name passes unseen); None otherwise ("additionalProperties": false already refuses the others)."""
-    properties = schema.get("properties")
-    if not isinstance(properties, dict) or not OPEN_KEYWORDS.isdisjoint(schema):
-        return None
-    return frozenset(properties)
-
-
-def schema_mismatch(check, arguments, where, name):
-    if check.accepts is not None and check.accepts(arguments):
-        return None
-    try:
-        error = next(iter(check.validator.iter_errors(arguments)), None)
-    except Exception as e:  # the schema fails only when used: an unresolvable $ref, say
-        return Finding(where, f"tool {name!r}'s schema cannot check them: {cut(str(e))}",
-                       "keep the tool's schema self-contained ($ref only to #/...)")
-    if error is None:
-        return None
-    return Finding(where, f"{cut(error.message)} (tool {name!r})",
-                   "make the arguments match the tool's parameters schema", SCHEMA_MISMATCH)
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Tool calls and their results
@@ -631,8 +282,7 @@ def parse_arguments(raw, where):
         return None, [Finding(where, f"must hold a JSON object, got a JSON {json_type(value)}",
                               'put the arguments in an object keyed by parameter name: {"param": value}')]
     return value, [Finding(where, f"key {shown(key)} appears more than once in one object; json.loads keeps only "
-                           "the last value", "write each key once", REPEATED_KEY)
-                   for key in dict.fromkeys(_REPEATED_KEYS)] if _REPEATED_KEYS else []
+                           "the last value", "write each key once", REPEATED_KEY) for key in repeated_keys()]
 
 
 def call_problems(call, where, validators, pairing):
@@ -679,15 +329,6 @@ def function_problems(fn, where, validators):
         if check.declared is not None:
             problems += undeclared_arguments(arguments, check.declared, arguments_field, name)
     return problems
-
-
-def undeclared_arguments(arguments, declared, where, name):
-    for key in arguments:
-        if key not in declared:
-            yield Finding(where, f"{shown(key)} is not a parameter of tool {name!r} (its parameters: "
-                          f"{cut(', '.join(sorted(declared)), 100) or 'none'})",
-                          "remove the argument, or declare it in the tool's parameters", UNDECLARED_ARGUMENT)
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Messages and records
@@ -855,7 +496,7 @@ def is_blank(parts):
                                        and (part["text"] == "" or part["text"].isspace()) for part in parts)
 
 
-def record_problems(record, default_tools):
+def record_problems(record, tool_sets):
     """Every error and warning of one parsed line, as Findings."""
     if not isinstance(record, dict):
         yield Finding("", f"a line must be a JSON object, got a JSON {json_type(record)}", FIX_LINE_JSON)
@@ -864,7 +505,7 @@ def record_problems(record, default_tools):
     if category is not None and (not isinstance(category, str) or category not in CATEGORIES):
         yield Finding("category", f"unknown category {shown(category)} (known: {', '.join(CATEGORIES)})",
                       "use one of those, or leave category out")
-    tools = tool_set(record["tools"]) if "tools" in record else default_tool_set(default_tools)
+    tools = tool_sets.of(record["tools"]) if "tools" in record else tool_sets.default
     yield from tools.problems
     messages = record.get("messages", MISSING)
     if not isinstance(messages, list) or not messages:
@@ -873,14 +514,6 @@ def record_problems(record, default_tools):
                       'give the example as {"messages": [{"role": "user", "content": ...}, ...]}')
         return
     yield from conversation_problems(messages, tools.validators)
-
-
-def check_record(record, default_tools):
-    """(errors, warnings, object-argument count) of one parsed record; normalises it when it has no errors."""
-    errors, warnings = [], []
-    for finding in record_problems(record, default_tools):
-        (warnings if finding.kind else errors).append(finding)
-    return errors, warnings, (0 if errors else normalise(record).object_arguments)
 
 
 class Changes(NamedTuple):
@@ -929,11 +562,12 @@ def canonical_message(message, i, legacy_ids):
             **{key: value for key, value in message.items() if key not in ("role", "name", "tool_call_id")}}
 
 
-def fingerprint(record):
-    """A digest of the record's canonical JSON (sorted keys): the same content gives the same fingerprint."""
+def fingerprint(record, canonical_tools=canonical_json):
+    """A digest of the record's canonical JSON (sorted keys): the same content gives the same fingerprint.
+    `canonical_tools` gives the tools' part (ToolSets.canonical: the one its tool set was made from)."""
     if not isinstance(record.get("tools"), list):
         canonical = canonical_json(record)
-    else:  # canonical_json(record), with the tools' part taken from tool_set's
+    else:  # canonical_json(record), with the tools' part made once
         canonical = "{" + ", ".join(f"{canonical_json(key)}: "
                                     f"{canonical_tools(value) if key == 'tools' else canonical_json(value)}"
                                     for key, value in sorted(record.items())) + "}"
@@ -951,10 +585,6 @@ class TooLong:
 @dataclass(frozen=True)
 class ReadFailed:
     reason: str
-
-
-def size_text(size):
-    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size} bytes"
 
 
 def line_text(raw, number, max_line_bytes):
@@ -1002,12 +632,12 @@ def kept(findings):
     return errors, warnings
 
 
-def check_line(text, default_tools):
+def check_line(text, tool_sets):
     """(normalised record or None, errors, warnings, Changes) of one line's text."""
     record, problems = parse_json(text)
     if problems:
         return None, problems, [], Changes()  # at most MAX_PROBLEMS_PER_LINE + 1
-    errors, warnings = kept(record_problems(record, default_tools))
+    errors, warnings = kept(record_problems(record, tool_sets))
     if errors:
         return None, errors, warnings, Changes()
     changes = normalise(record)
@@ -1026,14 +656,14 @@ def validate_lines(lines, path, default_tools=None, max_line_bytes=MAX_LINE_BYTE
 
 
 def checked_report(lines, path, default_tools, max_line_bytes):
-    report = Report(str(path))
+    report, tool_sets = Report(str(path)), ToolSets(default_tools)
     seen, legacy_lines = {}, []
     for number, raw in enumerate(lines, start=1):
         report.lines = number
         text, findings = line_text(raw, number, max_line_bytes)
         record = None
         if text is not None:
-            record, errors, warnings, changes = check_line(text, default_tools)
+            record, errors, warnings, changes = check_line(text, tool_sets)
             findings += errors + warnings
         for finding in findings:
             report.add(number, finding)
@@ -1041,7 +671,7 @@ def checked_report(lines, path, default_tools, max_line_bytes):
             continue
         if changes.legacy:
             legacy_lines.append(number)
-        key = fingerprint(record)
+        key = fingerprint(record, tool_sets.canonical)
         if key in seen:
             report.warn(number, f"duplicate of line {seen[key]}", DUPLICATE, "remove the repeated line")
             continue

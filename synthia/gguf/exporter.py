@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from synthia.files import size_text
 from synthia.gguf.importer import PRE_TOKENIZER_KEY  # the tokenizer_config.json key the import records the name in
+from synthia.gguf.llama3_rope import llama3_rope_factors
 
 GGUF_TYPES = ("f16", "q8_0", "q4_k_m")  # the order they are written: q4_k_m is quantized from f16
 SUPPORTED_MODEL_TYPES = ("qwen2", "llama")
@@ -183,24 +185,6 @@ def rope_scaling_type(config):
     return rope_scaling.get("rope_type", rope_scaling.get("type"))
 
 
-def llama3_rope_factors(config):
-    """Llama 3's RoPE scaling as llama.cpp takes it: one divisor per frequency (the rope_freqs tensor).
-
-    High frequencies are kept, low ones divided by `factor`, and those between blend smoothly, as in
-    mlx_lm's Llama3RoPE.
-    """
-    scaling, dims = config["rope_scaling"], head_dim(config)
-    factor = scaling["factor"]
-    low, high = scaling.get("low_freq_factor", 1.0), scaling.get("high_freq_factor", 4.0)
-    old_context = scaling.get("original_max_position_embeddings", 8192)
-    wavelengths = 2 * np.pi * config.get("rope_theta", 10000.0) ** (np.arange(0, dims, 2) / dims)
-    smooth = (old_context / wavelengths - low) / (high - low)
-    blended = 1 / ((1 - smooth) / factor + smooth)
-    medium = (wavelengths > old_context / high) & (wavelengths < old_context / low)
-    factors = np.where(wavelengths > old_context / low, factor, np.where(medium, blended, 1.0))
-    return factors.astype(np.float32)
-
-
 def gguf_tensor_order(gguf_name):
     """token_embd first, then the blocks in order, then output_norm and output, as convert_hf_to_gguf writes."""
     if gguf_name.startswith("blk."):
@@ -233,7 +217,8 @@ def float32_tensor(weights, config, tensor):
     import mlx.core as mx
 
     if tensor.gguf_name == ROPE_FREQS:
-        return llama3_rope_factors(config)
+        factors = llama3_rope_factors(config["rope_scaling"], config.get("rope_theta", 10000.0), head_dim(config))
+        return factors.astype(np.float32)
     value = dequantized_weight(weights, config, tensor.mlx_name).astype(mx.float32)
     array = np.asarray(value)
     if config["model_type"] == "llama" and tensor.gguf_name.endswith(("attn_q.weight", "attn_k.weight", "attn_q.bias",
@@ -264,10 +249,6 @@ def encoded_tensor(array, ggml_type):
     if ggml_type == gguf.GGMLQuantizationType.F16:
         return array.astype(np.float16)
     return gguf.quants.quantize(array, ggml_type)
-
-
-def human_size(n_bytes):
-    return f"{n_bytes / 1e9:.2f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.1f} MB"
 
 
 def tensor_nbytes(shape, ggml_type):
@@ -454,7 +435,7 @@ def stream_tensors(writer, weights, config, tensors, types, *, label, log):
             release(weights, tensor.mlx_name)
         written += tensor_nbytes(tensor.shape, ggml_type)
         if total > 1e9 and written >= next_report * total:  # progress only where it takes a while
-            log(f"[gguf] {label}: {written / total:.0%} ({human_size(written)} of {human_size(total)})")
+            log(f"[gguf] {label}: {written / total:.0%} ({size_text(written)} of {size_text(total)})")
             next_report += 0.25
 
 
@@ -482,7 +463,7 @@ def write_gguf(model_dir, out_path, out_type, name, *, pre_tokenizer=None, chat_
         raise
     writer.close()
     partial.replace(out_path)
-    log(f"[gguf] wrote {out_path} ({human_size(out_path.stat().st_size)}, {len(tensors)} tensors) "
+    log(f"[gguf] wrote {out_path} ({size_text(out_path.stat().st_size)}, {len(tensors)} tensors) "
         f"in {time.perf_counter() - started:.1f}s")
     return out_path
 
@@ -517,7 +498,7 @@ def quantize_with_llama_cpp(source_path, out_path, out_type="q4_k_m", *, threads
         raise GGUFExportError(f"{out_path}: llama.cpp's quantizer failed (status {status}) on {source_path}; "
                               "run again with verbose logs, or keep the f16/q8_0 files")
     partial.replace(out_path)
-    log(f"[gguf] wrote {out_path} ({human_size(Path(out_path).stat().st_size)}, llama.cpp {out_type}) "
+    log(f"[gguf] wrote {out_path} ({size_text(Path(out_path).stat().st_size)}, llama.cpp {out_type}) "
         f"in {time.perf_counter() - started:.1f}s")
     return Path(out_path)
 
@@ -541,9 +522,9 @@ def estimated_bytes(model_dir, out_type):
 def check_free_disk(out_dir, needed_bytes):
     free = shutil.disk_usage(out_dir).free
     if free < needed_bytes:
-        raise GGUFExportError(f"{out_dir}: the GGUF export needs {needed_bytes / 1e9:.1f} GB but only "
-                              f"{free / 1e9:.1f} GB is free; free {(needed_bytes - free) / 1e9:.1f} GB or choose "
-                              "another output directory")
+        raise GGUFExportError(f"{out_dir}: the GGUF export needs {size_text(needed_bytes)} but only "
+                              f"{size_text(free)} is free; free {size_text(needed_bytes - free)} or choose another "
+                              "output directory")
 
 
 def resolve_types(types, quantizer_available):
@@ -566,7 +547,7 @@ def export_gguf(model_dir, out_dir, name, *, types=GGUF_TYPES, chat_template=Non
     q4_k_m needs llama-cpp-python (llama.cpp's quantizer) and is quantized from the f16 file, which is
     therefore written too; without llama-cpp-python it is skipped with a note saying how to get it.
     `chat_template` (text) overrides the model directory's: pass the template training used.
-    `pre_tokenizer` (llama.cpp's tokenizer.ggml.pre) overrides the name recorded by gguf_import, which
+    `pre_tokenizer` (llama.cpp's tokenizer.ggml.pre) overrides the name recorded by the import (importer.py), which
     overrides the one matched on tokenizer.json's pre-tokenizer.
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)

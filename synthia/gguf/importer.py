@@ -27,14 +27,15 @@ import shutil
 import time
 from pathlib import Path
 
+from synthia.files import file_sha256, size_text
+from synthia.gguf.llama3_rope import LLAMA3_ROPE, llama3_rope_factors
+
 IMPORTER_VERSION = 2  # part of every cache key: bump it when the output of an import changes
 SUPPORTED_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 ROPE_PERMUTED_ARCHITECTURES = {"llama"}  # llama.cpp's LlamaModel.permute; Qwen2Model writes q/k as they are
 READABLE_TYPES = {"F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}
 MLX_NATIVE_TYPES = {"Q4_0", "Q4_1", "Q8_0"}  # mx.load turns these into affine-quantized MLX arrays
 SHARD_BYTES = 2 << 30
-# Meta's Llama 3.1+ RoPE scaling parameters besides the factor, which a GGUF keeps only as rope_freqs.weight.
-LLAMA3_ROPE = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
                    "added_tokens.json", "tokenizer.model", "chat_template.jinja", "chat_template.json")
 
@@ -171,18 +172,6 @@ def float32_value(value):
     import numpy as np
 
     return float(str(np.float32(value)))
-
-
-def llama3_rope_factors(scaling, theta, head_dim):
-    """Per-frequency period multipliers of Llama 3.1's RoPE scaling (what mlx_lm's Llama3RoPE applies)."""
-    import numpy as np
-
-    wavelens = 2 * np.pi * theta ** (np.arange(0, head_dim, 2) / head_dim)
-    low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
-    context = scaling["original_max_position_embeddings"]
-    smooth = (context / wavelens - low) / (high - low)
-    medium = 1 / ((1 - smooth) / scaling["factor"] + smooth)
-    return np.where(wavelens < context / high, 1.0, np.where(wavelens > context / low, scaling["factor"], medium))
 
 
 def llama3_rope_scaling(tensor, theta, head_dim, path):
@@ -471,7 +460,7 @@ def tokenizer_config(meta, tokenizer, chat_template):
 
 
 def with_recorded_pre_tokenizer(config, meta):
-    """tokenizer_config.json's settings plus the file's tokenizer.ggml.pre, which gguf_export writes back."""
+    """tokenizer_config.json's settings plus the file's tokenizer.ggml.pre, which exporter.py writes back."""
     return {**config, PRE_TOKENIZER_KEY: meta[PRE_TOKENIZER_KEY]} if PRE_TOKENIZER_KEY in meta else config
 
 
@@ -538,14 +527,6 @@ def generation_config(meta):
 # ---------------------------------------------------------------------------------------------------------
 # The cache
 # ---------------------------------------------------------------------------------------------------------
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def directory_digest(directory):
     if directory is None:
         return None
@@ -625,7 +606,7 @@ def import_gguf(gguf_path, cache_root, *, tokenizer_dir=None, chat_template=None
     if (found := cached_by_stamp(cache_root, stamp, options)) is not None:
         log(f"[gguf] reusing {found} (imported earlier from {path.name})")
         return found
-    log(f"[gguf] hashing {path.name} ({stamp['size'] / 1e6:.0f} MB)")
+    log(f"[gguf] hashing {path.name} ({size_text(stamp['size'])})")
     sha256 = file_sha256(path)
     target = cache_root / cache_dir_name(path, sha256, options)
     with FileLock(str(target) + ".lock"):

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from synthia.data import render, stage_data, validate
+from synthia.data import encode, stage_data, validate
 from synthia.pipeline import models, runstate, stagedir
 from synthia.pipeline.run import EXIT_INVALID, PipelineError, log
 from synthia.platform import blas
@@ -39,7 +39,7 @@ def validate_dataset(path, strict):
 
 def encode_examples(tokenizer, examples, default_tools):
     """{line: Encoded}; a template that cannot render an example is an error with its line."""
-    results = render.encode_many(tokenizer, [(ex.messages, ex.record.get("tools", default_tools)) for ex in examples])
+    results = encode.encode_many(tokenizer, [(ex.messages, ex.record.get("tools", default_tools)) for ex in examples])
     encoded = {ex.line: result for ex, result in zip(examples, results) if not isinstance(result, Exception)}
     errors = [f"line {ex.line}: the chat template failed: {result}" for ex, result in zip(examples, results)
               if isinstance(result, Exception)]

@@ -3,7 +3,7 @@ with a chat template that can train tool use."""
 
 from pathlib import Path
 
-from synthia.data import render
+from synthia.data import template_check
 from synthia.pipeline import runstate
 
 
@@ -56,7 +56,7 @@ def load_tokenizer(model_dir, chat_template_file=None):
             raise ModelUnavailable(f"--chat-template {chat_template_file}: cannot read it ({e.strerror})")
     if not getattr(tokenizer._tokenizer, "chat_template", None):
         raise ModelUnavailable(f"{model_dir} has no chat template; pass one with --chat-template FILE")
-    problems = render.template_problems(tokenizer)
+    problems = template_check.template_problems(tokenizer)
     if problems:
         raise ModelUnavailable(
             f"the chat template of {model_dir} cannot train tool use: " + "; ".join(problems)

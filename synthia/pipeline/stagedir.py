@@ -1,12 +1,12 @@
 """A stage's files: where they live, run.json, and moving a fused model into place without touching what a
 user put beside it. Nothing here decides what to run; train_mlx.py does."""
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from synthia.files import file_sha256
 from synthia.pipeline import runstate
 
 
@@ -114,11 +114,6 @@ def attempt_status(paths, matches, force, warn=print):
 
 def manifest_path(paths):
     return paths.stage_dir / MANIFEST
-
-
-def file_sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def file_entry(path, sha256=None):

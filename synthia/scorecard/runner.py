@@ -2,16 +2,11 @@
 in out_dir/eval.json beside the digest of the file it came from, so a model is never scored twice on the same
 file (the base model's splits are shared by every stage)."""
 
-import hashlib
 import json
-from pathlib import Path
 
+from synthia.files import file_sha256
 from synthia.pipeline import runstate, steps
 from synthia.train import jobs
-
-
-def file_digest(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def score_model(label, model_dir, splits, out_dir, settings, env, rerun, log):
@@ -20,7 +15,7 @@ def score_model(label, model_dir, splits, out_dir, settings, env, rerun, log):
     out_dir.mkdir(parents=True, exist_ok=True)
     eval_file = out_dir / "eval.json"
     cached = json.loads(eval_file.read_text()) if eval_file.exists() else {}
-    digests = {name: file_digest(path) for name, path in splits.items()}
+    digests = {name: file_sha256(path)[:16] for name, path in splits.items()}
     todo = {name: path for name, path in splits.items() if cached.get(name, {}).get("file_digest") != digests[name]}
     if not todo:
         log(f"score: {eval_file} already holds these splits; skipping", label)

@@ -215,15 +215,6 @@ def render(request, engine=None):
     return result.stdout.decode("utf-8")
 
 
-def render_template(template, messages, tools=None, *, bos_token="", eos_token="", add_generation_prompt=False,
-                    engine=None):
-    request = {"template": template, "messages": messages, "bos_token": bos_token, "eos_token": eos_token,
-               "add_generation_prompt": add_generation_prompt}
-    if tools:
-        request["tools"] = tools
-    return render(request, engine)
-
-
 def render_gguf_template(gguf_path, messages, tools=None, *, add_generation_prompt=False, engine=None):
     """Render with the template, BOS and EOS that llama.cpp reads from a GGUF file, as llama-server does."""
     request = {"model": str(gguf_path), "messages": messages, "add_generation_prompt": add_generation_prompt}
