@@ -74,21 +74,16 @@ def cannot_be_loaded(model, flag, *problems):
               "copy or download it again\n")
 
 
-def test_evaluate_on_a_model_without_weights_names_them_and_starts_no_child(tmp_path, tiny_model_dir, capsys):
-    model = model_without(tmp_path, tiny_model_dir, "model.safetensors")
+@pytest.mark.parametrize("missing, problem", [("model.safetensors", "no *.safetensors weight files"),
+                                              ("tokenizer.json", "no tokenizer (tokenizer.json)")])
+def test_evaluate_on_a_model_without_weights_or_tokenizer_names_them_and_starts_no_child(tmp_path, tiny_model_dir,
+                                                                                         capsys, missing, problem):
+    model = model_without(tmp_path, tiny_model_dir, missing)
     args = ["--evaluate", str(model), "--eval-data", str(write_dataset(tmp_path / "d.jsonl")), "--output-dir",
             str(tmp_path / "out")]
     assert train_mlx.main(args) == 2
-    assert capsys.readouterr().err == cannot_be_loaded(model, "--evaluate", f"{model}: no *.safetensors weight files")
+    assert capsys.readouterr().err == cannot_be_loaded(model, "--evaluate", f"{model}: {problem}")
     assert not (tmp_path / "out").exists()
-
-
-def test_evaluate_on_a_model_without_a_tokenizer_is_an_input_error(tmp_path, tiny_model_dir, capsys):
-    model = model_without(tmp_path, tiny_model_dir, "tokenizer.json")
-    args = ["--evaluate", str(model), "--eval-data", str(write_dataset(tmp_path / "d.jsonl")), "--output-dir",
-            str(tmp_path / "out")]
-    assert train_mlx.main(args) == 2
-    assert capsys.readouterr().err == cannot_be_loaded(model, "--evaluate", f"{model}: no tokenizer (tokenizer.json)")
 
 
 def test_evaluate_on_something_that_is_not_a_model_is_an_input_error(tmp_path, capsys):
