@@ -23,6 +23,7 @@ from synthia.pipeline import inputs, models, resolve, runstate, score_stages, sh
 from synthia.pipeline.run import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_TERMINATED, PipelineError,
                                   RunOptions, log)
 from synthia.platform import blas
+from synthia.scorecard import bfcl
 
 # ---------------------------------------------------------------------------------------------------------
 # Configuration: every key declared once, with its default, type, range and scope. A YAML file (--config)
@@ -86,6 +87,7 @@ DEMO_STAGES = {1: {"iters": 14, "learning_rate": 5e-4, "steps_per_eval": 14},
 DEMO_TEST_LIMIT = 3  # held-out conversations scored (about 10 assistant turns), the same for every model
 DEMO_CHAT_TEMPLATE = Path(__file__).parent / "synthia" / "chat_templates" / "qwen2.5-tools.jinja"
 DEMO_OUTPUT_DIR = "models/demo"
+BENCH_LIMIT = 20  # --bench bfcl: entries per category (11 categories: 220 prompts per model); --bench-limit all: 3,491
 DEFAULTS = {key: setting.default for key, setting in SETTINGS.items()}
 
 
@@ -100,7 +102,7 @@ def main(argv=None):
         with runstate.sigterm_as_interrupt():
             dispatch(args, argv)
     except (PipelineError, models.ModelUnavailable, runstate.RunLocked, stage_data.DataError, steps.StepFailed,
-            smollm2.DemoUnavailable, stagedir.DamagedState) as e:
+            smollm2.DemoUnavailable, stagedir.DamagedState, bfcl.BFCLUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", EXIT_INVALID if isinstance(e, stage_data.DataError) else EXIT_FAILED)
     except BrokenPipeError:  # `--preview 5 --json | head`: the reader left; end quietly
@@ -122,6 +124,8 @@ def main(argv=None):
 
 def dispatch(args, argv):
     check_flags(args)
+    if args.bench:
+        bfcl.check_available()
     if args.demo:
         apply_demo_flags(args)
     args.output_dir = args.output_dir or "models"
@@ -202,10 +206,16 @@ def run_options(args, argv):
     return RunOptions(settings=SETTINGS, stage_numbers=sorted(STAGES), argv=argv, output_dir=args.output_dir,
                       dataset=args.dataset, strict=args.strict, force=args.force, dry_run=args.dry_run,
                       test=args.test, demo=args.demo, chat_template=args.chat_template, tokenizer=args.tokenizer,
-                      eval_data=args.eval_data, test_limit=args.test_limit, blas=args.blas,
+                      eval_data=args.eval_data, test_limit=args.test_limit, bench=args.bench,
+                      bench_limit=bench_limit(args.bench_limit), blas=args.blas,
                       memory_budget=args.memory_budget, auto_fit=args.auto_fit, export=args.export, model=args.model,
                       upload=args.upload, upload_gguf=args.upload_gguf, verify=not args.no_verify,
                       lmstudio_dir=args.lmstudio_dir)
+
+
+def bench_limit(flag):
+    """--bench-limit as RunOptions holds it: BENCH_LIMIT when not given, None for all."""
+    return BENCH_LIMIT if flag is None else None if flag == "all" else flag
 
 
 def apply_demo_flags(args):
@@ -241,6 +251,12 @@ def check_flags(args):
         raise PipelineError(f"--model {args.model}: names the model to ship, so it goes with --export gguf or "
                             "--upload REPO. Fix: add one of them, or use --base-model to train from it",
                             EXIT_INVALID)
+    if args.bench and not (args.test or args.evaluate or args.demo):
+        raise PipelineError(f"--bench {args.bench}: scores the models that --test or --evaluate scores. Fix: add "
+                            "--test (base and every stage) or --evaluate MODEL_DIR", EXIT_INVALID)
+    if args.bench_limit is not None and not args.bench:
+        raise PipelineError(f"--bench-limit {args.bench_limit}: sets how many BFCL entries --bench bfcl scores per "
+                            "category. Fix: add --bench bfcl, or drop --bench-limit", EXIT_INVALID)
     if args.memory_budget is not None and not 0 < args.memory_budget < float("inf"):
         raise PipelineError(f"--memory-budget {args.memory_budget:g}: the memory a step may use, in GB, must be a "
                             "positive number. Fix: e.g. --memory-budget 12, or leave it out to use the machine's "
@@ -261,6 +277,14 @@ def check_output_dir(output_dir):
 # ---------------------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------------------
+def positive_or_all(text):
+    if text == "all":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1, or all")
+    return int(text)
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_argument_group("what to run")
@@ -305,6 +329,13 @@ def build_parser():
                              "of rebuilding it from the GGUF metadata")
     inputs.add_argument("--eval-data", help="a held-out OpenAI JSONL file of yours, scored with --test/--evaluate")
     inputs.add_argument("--test-limit", type=int, metavar="N", help="score at most N conversations per split")
+    inputs.add_argument("--bench", choices=["bfcl"],
+                        help="with --test or --evaluate: also score on the Berkeley Function Calling Leaderboard's "
+                             "single-turn categories, offline (the bfcl-eval package's data); scorecard section and "
+                             "bfcl.png")
+    inputs.add_argument("--bench-limit", type=positive_or_all, metavar="N|all",
+                        help=f"with --bench: entries per category, spread over it and the same for every model "
+                             f"(default: {BENCH_LIMIT}; all: every entry, hours on a 7B model)")
     knobs = p.add_argument_group("overrides (every stage)")
     knobs.add_argument("--iters", type=int, help="iterations per stage, e.g. 3 for a smoke run")
     knobs.add_argument("--batch-size", type=int, help="examples per step")

@@ -30,9 +30,9 @@ def test_a_written_job_reads_back_equal_with_its_runs_typed(tmp_path):
 def test_building_a_job_with_a_missing_or_unknown_field_names_them():
     with pytest.raises(jobs.JobError) as refused:
         jobs.make_job("score", model="m", splits={}, chat_template=None, limit=None, max_new_tokens=None,
-                      samples=None, result="r.json", learning_rate=1e-5)
+                      samples=None, bench=None, result="r.json", learning_rate=1e-5)
     assert str(refused.value) == ("the score job being built: the fields do not match ScoreJob: missing "
-                                  "max_prompt_tokens; unknown learning_rate")
+                                  "bench_limit, max_prompt_tokens; unknown learning_rate")
 
 
 def test_an_evaluate_run_with_a_missing_field_is_named_by_its_number():

@@ -13,6 +13,7 @@ import train_mlx
 from synthia.data import render, token_files
 from synthia.pipeline import steps
 from synthia.platform import blas
+from synthia.scorecard import bfcl, bfcl_judge
 from synthia.train.batches import evaluation_batches, load_token_file
 from synthia.train.loss import summed_loss
 from synthia.data.validate import load_default_tools
@@ -263,6 +264,27 @@ def test_rerun_skips_finished_stages_and_changed_inputs_need_force(full_run, wor
     assert train_mlx.main(cli(workspace, tiny_model_dir, "--stage", "1", "--iters", "4")) == 2
     assert "Re-run with --force" in capsys.readouterr().err
     assert (full_run / "synthia-stage1" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_bench_bfcl_scores_base_and_every_stage_on_the_same_entries(full_run, workspace, tiny_model_dir, capsys):
+    """--test --bench bfcl after the stages: BFCL's entries for each model (the splits' scores are reused)."""
+    args = cli(workspace, tiny_model_dir, "--stage", "all", "--iters", "3", "--test", "--bench", "bfcl",
+               "--bench-limit", "2")
+    assert train_mlx.main(args) == 0
+    card = (full_run / "scorecard.md").read_text()
+    section = card[card.index("## BFCL"):card.index("## Possible regressions")]
+    header = next(line for line in section.splitlines() if line.startswith("| category"))
+    assert [c.strip() for c in header.strip("|").split("|")] == ["category", "base", "stage 1", "stage 2", "stage 3"]
+    assert (full_run / "bfcl.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    entries = {e.id: e for name in bfcl.CATEGORIES for e in bfcl.select_entries(bfcl.load_category(name), 2)}
+    for where in ("base-eval", "stage1", "stage2", "stage3"):
+        result = json.loads((full_run / where / "bfcl.json").read_text())
+        assert [r["id"] for r in result["entries"]] == list(entries)
+        for record in result["entries"]:  # the stored verdict is BFCL's verdict on the stored calls
+            assert record["passed"] == bfcl_judge.judge(record["calls"], entries[record["id"]]).passed
+    capsys.readouterr()
+    assert train_mlx.main(args) == 0
+    assert capsys.readouterr().out.count("already holds these scores; skipping") == 4
 
 
 def test_training_child_runs_on_the_system_blas_unless_opted_out(full_run, workspace, tiny_model_dir):

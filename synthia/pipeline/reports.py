@@ -6,7 +6,7 @@ from pathlib import Path
 
 from synthia.data import stage_data
 from synthia.pipeline import stagedir
-from synthia.scorecard import card
+from synthia.scorecard import bfcl_card, card, runner
 
 
 def score_splits(number, output_dir, eval_data):
@@ -16,22 +16,29 @@ def score_splits(number, output_dir, eval_data):
     return {**splits, **({"eval-data": str(eval_data)} if eval_data else {})}
 
 
-def write_reports(output_dir, numbers, base_results, log=print):
-    """models/scorecard.md (base and every scored stage side by side) and models/loss.png; prints the scorecard."""
+def write_reports(output_dir, numbers, base_results, log=print, bench=None):
+    """models/scorecard.md (base and every scored stage side by side) and models/loss.png; with bench == "bfcl", the
+    scorecard's BFCL section and models/bfcl.png. Prints the scorecard."""
     output_dir = Path(output_dir)
     columns, curves = [("base", base_results)], []
+    bench_columns = [("base", runner.read_bfcl(output_dir / "base-eval"))] if bench else []
     for number in numbers:
         paths = stagedir.stage_paths(output_dir, number)
         if (paths.stage_dir / "eval.json").exists():
             columns.append((f"stage {number}", json.loads((paths.stage_dir / "eval.json").read_text())))
+            bench_columns += [(f"stage {number}", runner.read_bfcl(paths.stage_dir))] if bench else []
         record = stagedir.read_run_json(paths) or {}
         if record.get("curves"):
             curves.append((f"stage {number}", record["curves"]["train"], record["curves"]["valid"]))
-    text = card.write_scorecard(columns, output_dir / "scorecard.md")
+    bench_columns = [(label, result) for label, result in bench_columns if result]
+    text = card.write_scorecard(columns, output_dir / "scorecard.md", bench_columns)
+    written = [output_dir / "scorecard.md"]
     if curves:
-        card.plot_losses(curves, output_dir / "loss.png")
+        written.append(card.plot_losses(curves, output_dir / "loss.png"))
+    if bench_columns:
+        written.append(bfcl_card.plot_bfcl(bench_columns, output_dir / "bfcl.png"))
     log(text)
-    log(f"wrote {output_dir / 'scorecard.md'}" + (f" and {output_dir / 'loss.png'}" if curves else ""))
+    log("wrote " + ", ".join(str(path) for path in written))
 
 
 def held_out_test_split(examples, values, out_dir):

@@ -38,6 +38,8 @@ class RunOptions:
     tokenizer: str | None = None  # with a .gguf base: the Hugging Face tokenizer directory to use
     eval_data: str | None = None
     test_limit: int | None = None
+    bench: str | None = None  # "bfcl": --test and --evaluate also score on BFCL
+    bench_limit: int | None = None  # BFCL entries per category; None: all
     blas: str | None = None
     memory_budget: float | None = None  # GB
     auto_fit: bool = False

@@ -6,12 +6,13 @@ from synthia.pipeline import models, reports, runstate, stagedir
 from synthia.pipeline.inputs import validate_dataset
 from synthia.pipeline.run import log
 from synthia.platform import blas
-from synthia.scorecard import card, runner
+from synthia.scorecard import bfcl_card, card, runner
 
 
 def score_model(label, model_dir, splits, out_dir, options, env, max_prompt_tokens, samples=True):
     settings = {"chat_template": options.chat_template, "limit": options.test_limit,
-                "max_prompt_tokens": max_prompt_tokens, "samples": samples}
+                "max_prompt_tokens": max_prompt_tokens, "samples": samples, "bench": options.bench,
+                "bench_limit": options.bench_limit}
     return runner.score_model(label, model_dir, splits, out_dir, settings, env, options.rerun_command(), log)
 
 
@@ -28,7 +29,7 @@ def test_stages(numbers, configs, base_model, options, env):
     base_dir = models.resolve_model_dir(base_model)
     base = score_model("base", base_dir, needed, options.output / "base-eval", options, env,
                        configs[numbers[0]]["max_seq_length"], samples=False)
-    reports.write_reports(options.output_dir, options.stage_numbers, base, log)
+    reports.write_reports(options.output_dir, options.stage_numbers, base, log, options.bench)
 
 
 def evaluate_only(model, options, held_out_config):
@@ -42,5 +43,9 @@ def evaluate_only(model, options, held_out_config):
             validate_dataset(options.dataset, options.strict), held_out_config(), out_dir))
         env, _ = blas.child_setup(options.blas, log)
         results = score_model("evaluate", model_dir, splits, out_dir, options, env, None)
-        log(card.write_scorecard([(model_dir.name, results)], out_dir / "scorecard.md"))
-        log(f"wrote {out_dir / 'eval.json'}, {out_dir / 'samples.md'} and {out_dir / 'scorecard.md'}")
+        bench = [(model_dir.name, runner.read_bfcl(out_dir))] if options.bench else []
+        log(card.write_scorecard([(model_dir.name, results)], out_dir / "scorecard.md", bench))
+        written = ["eval.json", "samples.md", "scorecard.md"] + (["bfcl.json", "bfcl.png"] if bench else [])
+        if bench:
+            bfcl_card.plot_bfcl(bench, out_dir / "bfcl.png")
+        log("wrote " + ", ".join(str(out_dir / name) for name in written))

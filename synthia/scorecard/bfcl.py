@@ -136,3 +136,9 @@ def select_entries(entries, limit):
     if limit < 1:
         raise ValueError(f"--bench-limit must be at least 1, got {limit}")
     return [entries[k * len(entries) // limit] for k in range(limit)]
+
+
+def check_available(categories=CATEGORIES):
+    """Read every category once, so missing or damaged data stops a run before anything is trained or scored."""
+    for name in categories:
+        load_category(name)

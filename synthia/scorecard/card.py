@@ -9,6 +9,8 @@ result, taken as the split "test". Each split gets a table whose columns are the
 
 from pathlib import Path
 
+from synthia.scorecard import bfcl_card
+
 REGRESSION_POINTS = 2.0  # a drop of more than this many percentage points from one column to the next is flagged
 RATES = ("valid", "names", "exact", "schema_ok", "unknown_tool", "truncated")
 LOWER_IS_BETTER = {"unknown_tool", "truncated"}
@@ -89,8 +91,9 @@ def split_section(split, labels, results_by_label):
     return lines, found
 
 
-def scorecard_markdown(columns):
-    """scorecard.md for `columns` = [(model label, results)] in stage order (base first)."""
+def scorecard_markdown(columns, bench_columns=()):
+    """scorecard.md for `columns` = [(model label, results)] in stage order (base first), and a BFCL section for
+    `bench_columns` = [(model label, BFCL result)] when given."""
     results = [(label, by_split(r)) for label, r in columns if r]
     splits = list(dict.fromkeys(split for _, r in results for split in r))
     lines = ["# Tool-calling scorecard", "",
@@ -103,6 +106,10 @@ def scorecard_markdown(columns):
         section, found = split_section(split, labels, {label: r[split] for label, r in results if split in r})
         lines += section
         all_found += [(split, *f) for f in found]
+    if bench_columns:
+        section, found = bfcl_card.bfcl_section(list(bench_columns), REGRESSION_POINTS)
+        lines += section
+        all_found += [("BFCL", (name, bfcl_card.METRIC), *rest) for name, *rest in found]
     lines += ["## Possible regressions", ""]
     lines += [f"- {split}, {group}: {metric} {a} {before:.1f}% → {b} {after:.1f}%"
               f" ({worsening(metric, before, after):.1f} points worse)"
@@ -110,8 +117,8 @@ def scorecard_markdown(columns):
     return "\n".join(lines) + "\n"
 
 
-def write_scorecard(columns, path):
-    text = scorecard_markdown(columns)
+def write_scorecard(columns, path, bench_columns=()):
+    text = scorecard_markdown(columns, bench_columns)
     Path(path).write_text(text, encoding="utf-8")
     return text
 

@@ -1,33 +1,53 @@
 """Scoring a model's tool calls in a child process (synthia.train.worker's score job), with each split's result kept
 in out_dir/eval.json beside the digest of the file it came from, so a model is never scored twice on the same
-file (the base model's splits are shared by every stage)."""
+file (the base model's splits are shared by every stage); BFCL's result is kept in out_dir/bfcl.json beside what
+it was scored with."""
 
 import json
 
 from synthia.files import file_sha256
 from synthia.pipeline import runstate, steps
+from synthia.scorecard import bfcl, bfcl_score
 from synthia.train import jobs
+
+
+def bfcl_key(model_dir, settings):
+    """What a BFCL result depends on besides the model's weights: scored again when any of it changes."""
+    return {"model": str(model_dir), "chat_template": settings["chat_template"], "limit": settings["bench_limit"],
+            "bfcl_eval": bfcl.installed_version(), "max_new_tokens": bfcl_score.MAX_NEW_TOKENS}
+
+
+def read_bfcl(out_dir):
+    """The BFCL result kept in out_dir/bfcl.json, or None."""
+    path = out_dir / "bfcl.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def score_model(label, model_dir, splits, out_dir, settings, env, rerun, log):
     """{split: result} for `model_dir` on `splits` ({name: OpenAI JSONL file}); writes out_dir/eval.json and, with
-    settings["samples"], samples.md. settings: chat_template, limit, max_prompt_tokens, samples."""
+    settings["samples"], samples.md; with settings["bench"] == "bfcl", BFCL's result in out_dir/bfcl.json.
+    settings: chat_template, limit, max_prompt_tokens, samples, bench, bench_limit."""
     out_dir.mkdir(parents=True, exist_ok=True)
     eval_file = out_dir / "eval.json"
     cached = json.loads(eval_file.read_text()) if eval_file.exists() else {}
     digests = {name: file_sha256(path)[:16] for name, path in splits.items()}
     todo = {name: path for name, path in splits.items() if cached.get(name, {}).get("file_digest") != digests[name]}
-    if not todo:
-        log(f"score: {eval_file} already holds these splits; skipping", label)
+    key = bfcl_key(model_dir, settings)
+    bench_todo = settings["bench"] == "bfcl" and (read_bfcl(out_dir) or {}).get("key") != key
+    if not todo and not bench_todo:
+        log(f"score: {out_dir} already holds these scores; skipping", label)
         return {name: cached[name] for name in splits}
     job = jobs.make_job("score", model=str(model_dir), splits=todo, chat_template=settings["chat_template"],
                         limit=settings["limit"], max_new_tokens=None, max_prompt_tokens=settings["max_prompt_tokens"],
-                        samples=str(out_dir / "samples.md") if settings["samples"] else None,
+                        samples=str(out_dir / "samples.md") if settings["samples"] and todo else None,
+                        bench="bfcl" if bench_todo else None, bench_limit=settings["bench_limit"],
                         result=str(out_dir / "scores.json"))
     command = steps.worker_command("score", out_dir / "score_job.json")
     jobs.write_job(command[-1], job)
     steps.run_step(label, "score", command, env, out_dir / "score.log", rerun)
     fresh = json.loads((out_dir / "scores.json").read_text())
-    cached.update({name: {**result, "file_digest": digests[name]} for name, result in fresh.items()})
+    cached.update({name: {**result, "file_digest": digests[name]} for name, result in fresh["splits"].items()})
     runstate.write_json(eval_file, cached)
+    if fresh["bfcl"] is not None:
+        runstate.write_json(out_dir / "bfcl.json", {"key": key, **fresh["bfcl"]})
     return {name: cached[name] for name in splits}

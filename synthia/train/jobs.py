@@ -80,7 +80,9 @@ class ScoreJob:
     max_new_tokens: int | None  # None: from the longest reference answer
     max_prompt_tokens: int | None
     samples: str | None  # write samples.md here
-    result: str
+    bench: str | None  # "bfcl": also score on the Berkeley Function Calling Leaderboard's entries
+    bench_limit: int | None  # BFCL entries per category; None: all
+    result: str  # {"splits": {split: eval result}, "bfcl": BFCL result or None}
 
 
 JOBS = {"train": TrainJob, "evaluate": EvaluateJob, "score": ScoreJob}

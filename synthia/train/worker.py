@@ -24,9 +24,10 @@ from synthia.train.loop import train_job
 
 
 def score_job(job):
-    """Tool-calling scores of one model on held-out files, by generation: {split label: eval result}."""
+    """Tool-calling scores of one model on held-out files, by generation, and on BFCL when the job asks:
+    {"splits": {split label: eval result}, "bfcl": BFCL result or None}."""
     from synthia.data import validate
-    from synthia.scorecard import generation
+    from synthia.scorecard import bfcl_score, generation
 
     model, tokenizer = load(job.model)
     if job.chat_template:
@@ -45,7 +46,10 @@ def score_job(job):
     if job.samples:
         held_out = generation.pick_held_out(next(iter(results.values()))) if results else ()
         generation.write_samples(model, tokenizer, tools, job.samples, held_out=held_out)
-    return results
+    bench = bfcl_score.score_bfcl(generator, tokenizer, job.bench_limit, progress=False) if job.bench else None
+    if bench:
+        print(bfcl_score.summary_line(bench), flush=True)
+    return {"splits": results, "bfcl": bench}
 
 
 RUNS = {"train": train_job, "evaluate": evaluate_job, "score": score_job}
