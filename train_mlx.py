@@ -23,7 +23,7 @@ from synthia.pipeline import inputs, models, resolve, runstate, score_stages, sh
 from synthia.pipeline.run import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_TERMINATED, PipelineError,
                                   RunOptions, log)
 from synthia.platform import blas
-from synthia.scorecard import bfcl
+from synthia.scorecard import bfcl, gguf_generation
 
 # ---------------------------------------------------------------------------------------------------------
 # Configuration: every key declared once, with its default, type, range and scope. A YAML file (--config)
@@ -102,7 +102,8 @@ def main(argv=None):
         with runstate.sigterm_as_interrupt():
             dispatch(args, argv)
     except (PipelineError, models.ModelUnavailable, runstate.RunLocked, stage_data.DataError, steps.StepFailed,
-            smollm2.DemoUnavailable, stagedir.DamagedState, bfcl.BFCLUnavailable) as e:
+            smollm2.DemoUnavailable, stagedir.DamagedState, bfcl.BFCLUnavailable,
+            gguf_generation.GGUFScoringError) as e:
         print(f"error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", EXIT_INVALID if isinstance(e, stage_data.DataError) else EXIT_FAILED)
     except BrokenPipeError:  # `--preview 5 --json | head`: the reader left; end quietly
@@ -165,10 +166,10 @@ def run_pipeline(args, options):
             log("dry run: nothing was trained")
         else:
             stage.train_stages(numbers, configs, base_model, shared, options, env, blas_note)
+            if options.export:  # before --test, whose scorecard scores the exported files too
+                ship.export_model(options, env)
             if options.test:
                 score_stages.test_stages(numbers, configs, base_model, options, env)
-            if options.export:
-                ship.export_model(options, env)
             if options.demo:
                 log(smollm2.summary(options.output_dir, options.chat_template))
     if options.upload:
@@ -297,8 +298,9 @@ def build_parser():
                       help="validate, prepare the data and print the plan with every command; train nothing")
     what.add_argument("--preview", type=int, metavar="N", help="show dataset line N as the model sees it and exit")
     what.add_argument("--json", action="store_true", help="with --preview: print segments as JSON")
-    what.add_argument("--evaluate", metavar="MODEL_DIR",
-                      help="score any MLX model's tool calls on --eval-data (or the dataset's test split); no training")
+    what.add_argument("--evaluate", metavar="MODEL",
+                      help="score a model's tool calls on --eval-data (or the dataset's test split), no training: an "
+                           "MLX model directory, or a .gguf file run in llama.cpp with the template it carries")
     what.add_argument("--demo", action="store_true",
                       help="SmolLM2-135M through all three stages on the shipped dataset, then the scorecard: "
                            f"~20 minutes on 2 CPU cores, offline (output: {DEMO_OUTPUT_DIR})")

@@ -287,6 +287,24 @@ def test_bench_bfcl_scores_base_and_every_stage_on_the_same_entries(full_run, wo
     assert capsys.readouterr().out.count("already holds these scores; skipping") == 4
 
 
+def test_export_with_test_scores_each_gguf_file_of_the_final_stage_in_llama_cpp(full_run, workspace, tiny_model_dir):
+    pytest.importorskip("llama_cpp", reason="pip install llama-cpp-python==0.3.36 (scripts/setup.sh --dev)")
+    args = cli(workspace, tiny_model_dir, "--stage", "all", "--iters", "3", "--test", "--export", "gguf")
+    assert train_mlx.main(args) == 0
+    card = (full_run / "scorecard.md").read_text()
+    header = next(line for line in card.splitlines() if line.startswith("| metric"))
+    assert [c.strip() for c in header.strip("|").split("|")][1:] == [
+        "base", "stage 1", "stage 2", "stage 3", "GGUF f16", "GGUF q8_0", "GGUF q4_k_m"]
+    assert "## The GGUF files against the MLX model" in card
+    mlx = json.loads((full_run / "stage3" / "eval.json").read_text())
+    for out_type in ("f16", "q8_0", "q4_k_m"):
+        scored = json.loads((full_run / "gguf-eval" / out_type / "eval.json").read_text())
+        assert sorted(scored) == sorted(mlx)  # the final stage's splits, the same turns
+        for split in mlx:
+            assert [(t["line"], t["message"]) for t in scored[split]["turns"]] == \
+                [(t["line"], t["message"]) for t in mlx[split]["turns"]]
+
+
 def test_training_child_runs_on_the_system_blas_unless_opted_out(full_run, workspace, tiny_model_dir):
     """What the training child had mapped (its own /proc/<pid>/maps), recorded in run.json."""
     system = blas.find_system_blas()
@@ -314,7 +332,8 @@ def test_force_redoes_a_changed_stage_and_the_next_stage_sees_its_new_base(full_
 def test_test_writes_a_scorecard_with_base_and_every_stage(full_run):
     card = (full_run / "scorecard.md").read_text()
     header = next(line for line in card.splitlines() if line.startswith("| ") and "base" in line)
-    assert [c.strip() for c in header.strip("|").split("|")][1:] == ["base", "stage 1", "stage 2", "stage 3"]
+    # (the GGUF files' columns follow when a test before this one exported them)
+    assert [c.strip() for c in header.strip("|").split("|")][1:5] == ["base", "stage 1", "stage 2", "stage 3"]
     assert (full_run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for number in (1, 2, 3):
         scores = json.loads((full_run / f"stage{number}" / "eval.json").read_text())

@@ -16,9 +16,10 @@ def score_splits(number, output_dir, eval_data):
     return {**splits, **({"eval-data": str(eval_data)} if eval_data else {})}
 
 
-def write_reports(output_dir, numbers, base_results, log=print, bench=None):
-    """models/scorecard.md (base and every scored stage side by side) and models/loss.png; with bench == "bfcl", the
-    scorecard's BFCL section and models/bfcl.png. Prints the scorecard."""
+def write_reports(output_dir, numbers, base_results, log=print, bench=None, exports=()):
+    """models/scorecard.md (base and every scored stage side by side, then `exports`: [(label, results, out_dir)]
+    of exported files) and models/loss.png; with bench == "bfcl", the scorecard's BFCL section and models/bfcl.png.
+    Prints the scorecard."""
     output_dir = Path(output_dir)
     columns, curves = [("base", base_results)], []
     bench_columns = [("base", runner.read_bfcl(output_dir / "base-eval"))] if bench else []
@@ -30,6 +31,8 @@ def write_reports(output_dir, numbers, base_results, log=print, bench=None):
         record = stagedir.read_run_json(paths) or {}
         if record.get("curves"):
             curves.append((f"stage {number}", record["curves"]["train"], record["curves"]["valid"]))
+    columns += [(label, results) for label, results, _ in exports]
+    bench_columns += [(label, runner.read_bfcl(out_dir)) for label, _, out_dir in exports] if bench else []
     bench_columns = [(label, result) for label, result in bench_columns if result]
     text = card.write_scorecard(columns, output_dir / "scorecard.md", bench_columns)
     written = [output_dir / "scorecard.md"]

@@ -39,13 +39,28 @@ def regressions(labels, rows, threshold):
     return found
 
 
-def bfcl_section(columns, threshold):
-    """(markdown lines, regressions as (row name, from, to, before, after)) of the scorecard's BFCL section."""
+def export_differences(labels, rows, is_export):
+    """[(row name, MLX label, export label, MLX points, export points)]: exported files' rates outside the 95%
+    interval of the last MLX column's rate."""
+    mlx = [label for label in labels if not is_export(label)]
+    found = []
+    for label in [lb for lb in labels if is_export(lb)] if mlx else []:
+        for name, row in rows[label].items():
+            reference = rows[mlx[-1]].get(name)
+            if reference and not reference["low"] - 1e-9 <= row["rate"] <= reference["high"] + 1e-9:
+                found.append((name, mlx[-1], label, 100 * reference["rate"], 100 * row["rate"]))
+    return found
+
+
+def bfcl_section(columns, threshold, is_export=lambda label: False):
+    """(markdown lines, regressions as (row name, from, to, before, after), exported files' differences as
+    (row name, MLX label, export label, before, after)) of the scorecard's BFCL section."""
     labels = [label for label, _ in columns]
     rows = {label: rows_by_name(result) for label, result in columns}
     sizes = {**columns[0][1]["sizes"]}
-    found = regressions(labels, rows, threshold)
-    flagged = {(name, b) for name, _, b, _, _ in found}
+    found = regressions([label for label in labels if not is_export(label)], rows, threshold)
+    differs = export_differences(labels, rows, is_export)
+    marks = {**{(name, b): " ⚠" for name, _, b, _, _ in found}, **{(name, b): " ≠" for name, _, b, _, _ in differs}}
     settings = columns[0][1]["settings"]
     limit = "all" if settings["limit"] is None else settings["limit"]
     lines = ["## BFCL (Berkeley Function Calling Leaderboard)", "",
@@ -56,10 +71,10 @@ def bfcl_section(columns, threshold):
              "| category | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for name in dict.fromkeys(name for label in labels for name in rows[label]):
         first = next(rows[label][name] for label in labels if name in rows[label])
-        texts = [cell(rows[label][name]) + (" ⚠" if (name, label) in flagged else "") if name in rows[label] else "–"
+        texts = [cell(rows[label][name]) + marks.get((name, label), "") if name in rows[label] else "–"
                  for label in labels]
         lines.append(f"| {row_label(first, sizes)} | " + " | ".join(texts) + " |")
-    return lines + [""], found
+    return lines + [""], found, differs
 
 
 def plot_bfcl(columns, path):

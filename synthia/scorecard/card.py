@@ -10,8 +10,10 @@ result, taken as the split "test". Each split gets a table whose columns are the
 from pathlib import Path
 
 from synthia.scorecard import bfcl_card
+from synthia.scorecard.bfcl_judge import wilson
 
 REGRESSION_POINTS = 2.0  # a drop of more than this many percentage points from one column to the next is flagged
+EXPORT_PREFIX = "GGUF "  # columns of exported files: compared with the last MLX column's 95% interval instead
 RATES = ("valid", "names", "exact", "schema_ok", "unknown_tool", "truncated")
 LOWER_IS_BETTER = {"unknown_tool", "truncated"}
 GROUPS = (("overall", "all turns"), ("parallel", "parallel-call turns"), ("text", "text turns"))
@@ -60,10 +62,35 @@ def regressions(labels, cells_by_label):
     return found
 
 
-def cell_text(points, counts, flagged):
+def is_export(label):
+    return label.startswith(EXPORT_PREFIX)
+
+
+def outside(points, low, high):
+    """A rate in points outside an interval given as shares (with a little room for rounding)."""
+    return not 100 * low - 1e-9 <= points <= 100 * high + 1e-9
+
+
+def export_differences(labels, cells):
+    """[(row, MLX label, export label, MLX points, export points)]: each exported file's rate that lies outside the
+    95% interval (Wilson) of the last MLX column's rate on the same turns."""
+    mlx = [lb for lb in labels if not is_export(lb)]
+    found = []
+    for label in [lb for lb in labels if is_export(lb)] if mlx else []:
+        for row, (points, _) in cells[label].items():
+            reference, counts = cells[mlx[-1]].get(row, (None, ""))
+            if points is None or reference is None:
+                continue
+            count, total = map(int, counts.split("/"))
+            if outside(points, *wilson(count / total, total)):
+                found.append((row, mlx[-1], label, reference, points))
+    return found
+
+
+def cell_text(points, counts, mark=""):
     if points is None:
         return counts if "/" in counts and not counts.endswith("/0") else "–"
-    return f"{points:.1f}% ({counts})" + (" ⚠" if flagged else "")
+    return f"{points:.1f}% ({counts})" + mark
 
 
 def limits_table(labels, results_by_label):
@@ -78,17 +105,18 @@ def limits_table(labels, results_by_label):
 
 
 def split_section(split, labels, results_by_label):
-    """The markdown table of one split, and its regressions."""
+    """The markdown table of one split, its regressions between MLX columns and the exported files' differences."""
     cells = {lb: metric_points(results_by_label[lb]["metrics"]) for lb in labels}
-    found = regressions(labels, cells)
-    flagged = {(row, b) for row, _, b, _, _ in found}
+    found = regressions([lb for lb in labels if not is_export(lb)], cells)
+    differs = export_differences(labels, cells)
+    marks = {**{(row, b): " ⚠" for row, _, b, _, _ in found}, **{(row, b): " ≠" for row, _, b, _, _ in differs}}
     lines = [f"## {split}", "", "| metric | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for row in dict.fromkeys(r for lb in labels for r in cells[lb]):
         group, metric = row
-        texts = [cell_text(*cells[lb].get(row, (None, "–")), (row, lb) in flagged) for lb in labels]
+        texts = [cell_text(*cells[lb].get(row, (None, "–")), marks.get((row, lb), "")) for lb in labels]
         lines.append(f"| {group}: {metric} | " + " | ".join(texts) + " |")
     lines += ["", *limits_table(labels, results_by_label), ""]
-    return lines, found
+    return lines, found, differs
 
 
 def scorecard_markdown(columns, bench_columns=()):
@@ -100,20 +128,29 @@ def scorecard_markdown(columns, bench_columns=()):
              "Rates in percent (count/total). valid → names → exact is a funnel; schema_ok is over turns that made "
              f"a call; unknown_tool and truncated are better lower. ⚠ marks a change for the worse of more than "
              f"{REGRESSION_POINTS:g} points from the column before: a possible regression.", ""]
-    all_found = []
+    all_found, all_differs = [], []
     for split in splits:
         labels = [label for label, r in results if split in r]
-        section, found = split_section(split, labels, {label: r[split] for label, r in results if split in r})
+        section, found, differs = split_section(split, labels, {label: r[split] for label, r in results if split in r})
         lines += section
         all_found += [(split, *f) for f in found]
+        all_differs += [(split, *d) for d in differs]
     if bench_columns:
-        section, found = bfcl_card.bfcl_section(list(bench_columns), REGRESSION_POINTS)
+        section, found, differs = bfcl_card.bfcl_section(list(bench_columns), REGRESSION_POINTS, is_export)
         lines += section
         all_found += [("BFCL", (name, bfcl_card.METRIC), *rest) for name, *rest in found]
+        all_differs += [("BFCL", (name, bfcl_card.METRIC), *rest) for name, *rest in differs]
     lines += ["## Possible regressions", ""]
     lines += [f"- {split}, {group}: {metric} {a} {before:.1f}% → {b} {after:.1f}%"
               f" ({worsening(metric, before, after):.1f} points worse)"
               for split, (group, metric), a, b, before, after in all_found] or ["none"]
+    if any(is_export(label) for label, _ in [*columns, *bench_columns]):
+        lines += ["", "## The GGUF files against the MLX model", "",
+                  "≠ marks a rate of an exported file outside the 95% interval of the MLX model's rate on the same "
+                  "prompts.", ""]
+        lines += [f"- {split}, {group}: {metric} {mlx} {before:.1f}% → {label} {after:.1f}%"
+                  for split, (group, metric), mlx, label, before, after in all_differs] or \
+                 ["no difference beyond the interval"]
     return "\n".join(lines) + "\n"
 
 

@@ -4,6 +4,7 @@ file (the base model's splits are shared by every stage); BFCL's result is kept 
 it was scored with."""
 
 import json
+from pathlib import Path
 
 from synthia.files import file_sha256
 from synthia.pipeline import runstate, steps
@@ -17,6 +18,19 @@ def bfcl_key(model_dir, settings):
             "bfcl_eval": bfcl.installed_version(), "max_new_tokens": bfcl_score.MAX_NEW_TOKENS}
 
 
+def forget_scores_of_another_file(model_path, out_dir):
+    """A model file (a GGUF) written again since out_dir's scores were made: its old scores are removed. (A model
+    directory's scores live in its stage's directory, which is redone with the stage.)"""
+    if not model_path.is_file():
+        return
+    stamp_file = out_dir / "model_stamp.json"
+    stamp = {"path": str(model_path), "bytes": model_path.stat().st_size, "mtime_ns": model_path.stat().st_mtime_ns}
+    if stamp_file.exists() and json.loads(stamp_file.read_text()) != stamp:
+        for name in ("eval.json", "bfcl.json"):
+            (out_dir / name).unlink(missing_ok=True)
+    runstate.write_json(stamp_file, stamp)
+
+
 def read_bfcl(out_dir):
     """The BFCL result kept in out_dir/bfcl.json, or None."""
     path = out_dir / "bfcl.json"
@@ -28,6 +42,7 @@ def score_model(label, model_dir, splits, out_dir, settings, env, rerun, log):
     settings["samples"], samples.md; with settings["bench"] == "bfcl", BFCL's result in out_dir/bfcl.json.
     settings: chat_template, limit, max_prompt_tokens, samples, bench, bench_limit."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    forget_scores_of_another_file(Path(model_dir), out_dir)
     eval_file = out_dir / "eval.json"
     cached = json.loads(eval_file.read_text()) if eval_file.exists() else {}
     digests = {name: file_sha256(path)[:16] for name, path in splits.items()}

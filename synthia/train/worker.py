@@ -11,10 +11,8 @@ loop.py, the evaluate job evaluate.py; the score job, a few lines, is here.
 """
 
 import sys
-from pathlib import Path
 
 import mlx.core as mx
-from mlx_lm.utils import load
 
 from synthia import files
 from synthia.platform import cpu_backend
@@ -27,13 +25,12 @@ def score_job(job):
     """Tool-calling scores of one model on held-out files, by generation, and on BFCL when the job asks:
     {"splits": {split label: eval result}, "bfcl": BFCL result or None}."""
     from synthia.data import validate
-    from synthia.scorecard import bfcl_score, generation
+    from synthia.scorecard import bfcl_score, generation, gguf_generation
 
-    model, tokenizer = load(job.model)
-    if job.chat_template:
-        tokenizer._tokenizer.chat_template = Path(job.chat_template).read_text()
+    # An MLX model directory, or a .gguf file run in llama.cpp (model None). The generator is shared: nested splits
+    # hold the same conversations.
+    model, tokenizer, generator = gguf_generation.load_for_scoring(job.model, job.chat_template)
     tools, results = validate.load_default_tools(), {}
-    generator = generation.Generator(model, tokenizer)  # shared: nested splits hold the same conversations
     for label, path in job.splits.items():
         examples = validate.validate_file(path).examples
         results[label] = generation.score_conversations(
