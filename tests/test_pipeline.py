@@ -305,6 +305,23 @@ def test_export_with_test_scores_each_gguf_file_of_the_final_stage_in_llama_cpp(
                 [(t["line"], t["message"]) for t in mlx[split]["turns"]]
 
 
+def test_evaluate_scores_a_gguf_file_in_llama_cpp(full_run, workspace, tmp_path, capsys):
+    pytest.importorskip("llama_cpp", reason="pip install llama-cpp-python==0.3.36 (scripts/setup.sh --dev)")
+    gguf = full_run / "gguf" / "synthia-stage3-f16.gguf"
+    assert gguf.is_file(), "made by the --export gguf --test test before this one"
+    held_out = tmp_path / "mine.jsonl"
+    held_out.write_text("".join((workspace / "data.jsonl").read_text().splitlines(True)[:2]))
+    args = ["--evaluate", str(gguf), "--eval-data", str(held_out), "--output-dir", str(tmp_path / "out")]
+    assert train_mlx.main(args) == 0
+    out = tmp_path / "out" / "evaluate" / "synthia-stage3-f16"
+    scores = json.loads((out / "eval.json").read_text())
+    assert scores["eval-data"]["counts"]["conversations"] == 2 and scores["eval-data"]["turns"]
+    assert (out / "scorecard.md").exists() and not (out / "samples.md").exists()
+    missing = ["--evaluate", str(tmp_path / "nope.gguf"), "--output-dir", str(tmp_path / "out")]
+    assert train_mlx.main(missing) == 2
+    assert "nope.gguf: no such file" in capsys.readouterr().err
+
+
 def test_training_child_runs_on_the_system_blas_unless_opted_out(full_run, workspace, tiny_model_dir):
     """What the training child had mapped (its own /proc/<pid>/maps), recorded in run.json."""
     system = blas.find_system_blas()
