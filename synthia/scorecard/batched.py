@@ -17,6 +17,7 @@ marker: see `calls_are_over`.
     generations = generator.generate_many([prompt_tokens, ...], max_new_tokens=256)
 """
 
+import bisect
 import heapq
 from dataclasses import dataclass
 
@@ -96,16 +97,17 @@ def shared_start(prompts):
 
 
 def parents(prompts, floor):
-    """For every prompt, the index of the earlier prompt it shares the longest start with (the latest of equals),
-    or None when none shares more than `floor` tokens."""
-    found = []
+    """For every prompt, the index of an earlier prompt it shares the longest start with, or None when none shares
+    more than `floor` tokens. Of the prompts sorted so far, the longest shared start is with a neighbour in
+    sorted order, so only the two neighbours are compared."""
+    found, earlier = [], []  # earlier: (tokens, index), sorted
     for i, prompt in enumerate(prompts):
-        best, best_length = None, floor
-        for j in range(i):
-            length = common_prefix_length(prompts[j], prompt)
-            if length >= best_length and length > floor:
-                best, best_length = j, length
-        found.append(best)
+        key = (tuple(prompt), i)
+        at = bisect.bisect(earlier, key)
+        shared = [(common_prefix_length(tokens, prompt), j) for tokens, j in earlier[max(at - 1, 0):at + 1]]
+        length, best = max(shared, default=(0, None))
+        found.append(best if length > floor else None)
+        earlier.insert(at, key)
     return found
 
 

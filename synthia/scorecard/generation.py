@@ -6,8 +6,10 @@ the token cap. The output is parsed and judged by synthia.scorecard.judge. Weigh
 as context but are never references.
 
 Turns of one conversation (and every conversation's system prompt and tools) share a token prefix, so
-one KV cache is kept: before each turn it is trimmed to the prefix the new prompt shares with what the
-cache holds (the previous prompt and generation), and only the rest is prefilled.
+Generator keeps one KV cache: before each turn it is trimmed to the prefix the new prompt shares with what the
+cache holds (the previous prompt and generation), and only the rest is prefilled. score_conversations uses
+batched.BatchedGenerator by default: the same greedy answers, several prompts decoded at once, and a turn
+ended as soon as its call blocks are closed and text follows.
 
     result = score_conversations(model, tokenizer, examples, default_tools, limit=50)
 """
