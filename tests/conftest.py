@@ -44,3 +44,22 @@ def load_qwen():
 @pytest.fixture(scope="module")
 def qwen():
     return load_qwen()
+
+
+@pytest.fixture(scope="module")
+def context_sensitive(tiny_model_dir):
+    """The tiny model with its embeddings shrunk tenfold and its attention sharpened.
+
+    As built, the embeddings dominate the residual stream, the tied output layer echoes the last prompt token
+    ("\\n" forever), and near-uniform attention over thousands of tokens hardly notices a few extra or shifted
+    ones. Rescaled, every output depends on the exact tokens and positions in the cache, so equal outputs
+    mean equal caches (skipping the trim, for one, changes them).
+    """
+    from mlx_lm import load
+
+    model, tokenizer = load(tiny_model_dir)
+    model.model.embed_tokens.weight = model.model.embed_tokens.weight * 0.1
+    for layer in model.model.layers:
+        layer.self_attn.q_proj.weight = layer.self_attn.q_proj.weight * 4
+        layer.self_attn.k_proj.weight = layer.self_attn.k_proj.weight * 4
+    return model, tokenizer

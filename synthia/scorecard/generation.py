@@ -6,8 +6,10 @@ the token cap. The output is parsed and judged by synthia.scorecard.judge. Weigh
 as context but are never references.
 
 Turns of one conversation (and every conversation's system prompt and tools) share a token prefix, so
-one KV cache is kept: before each turn it is trimmed to the prefix the new prompt shares with what the
-cache holds (the previous prompt and generation), and only the rest is prefilled.
+Generator keeps one KV cache: before each turn it is trimmed to the prefix the new prompt shares with what the
+cache holds (the previous prompt and generation), and only the rest is prefilled. score_conversations uses
+batched.BatchedGenerator by default: the same greedy answers, several prompts decoded at once, and a turn
+ended as soon as its call blocks are closed and text follows.
 
     result = score_conversations(model, tokenizer, examples, default_tools, limit=50)
 """
@@ -192,6 +194,15 @@ class Generator:
         return Generation(tokens, text, truncated=not ended and len(tokens) >= max_new_tokens,
                           prefilled=len(prompt) - reused)
 
+    def generate_many(self, prompts, max_new_tokens, on_finished=None):
+        """One prompt after another (batched.BatchedGenerator has the same interface and decodes several at once)."""
+        generations = []
+        for prompt in prompts:
+            generations.append(self.generate(prompt, max_new_tokens))
+            if on_finished:
+                on_finished()
+        return generations
+
 
 # ---------------------------------------------------------------- scoring
 
@@ -252,10 +263,9 @@ def new_counts(available, chosen, not_scored):
             "remembered_turns": 0}
 
 
-def generate_and_score(tasks, tokenizer, generator, cap, max_prompt_tokens, counts, bar):
-    """Every task's eval.json record (those whose prompt fits) and the skipped ones; adds to `counts`."""
-    fmt = judge.call_format(tokenizer)
-    turns, skipped = [], []
+def fitted_prompts(tasks, tokenizer, max_prompt_tokens, counts):
+    """[(task, prompt tokens, messages dropped)] for the tasks whose prompt fits, and the skipped ones; adds to `counts`."""
+    fitted, skipped = [], []
     first_kept = {}  # example line -> the message index its last cut prompt started from
     for task in tasks:
         prompt, dropped = fit_prompt(tokenizer, task.messages[: task.index], task.tools, max_prompt_tokens,
@@ -263,20 +273,30 @@ def generate_and_score(tasks, tokenizer, generator, cap, max_prompt_tokens, coun
         if prompt is None:
             skipped.append({"line": task.example.line, "message": task.index, "reason": "prompt too long"})
             counts["skipped_prompt_too_long"] += 1
-        else:
-            if dropped:
-                first_kept[task.example.line] = dropped + (task.messages[0]["role"] == "system")
-                counts["prompts_cut"] += 1
-                counts["messages_dropped"] += dropped
-            generation = generator.generate(prompt, cap)
-            counts["prompt_tokens"] += len(prompt)
-            counts["prefilled_tokens"] += generation.prefilled
-            counts["generated_tokens"] += len(generation.tokens) * (not generation.remembered)
-            counts["remembered_turns"] += generation.remembered
-            counts["truncated"] += generation.truncated
-            turns.append({**score_turn(task, generation, fmt), "prompt_tokens": len(prompt),
-                          "dropped_messages": dropped})
+            continue
+        if dropped:
+            first_kept[task.example.line] = dropped + (task.messages[0]["role"] == "system")
+            counts["prompts_cut"] += 1
+            counts["messages_dropped"] += dropped
+        fitted.append((task, prompt, dropped))
+    return fitted, skipped
+
+
+def generate_and_score(tasks, tokenizer, generator, cap, max_prompt_tokens, counts, bar):
+    """Every task's eval.json record (those whose prompt fits) and the skipped ones; adds to `counts`."""
+    fmt = judge.call_format(tokenizer)
+    fitted, skipped = fitted_prompts(tasks, tokenizer, max_prompt_tokens, counts)
+    for _ in skipped:
         bar.advance()
+    generations = generator.generate_many([prompt for _, prompt, _ in fitted], cap, on_finished=bar.advance)
+    turns = []
+    for (task, prompt, dropped), generation in zip(fitted, generations):
+        counts["prompt_tokens"] += len(prompt)
+        counts["prefilled_tokens"] += generation.prefilled
+        counts["generated_tokens"] += len(generation.tokens) * (not generation.remembered)
+        counts["remembered_turns"] += generation.remembered
+        counts["truncated"] += generation.truncated
+        turns.append({**score_turn(task, generation, fmt), "prompt_tokens": len(prompt), "dropped_messages": dropped})
     counts["turns_scored"] = len(turns)
     return turns, skipped
 
@@ -289,7 +309,8 @@ def score_conversations(model, tokenizer, examples, tools_default, *, max_new_to
     max_prompt_tokens: the model's context for the prompt (None: no cut); longer prompts lose whole earliest
         turns after the system message, counted; a turn whose prompt cannot fit at all is skipped, counted.
     limit: score only the first N conversations (counted against those available).
-    generator: a Generator to share across calls (splits that hold the same conversations generate each once).
+    generator: a batched.BatchedGenerator (the default, several prompts decoded at once) or a Generator (one at a
+        time), to share across calls (splits that hold the same conversations generate each once).
     Returns the content of eval.json: settings, time, counts, metrics and every turn's record.
     """
     started = time.perf_counter()
@@ -297,7 +318,11 @@ def score_conversations(model, tokenizer, examples, tools_default, *, max_new_to
     chosen = examples[:limit] if limit is not None else examples
     tasks, not_scored = turn_tasks(tokenizer, chosen, tools_default)
     cap = max_new_tokens if max_new_tokens is not None else default_max_new_tokens(tokenizer, tasks)
-    generator = generator or Generator(model, tokenizer, reuse_cache)
+    if generator is None:
+        # batched builds on this module's Generation, so it is imported here, where the default is chosen.
+        from synthia.scorecard.batched import BatchedGenerator
+
+        generator = BatchedGenerator(model, tokenizer, reuse_cache=reuse_cache)
     counts = new_counts(len(examples), len(chosen), not_scored)
     bar = TurnProgress(len(tasks), label, enabled=progress)
     try:
@@ -309,6 +334,8 @@ def score_conversations(model, tokenizer, examples, tools_default, *, max_new_to
     return {
         "settings": {"max_new_tokens": cap, "max_new_tokens_from": cap_from, "max_prompt_tokens": max_prompt_tokens,
                      "limit": limit, "reuse_cache": generator.reuse_cache, "decoding": "greedy",
+                     "batch_size": getattr(generator, "batch_size", 1),
+                     "stop_after_calls": getattr(generator, "stop_after_calls", False),
                      "tool_call_format": [judge.call_format(tokenizer).start, judge.call_format(tokenizer).end],
                      **versions()},
         "time": {"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
