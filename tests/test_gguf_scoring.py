@@ -110,6 +110,13 @@ def test_a_file_without_a_chat_template_names_the_fix(tiny_f16, monkeypatch):
         gguf_generation.gguf_tokenizer(tiny_f16, metadata=meta)
 
 
+@needs_llama_cpp
+def test_a_gguf_path_that_is_not_there_is_an_error_naming_it(tmp_path):
+    with pytest.raises(gguf_generation.GGUFScoringError, match=r"missing\.gguf: no such file") as raised:
+        gguf_generation.load_for_scoring(tmp_path / "missing.gguf")
+    assert raised.value.exit_code == 2
+
+
 # ---------------------------------------------------------------- llama-cpp-python missing
 
 

@@ -9,6 +9,7 @@ template the file carries. LlamaCppGenerator feeds those token ids to llama.cpp 
 greedily until an end-of-turn token, keeping llama.cpp's KV cache for the prefix the next prompt shares.
 """
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -85,6 +86,12 @@ def gguf_tokenizer(gguf_path, chat_template=None, *, metadata=None):
         return load_tokenizer(Path(directory), eos_token_ids=end_ids)
 
 
+def usable_cores():
+    # llama-cpp-python's own default is half of os.cpu_count() (one thread per core when cores are hyperthreaded),
+    # which leaves a 2-core machine, or a process pinned to fewer cores, running one thread.
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def context_length(meta):
     """The context the model was trained on, by its `<arch>.context_length` key (None when the file lacks it)."""
     value = meta.get(f"{meta.get('general.architecture')}.context_length")
@@ -114,7 +121,7 @@ class LlamaCppGenerator(generation.Generator):
         try:
             # n_gpu_layers=-1: every layer on the GPU where llama.cpp has one (Metal on a Mac); ignored on CPU.
             self.llama = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=self.n_ctx, n_gpu_layers=-1,
-                                         n_threads=n_threads, verbose=False)
+                                         n_threads=n_threads or usable_cores(), verbose=False)
         except ValueError as e:  # llama-cpp-python's way of saying llama.cpp could not load the file
             raise GGUFScoringError(f"{gguf_path}: llama.cpp cannot load it ({e}). Fix: export it again, or update "
                                    f"llama-cpp-python ({INSTALL}) if the file is newer than it") from None
