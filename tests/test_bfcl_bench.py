@@ -28,6 +28,9 @@ class Replay:
         self.prompts.append(prompt)
         return generation.Generation(tokens=[1], text=self.texts.pop(0), truncated=False, prefilled=len(prompt))
 
+    def generate_many(self, prompts, max_new_tokens, on_finished=None):
+        return [self.generate(prompt, max_new_tokens) for prompt in prompts]
+
 
 def answer_text(entry):
     """A correct answer to any entry: the answer's calls; no call for irrelevance; some call for relevance."""

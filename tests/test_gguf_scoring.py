@@ -11,7 +11,7 @@ import pytest
 from synthia.data import render, validate
 from synthia.demo.tiny_model import CHAT_TEMPLATE_PATH
 from synthia.gguf import exporter
-from synthia.scorecard import generation, gguf_generation
+from synthia.scorecard import batched, generation, gguf_generation
 
 DATASET = Path(__file__).resolve().parents[1] / "dataset.jsonl"
 TOOLS = validate.load_default_tools()
@@ -191,7 +191,7 @@ def test_a_prompt_longer_than_the_context_is_an_error_with_the_numbers(tiny_f16)
 def test_the_gguf_scores_the_same_verdicts_as_the_mlx_model_it_was_exported_from(context_sensitive_dir, gguf_loaded,
                                                                                    held_out, capsys):
     mlx_model, mlx_tokenizer, mlx_generator = gguf_generation.load_for_scoring(context_sensitive_dir)
-    assert isinstance(mlx_generator, generation.Generator) and mlx_model is not None
+    assert isinstance(mlx_generator, batched.BatchedGenerator) and mlx_model is not None
     _, tokenizer, generator = gguf_loaded
     mlx = generation.score_conversations(mlx_model, mlx_tokenizer, held_out, TOOLS, max_new_tokens=CAP,
                                          progress=False, generator=mlx_generator)

@@ -23,20 +23,6 @@ def entry_prompt(tokenizer, entry):
     return generation.encode(tokenizer, text)
 
 
-def generate_all(generator, prompts, max_new_tokens, bar):
-    """Every prompt's Generation, in order: several at once when the generator decodes in batches."""
-    if hasattr(generator, "generate_many"):
-        generations = generator.generate_many(prompts, max_new_tokens)
-        for _ in generations:
-            bar.advance()
-        return generations
-    generations = []
-    for prompt in prompts:
-        generations.append(generator.generate(prompt, max_new_tokens))
-        bar.advance()
-    return generations
-
-
 def entry_record(entry, output, fmt):
     """bfcl.json's record of one entry: what the model said, the calls read from it and BFCL's verdict."""
     parsed = judge.parse_output(output.text, fmt, entry.tools)
@@ -64,7 +50,7 @@ def score_bfcl(generator, tokenizer, limit, categories=bfcl.CATEGORIES, label="b
     prompts = [entry_prompt(tokenizer, entry) for entry in chosen]
     bar = generation.TurnProgress(len(chosen), label, enabled=progress)
     try:
-        outputs = generate_all(generator, prompts, MAX_NEW_TOKENS, bar)
+        outputs = generator.generate_many(prompts, MAX_NEW_TOKENS, on_finished=bar.advance)
     finally:
         bar.close()
     records = [{**entry_record(entry, output, fmt), "prompt_tokens": len(prompt)}

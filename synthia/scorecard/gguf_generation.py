@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from synthia.gguf import importer
-from synthia.scorecard import generation
+from synthia.scorecard import batched, generation
 
 LLAMA_CPP_VERSION = "0.3.36"
 INSTALL = f"pip install llama-cpp-python=={LLAMA_CPP_VERSION}"
@@ -166,10 +166,6 @@ class LlamaCppGenerator(generation.Generator):
         return generation.Generation(tokens, text, truncated=not ended and len(tokens) >= max_new_tokens,
                                      prefilled=len(prompt) - reused)
 
-    def generate_many(self, prompts, max_new_tokens):
-        """A Generation for each prompt, in order; one at a time, so consecutive prompts share the KV cache."""
-        return [self.generate(prompt, max_new_tokens) for prompt in prompts]
-
     def close(self):
         self.llama.close()
 
@@ -180,7 +176,7 @@ class LlamaCppGenerator(generation.Generator):
 def load_for_scoring(path, chat_template=None, *, n_ctx=None):
     """(model or None, tokenizer, generator) to score `path` with generation.score_conversations.
 
-    A model directory: mlx_lm's model and tokenizer and a generation.Generator. A .gguf file: no model, the
+    A model directory: mlx_lm's model and tokenizer and a batched.BatchedGenerator. A .gguf file: no model, the
     file's tokenizer (its embedded chat template) and a LlamaCppGenerator. `chat_template` is a template file
     that replaces the model's own in both cases.
     """
@@ -195,4 +191,4 @@ def load_for_scoring(path, chat_template=None, *, n_ctx=None):
     model, tokenizer = load(str(path))
     if template is not None:
         tokenizer._tokenizer.chat_template = template
-    return model, tokenizer, generation.Generator(model, tokenizer)
+    return model, tokenizer, batched.BatchedGenerator(model, tokenizer)
