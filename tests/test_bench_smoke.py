@@ -76,6 +76,11 @@ TABLES = {
             "fused into 4-bit, re-quantized", "fused into full precision (ours)")),
         rf"weight update kept .*: full precision {N}%, re-quantized 4-bit {N}%",
     ],
+    "scoring.py": [
+        r"model\s+scorer\s+turns\s+tokens\s+turns/s\s+ratio\s+same tokens\s+same verdicts\s+cut",
+        *(rf"tiny random Qwen2 \(hidden 64, 2 layers\)\s+{re.escape(run)}(\s+{N}){{4}}x\s+\d+/\d+\s+\d+/\d+\s+\d+"
+          for run in ("one at a time", "batched", "batched + early stop")),
+    ],
     "token_efficiency.py": [
         r"\s+examples\s+batches\s+computed\s+padding\s+trained\s+assistant\s+computed\s+attention\s+computed per",
         *(rf"{re.escape(row)}(\s+{N}){{3}}\s+{N}%\s+{N}\s+{N}%\s+{N}x\s+{N}x\s+{N}" for row in (
