@@ -104,7 +104,7 @@ def test_the_template_embedded_in_the_file_renders_the_prompts(tiny_model_dir, t
     assert prompt.startswith("<|im_start|>system\nYou are the shipped file.")
 
 
-def test_a_file_without_a_chat_template_names_the_fix(tiny_f16, monkeypatch):
+def test_a_file_without_a_chat_template_names_the_fix(tiny_f16):
     meta = {k: v for k, v in gguf_generation.gguf_metadata(tiny_f16).items() if k != "tokenizer.chat_template"}
     with pytest.raises(gguf_generation.GGUFScoringError, match=r"no chat template .* --chat-template FILE"):
         gguf_generation.gguf_tokenizer(tiny_f16, metadata=meta)
