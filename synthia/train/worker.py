@@ -43,7 +43,7 @@ def score_job(job):
     if job.samples:
         held_out = generation.pick_held_out(next(iter(results.values()))) if results else ()
         generation.write_samples(model, tokenizer, tools, job.samples, held_out=held_out)
-    bench = bfcl_score.score_bfcl(generator, tokenizer, job.bench_limit, progress=False) if job.bench else None
+    bench = bfcl_score.score_bfcl(generator, tokenizer, job.bench_limit) if job.bench else None  # lines with an ETA
     if bench:
         print(bfcl_score.summary_line(bench), flush=True)
     return {"splits": results, "bfcl": bench}
