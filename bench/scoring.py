@@ -55,22 +55,50 @@ def scored_prompts(tokenizer, examples, tools):
     return [(task, prompt) for task, prompt, _ in fitted]
 
 
+def bfcl_workload(tokenizer, per_category):
+    """BFCL's prompts (`per_category` entries of each category, as --bench bfcl picks them) and a verdict function."""
+    from synthia.scorecard import bfcl, bfcl_score, judge
+
+    entries = [e for name in bfcl.CATEGORIES for e in bfcl.select_entries(bfcl.load_category(name), per_category)]
+    fmt = judge.call_format(tokenizer)
+    return ([bfcl_score.entry_prompt(tokenizer, e) for e in entries], entries,
+            lambda entry, generated: bfcl_score.entry_record(entry, generated, fmt)["passed"])
+
+
+def dataset_workload(tokenizer, examples, tools):
+    """The dataset's scored turns as the scorer fits them, and a verdict function."""
+    from synthia.scorecard import generation, judge
+
+    turns = scored_prompts(tokenizer, examples, tools)
+    fmt = judge.call_format(tokenizer)
+
+    def verdicts(task, generated):
+        record = generation.score_turn(task, generated, fmt)
+        return [record[field] for field in VERDICT_FIELDS]
+
+    return [prompt for _, prompt in turns], [task for task, _ in turns], verdicts
+
+
 def timed(generator, prompts, cap):
     started = time.perf_counter()
     generations = generator.generate_many(prompts, cap)
     return generations, time.perf_counter() - started
 
 
-def measure(model_dir, examples, tools, max_new_tokens, batch_size):
-    """{run: (generations, seconds)}, the turns' tasks and the cap, for one model, after a warm-up."""
+def measure(model_dir, examples, tools, max_new_tokens, batch_size, bfcl_per_category=None):
+    """{run: (generations, seconds)}, the prompts' tasks, the cap and a verdict function, for one model, after a
+    warm-up; on BFCL's entries when bfcl_per_category is given, else on the dataset's turns."""
     from mlx_lm import load
 
-    from synthia.scorecard import batched, generation
+    from synthia.scorecard import batched, bfcl_score, generation
 
     model, tokenizer = load(str(model_dir))
-    turns = scored_prompts(tokenizer, examples, tools)
-    prompts = [prompt for _, prompt in turns]
-    cap = max_new_tokens or generation.default_max_new_tokens(tokenizer, [task for task, _ in turns])
+    if bfcl_per_category:
+        prompts, tasks, verdicts = bfcl_workload(tokenizer, bfcl_per_category)
+        cap = max_new_tokens or bfcl_score.MAX_NEW_TOKENS
+    else:
+        prompts, tasks, verdicts = dataset_workload(tokenizer, examples, tools)
+        cap = max_new_tokens or generation.default_max_new_tokens(tokenizer, tasks)
     generation.Generator(model, tokenizer).generate(prompts[0], 2)
     batched.BatchedGenerator(model, tokenizer, batch_size=2).generate_many(prompts[:2], 2)
     generators = {RUNS[0]: generation.Generator(model, tokenizer),
@@ -80,7 +108,7 @@ def measure(model_dir, examples, tools, max_new_tokens, batch_size):
     for run, generator in generators.items():
         runs[run] = timed(generator, prompts, cap)
         print(f"  {run}: {runs[run][1]:.1f} s", file=sys.stderr, flush=True)
-    return runs, [task for task, _ in turns], cap, tokenizer
+    return runs, tasks, cap, verdicts
 
 
 def same_tokens(generations, reference):
@@ -88,19 +116,11 @@ def same_tokens(generations, reference):
                for g, r in zip(generations, reference))
 
 
-def same_verdicts(tasks, generations, reference, tokenizer):
-    from synthia.scorecard import generation, judge
-
-    fmt = judge.call_format(tokenizer)
-
-    def verdicts(task, generated):
-        record = generation.score_turn(task, generated, fmt)
-        return [record[field] for field in VERDICT_FIELDS]
-
+def same_verdicts(tasks, generations, reference, verdicts):
     return sum(verdicts(t, g) == verdicts(t, r) for t, g, r in zip(tasks, generations, reference))
 
 
-def rows_for(label, runs, tasks, tokenizer):
+def rows_for(label, runs, tasks, verdicts):
     reference, base_seconds = runs[RUNS[0]]
     lines = []
     for run, (generations, seconds) in runs.items():
@@ -108,7 +128,7 @@ def rows_for(label, runs, tasks, tokenizer):
         tokens = sum(len(g.tokens) for g in generations)
         lines.append(f"{label:42} {run:22} {len(tasks):>5} {tokens:>7} {len(tasks) / seconds:>9.2f} "
                      f"{base_seconds / seconds:>6.2f}x {same_tokens(generations, reference):>6}/{len(tasks):<4} "
-                     f"{same_verdicts(tasks, generations, reference, tokenizer):>8}/{len(tasks):<4} {cut:>5}")
+                     f"{same_verdicts(tasks, generations, reference, verdicts):>8}/{len(tasks):<4} {cut:>5}")
     return lines
 
 
@@ -119,6 +139,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=8, help="rows the batched scorer decodes together")
     parser.add_argument("--smollm2-dir", help="an imported float32 SmolLM2 directory (default: import the GGUF)")
     parser.add_argument("--dataset", type=Path, default=ROOT / "dataset.jsonl")
+    parser.add_argument("--bfcl", type=int, metavar="N", help="score BFCL's prompts instead (N entries per category, "
+                        "as --bench bfcl picks them); verdicts are BFCL's")
     parser.add_argument("--smoke", action="store_true", help=f"the tiny model only, {SMOKE['conversations']} "
                         f"conversations, {SMOKE['max_new_tokens']} tokens per turn: seconds, figures meaningless")
     args = parser.parse_args(argv)
@@ -149,14 +171,16 @@ def main(argv=None):
             model_dir = tiny_model.build_tiny_model(Path(work) / "tiny") if label == TINY else \
                 smollm2_dir(args.smollm2_dir)
             print(f"measuring {label}", file=sys.stderr, flush=True)
-            runs, tasks, cap, tokenizer = measure(model_dir, examples, tools, args.max_new_tokens, args.batch_size)
-            rows += rows_for(label, runs, tasks, tokenizer)
+            runs, tasks, cap, verdicts = measure(model_dir, examples, tools, args.max_new_tokens, args.batch_size,
+                                                 args.bfcl)
+            rows += rows_for(label, runs, tasks, verdicts)
             caps.append(f"{label}: {cap}")
     print("Scoring speed, one prompt at a time vs batched: python bench/scoring.py " + " ".join(sys.argv[1:]))
     print("\n".join(machine_lines() + [os.environ.get(REEXEC_MARK, "BLAS: as the process was started"),
                                         "BLAS libraries mapped: " + (", ".join(blas.loaded_blas_libraries()) or "none")]))
-    print(f"dataset: {args.dataset.name}, first {len(examples)} conversations, every scored turn; greedy; batch size "
-          f"{args.batch_size}; token cap per turn {'; '.join(caps)}")
+    where = (f"BFCL: {args.bfcl} entries per category" if args.bfcl else
+             f"dataset: {args.dataset.name}, first {len(examples)} conversations, every scored turn")
+    print(f"{where}; greedy; batch size {args.batch_size}; token cap per turn {'; '.join(caps)}")
     print()
     print(f"{'model':42} {'scorer':22} {'turns':>5} {'tokens':>7} {'turns/s':>9} {'ratio':>7} {'same tokens':>11} "
           f"{'same verdicts':>13} {'cut':>5}")
