@@ -45,7 +45,9 @@ def test_batched_answers_are_the_one_at_a_time_answers(context_sensitive, prompt
     assert [(a.text, a.truncated) for a in answers] == [(a.text, a.truncated) for a in one_at_a_time]
 
 
-def test_the_shared_start_is_prefilled_once_and_a_later_turn_starts_from_the_turn_before(context_sensitive, prompts):
+def test_the_shared_start_is_prefilled_once_and_a_later_turn_starts_from_the_turn_before(context_sensitive, prompts,
+                                                                                         monkeypatch):
+    monkeypatch.setattr(batched, "MIN_PARENT_GAIN", 1)  # these turns are short: let the second wait for the first
     generator = batched.BatchedGenerator(*context_sensitive, batch_size=3, stop_after_calls=False)
     answers = generator.generate_many(prompts, CAP)
     shared = batched.shared_start(prompts)
@@ -141,3 +143,12 @@ def test_a_block_after_text_is_not_waited_for():
     cut = cut_where_calls_are_over(full)
     assert cut == CALL + "\nA"
     assert verdict(cut, []).calls_emitted == 1 and verdict(full, []).calls_emitted == 2
+
+
+def test_a_prompt_waits_for_an_earlier_one_only_when_that_saves_enough_prefill():
+    floor, gain = 10, batched.MIN_PARENT_GAIN
+    common = list(range(floor))
+    first = common + [500] * (gain + 5) + [1]
+    near = common + [500] * (gain - 1) + [2]  # shares too little beyond the floor: starts at once
+    far = common + [500] * (gain + 5) + [3]  # shares enough: starts from the first's cache
+    assert batched.parents([first, near, far], floor) == [None, None, 0]

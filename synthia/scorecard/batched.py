@@ -31,6 +31,7 @@ from synthia.scorecard.generation import Generation, common_prefix_length
 
 DEFAULT_BATCH_SIZE = 8  # rows decoded together; the memory of one KV cache per row (and per waiting prompt)
 PREFILL_STEP = 2048  # prompt tokens per forward pass, as generate_step's default
+MIN_PARENT_GAIN = 128  # a prompt waits for an earlier one only when that saves prefilling at least this many tokens
 
 
 def calls_are_over(text, fmt=judge.HERMES, end_marker=""):
@@ -98,7 +99,8 @@ def shared_start(prompts):
 
 def parents(prompts, floor):
     """For every prompt, the index of an earlier prompt it shares the longest start with, or None when none shares
-    more than `floor` tokens. Of the prompts sorted so far, the longest shared start is with a neighbour in
+    at least MIN_PARENT_GAIN tokens more than `floor` (waiting for a few tokens would cost more than it saves:
+    BFCL's prompts share a little more than the template's preamble with many others). Of the prompts sorted so far, the longest shared start is with a neighbour in
     sorted order, so only the two neighbours are compared."""
     found, earlier = [], []  # earlier: (tokens, index), sorted
     for i, prompt in enumerate(prompts):
@@ -106,7 +108,7 @@ def parents(prompts, floor):
         at = bisect.bisect(earlier, key)
         shared = [(common_prefix_length(tokens, prompt), j) for tokens, j in earlier[max(at - 1, 0):at + 1]]
         length, best = max(shared, default=(0, None))
-        found.append(best if length > floor else None)
+        found.append(best if length >= floor + MIN_PARENT_GAIN else None)
         earlier.insert(at, key)
     return found
 
