@@ -195,14 +195,13 @@ class BatchedGenerator:
                 while ready and len(running) < self.batch_size:
                     i = heapq.heappop(ready)
                     start = finished_prefixes.get(parent_of[i], root) if parent_of[i] is not None else root
-                    cache, shared = start.start_for(prompts[i]) if start else (None, 0)
+                    cache, shared = self.prefilled(prompts[i], start)
                     if parent_of[i] is not None:
                         waiting_children[parent_of[i]] -= 1
                         if not waiting_children[parent_of[i]]:
                             finished_prefixes.pop(parent_of[i])
-                    [uid] = batch.insert([prompts[i][shared:]], [max_new_tokens],
-                                         caches=[cache] if cache is not None else None,
-                                         all_tokens=[list(prompts[i][:shared])])
+                    [uid] = batch.insert([prompts[i][-1:]], [max_new_tokens], caches=[cache],
+                                         all_tokens=[list(prompts[i][:-1])])
                     running[uid] = [i, [], len(prompts[i]) - shared]
                 for uid, answer, prefix in self.step(batch, running, max_new_tokens):
                     i, _, prefilled = running.pop(uid)
@@ -217,6 +216,19 @@ class BatchedGenerator:
         finally:
             batch.close()
         return results
+
+    def prefilled(self, prompt, start):
+        """(a cache holding all of `prompt` but its last token, how many of those came from `start`'s cache).
+
+        The prompt's own tokens are run here, one sequence, so BatchGenerator only feeds each row its last token:
+        its own prompt processing pads and re-lays the batch's caches for every row it adds, which measured
+        slower than decoding one prompt at a time."""
+        cache, shared = start.start_for(prompt) if start else (make_prompt_cache(self.model), 0)
+        rest = prompt[shared:-1]
+        for k in range(0, len(rest), PREFILL_STEP):
+            self.model(mx.array(rest[k:k + PREFILL_STEP])[None], cache=cache)
+            mx.eval([c.state for c in cache])
+        return cache, shared
 
     def step(self, batch, running, max_new_tokens):
         """One decoding step: [(uid, Answer, KVPrefix)] of the rows that ended."""
