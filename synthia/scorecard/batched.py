@@ -31,6 +31,7 @@ from synthia.scorecard.generation import Generation, common_prefix_length
 
 DEFAULT_BATCH_SIZE = 8  # rows decoded together; the memory of one KV cache per row (and per waiting prompt)
 PREFILL_STEP = 2048  # prompt tokens per forward pass, as generate_step's default
+END_WINDOW = 16  # newest tokens searched for a call block's end: more than any tokenizer spends on "</tool_call>"
 MIN_PARENT_GAIN = 128  # a prompt waits for an earlier one only when that saves prefilling at least this many tokens
 
 
@@ -144,8 +145,16 @@ class BatchedGenerator:
             return Answer(answer.tokens[:max_new_tokens], finished=False, ended=False)
         return None
 
-    def calls_over(self, tokens):
-        return self.stop_after_calls and calls_are_over(self.tokenizer.decode(tokens), self.fmt, self.end_marker)
+    def calls_over(self, tokens, closed):
+        """calls_are_over on the row's text; `closed` (a one-item list, the row's memory) notes that a call block
+        has been closed, found in the newest tokens, so that the whole text is decoded only from then on."""
+        if not self.stop_after_calls:
+            return False
+        if not closed[0]:
+            closed[0] = self.fmt.end in self.tokenizer.decode(tokens[-END_WINDOW:])
+            if not closed[0]:
+                return False
+        return calls_are_over(self.tokenizer.decode(tokens), self.fmt, self.end_marker)
 
     # ------------------------------------------------------------ generation
 
@@ -202,9 +211,9 @@ class BatchedGenerator:
                             finished_prefixes.pop(parent_of[i])
                     [uid] = batch.insert([prompts[i][-1:]], [max_new_tokens], caches=[cache],
                                          all_tokens=[list(prompts[i][:-1])])
-                    running[uid] = [i, [], len(prompts[i]) - shared]
+                    running[uid] = [i, [], len(prompts[i]) - shared, [False]]
                 for uid, answer, prefix in self.step(batch, running, max_new_tokens):
-                    i, _, prefilled = running.pop(uid)
+                    i, _, prefilled, _ = running.pop(uid)
                     self.answers[tuple(prompts[i])] = answer
                     results[i] = self.generation(answer, max_new_tokens, prefilled)
                     if waiting_children[i]:
@@ -234,13 +243,13 @@ class BatchedGenerator:
         """One decoding step: [(uid, Answer, KVPrefix)] of the rows that ended."""
         ended, over = [], []
         for response in batch.next_generated():
-            tokens = running[response.uid][1]
+            tokens, closed = running[response.uid][1], running[response.uid][3]
             tokens.append(response.token)
             if response.finish_reason is not None:
                 finished = response.finish_reason == "stop"
                 ended.append((response.uid, Answer(tuple(tokens), finished, finished),
                               KVPrefix(response.prompt_cache, response.all_tokens)))
-            elif self.calls_over(tokens):
+            elif self.calls_over(tokens, closed):
                 over.append(response.uid)
         if over:
             for uid, (cache, cached_tokens) in batch.remove(over, return_prompt_caches=True).items():
