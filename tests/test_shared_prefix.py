@@ -140,6 +140,16 @@ def test_the_chunked_loss_with_a_shared_prefix_equals_the_plain_loss(tied):
     assert_same_per_token(plain, loss_and_grads(model, lambda m, t, k: chunked_summed_loss(m, t, k, 8), tokens, mask))
 
 
+def test_a_llama_model_like_smollm2_gives_the_full_rows_loss_and_gradients():
+    from mlx_lm.models import llama
+
+    mx.random.seed(0)
+    args = llama.ModelArgs(model_type="llama", hidden_size=64, num_hidden_layers=2, intermediate_size=128,
+                           num_attention_heads=4, rms_norm_eps=1e-5, vocab_size=512, num_key_value_heads=2,
+                           tie_word_embeddings=True)
+    assert_shared_equals_plain(with_trained_lora(llama.Model(args)), *agent_batch(512))
+
+
 def test_a_row_without_loss_that_does_not_share_the_prefix_changes_nothing():
     model = with_trained_lora(random_qwen2())
     tokens, mask = agent_batch(512)
@@ -181,6 +191,17 @@ def test_models_that_may_not_use_a_plain_kv_cache_are_refused():
     tokens, mask = agent_batch(512)
     with pytest.raises(SharedPrefixUnsupported, match="gemma3.*share_prefix"):
         shared_prefix_summed_loss(model, tokens, mask, 10)
+
+
+def test_a_llama_with_sliding_window_layers_is_refused():
+    from mlx_lm.models import llama
+
+    args = llama.ModelArgs(model_type="llama", hidden_size=32, num_hidden_layers=2, intermediate_size=64,
+                           num_attention_heads=4, rms_norm_eps=1e-6, vocab_size=64, num_key_value_heads=2,
+                           layer_types=["sliding_attention", "full_attention"], sliding_window=8)
+    tokens, mask = agent_batch(64)
+    with pytest.raises(SharedPrefixUnsupported, match="RotatingKVCache"):
+        shared_prefix_summed_loss(llama.Model(args), tokens, mask, 10)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ attention never lets a real token see.
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx_lm.models.cache import create_attention_mask
+from mlx_lm.models.cache import create_attention_mask, make_prompt_cache
 
 from synthia.train.loss import (DEFAULT_CHUNK_SIZE, SUPPORTED_MODEL_TYPES, OutputHead, at_positions, head_loss_sum,
                                 summed_loss)
@@ -93,10 +93,18 @@ class SharedPrefixCache:
 
 
 def check_supported(model):
-    if getattr(model, "model_type", None) not in SUPPORTED_MODEL_TYPES or hasattr(model, "make_cache"):
+    """Known model types whose every layer attends to all earlier positions: mlx_lm gives them a plain KVCache at
+    every layer (sliding-window layers get a RotatingKVCache, which this does not imitate)."""
+    model_type = getattr(model, "model_type", type(model).__name__)
+    if model_type not in SUPPORTED_MODEL_TYPES:
         raise SharedPrefixUnsupported(
             f"sharing a batch's prefix supports model types {', '.join(SUPPORTED_MODEL_TYPES)}; this model is "
-            f"{getattr(model, 'model_type', type(model).__name__)!r}. Fix: turn share_prefix off for it.")
+            f"{model_type!r}. Fix: turn share_prefix off for it.")
+    other = sorted({type(cache).__name__ for cache in make_prompt_cache(model)} - {"KVCache"})
+    if other:
+        raise SharedPrefixUnsupported(f"this {model_type} model has layers with a {', '.join(other)} (sliding-window "
+                                      "attention); sharing a prefix knows full attention only. Fix: turn "
+                                      "share_prefix off for it.")
 
 
 def prefix_caches(model, tokens, prefix_length):
