@@ -150,6 +150,21 @@ def test_a_llama_model_like_smollm2_gives_the_full_rows_loss_and_gradients():
     assert_shared_equals_plain(with_trained_lora(llama.Model(args)), *agent_batch(512))
 
 
+@pytest.mark.parametrize("chunk_size", [None, 8])
+def test_gradient_checkpointing_gives_the_full_rows_loss_and_gradients(chunk_size):
+    model = with_trained_lora(random_qwen2())
+    tokens, mask = agent_batch(512, pad_to=81)
+    prefix_length = shared_prefix_length(tokens, mask)
+
+    def checkpointed(model, tokens, mask):
+        if chunk_size is None:
+            return shared_prefix_summed_loss(model, tokens, mask, prefix_length, checkpoint=True)
+        return shared_prefix_chunked_summed_loss(model, tokens, mask, prefix_length, chunk_size, checkpoint=True)
+
+    assert_same_per_token(loss_and_grads(model, summed_loss, tokens, mask),
+                          loss_and_grads(model, checkpointed, tokens, mask))
+
+
 def test_a_row_without_loss_that_does_not_share_the_prefix_changes_nothing():
     model = with_trained_lora(random_qwen2())
     tokens, mask = agent_batch(512)

@@ -2,11 +2,14 @@
 dataset opens with the same system prompt and tool definitions (~1,000 tokens), and the plain loss runs them through
 the model again for every row, forward and backward.
 
-Here the prefix runs once, as a batch of one, and each attention layer keeps its keys and values
-(SharedPrefixCache, in mlx_lm's KV-cache protocol). Then only the rows' own tokens run, from position
-prefix_length on, each attending to the prefix's keys and values (broadcast over the rows) and causally to its own
-tokens: the same attention as on the full rows, so the same loss. The prefix pass is inside the loss function, so
-autodiff sums the gradients that reach the prefix from every row once, through the broadcast.
+Here the model's layers run one by one, each first on the prefix, once, as a batch of one, giving its keys and
+values (through SharedPrefixCache, in mlx_lm's KV-cache protocol), then on only the rows' own tokens, from
+position prefix_length on, each attending to the prefix's keys and values (broadcast over the rows) and causally
+to its own tokens: the same attention as on the full rows, so the same loss. The prefix pass is inside the loss function, so
+autodiff sums the gradients that reach the prefix from every row once, through the broadcast. Gradient
+checkpointing is an option of the loss here, not mlx_lm's grad_checkpoint (which patches the layer class and would
+take the prefix's keys and values, reaching the layer inside a cache object, for constants: no gradient through
+them).
 
 The prefix computes no logits, so it must end before the first position whose target carries loss:
 position t predicts token t + 1 with weight mask[t + 1], so a prefix of P positions needs mask[1..P] = 0 in every
@@ -20,6 +23,7 @@ attention never lets a real token see.
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+from mlx_lm.models.base import create_attention_mask as create_layer_mask
 from mlx_lm.models.cache import create_attention_mask, make_prompt_cache
 
 from synthia.train.loss import (DEFAULT_CHUNK_SIZE, SUPPORTED_MODEL_TYPES, OutputHead, at_positions, head_loss_sum,
@@ -69,13 +73,13 @@ class SharedPrefixUnsupported(ValueError):
 
 class SharedPrefixCache:
     """One attention layer's keys and values of the shared prefix, in mlx_lm's KV-cache protocol (offset,
-    update_and_fetch, make_mask). The first call, the prefix pass, keeps them; every later call, the rows' own
-    tokens, gets them in front of its own, broadcast over the rows, and keeps nothing, so the offset (the rows'
-    first position, for RoPE and the causal mask) stays the prefix length."""
+    update_and_fetch, make_mask). Made empty, for the prefix pass, it keeps the keys and values it is given; made
+    with them, for the rows' own tokens, it puts them in front of the rows' own, broadcast over the rows, and keeps
+    nothing, so the offset (the rows' first position, for RoPE and the causal mask) stays the prefix length."""
 
-    def __init__(self):
-        self.keys = self.values = None
-        self.offset = 0
+    def __init__(self, keys=None, values=None):
+        self.keys, self.values = keys, values
+        self.offset = 0 if keys is None else keys.shape[-2]
 
     def update_and_fetch(self, keys, values):
         if self.keys is None:
@@ -107,33 +111,68 @@ def check_supported(model):
                                       "share_prefix off for it.")
 
 
-def prefix_caches(model, tokens, prefix_length):
-    """Every layer's SharedPrefixCache, filled by running the first row's first prefix_length tokens once."""
+def shared_prefix_hidden(model, tokens, prefix_length, checkpoint=False):
+    """model.model's final hidden states at the rows' own input positions, tokens[:, prefix_length:-1], with the
+    first prefix_length tokens of the first row run once. Layer by layer: the prefix (batch 1) gives its keys and
+    values, which the rows' own tokens attend to. checkpoint: recompute each layer's activations in the backward
+    pass, as mlx_lm's grad_checkpoint does, but with the prefix's keys and values as the checkpoint's outputs and
+    inputs (mlx_lm's would see them as constants and drop their gradients)."""
     check_supported(model)
-    caches = [SharedPrefixCache() for _ in model.layers]
-    model.model(tokens[:1, :prefix_length], cache=caches)  # only the keys and values are used; the rest is never run
-    return caches
+    body = model.model
+    prefix = body.embed_tokens(tokens[:1, :prefix_length])
+    own = body.embed_tokens(tokens[:, prefix_length:-1])
+    for layer in body.layers:
+        prefix, keys, values = layer_step(prefix_layer, layer, checkpoint)(prefix)
+        own = layer_step(own_layer, layer, checkpoint)(own, keys, values)
+    return body.norm(own)
 
 
-def shared_prefix_summed_loss(model, tokens, mask, prefix_length):
+def prefix_layer(layer, hidden):
+    """(the layer's output, its keys and values) for the prefix: one row, causal."""
+    cache = SharedPrefixCache()
+    out = layer(hidden, create_layer_mask(hidden, cache), cache=cache)
+    return out, cache.keys, cache.values
+
+
+def own_layer(layer, hidden, keys, values):
+    """The layer's output for the rows' own tokens, attending to the prefix's keys and values first."""
+    cache = SharedPrefixCache(keys, values)
+    return layer(hidden, create_layer_mask(hidden, cache), cache=cache)
+
+
+def layer_step(step, layer, checkpoint):
+    if not checkpoint:
+        return lambda *arrays: step(layer, *arrays)
+
+    def with_parameters(parameters, *arrays):
+        layer.update(parameters)
+        return step(layer, *arrays)
+
+    return lambda *arrays: mx.checkpoint(with_parameters)(layer.trainable_parameters(), *arrays)
+
+
+def shared_prefix_summed_loss(model, tokens, mask, prefix_length, checkpoint=False):
     """summed_loss(model, tokens, mask) (sum of cross-entropy over the targets the mask marks, their count), with
     the first prefix_length tokens, the same in every row that carries loss, computed once (see
     shared_prefix_length). prefix_length 0: the plain loss."""
     if prefix_length == 0:
         return summed_loss(model, tokens, mask)
-    caches = prefix_caches(model, tokens, prefix_length)
+    hidden = shared_prefix_hidden(model, tokens, prefix_length, checkpoint)
+    logits = OutputHead(model).project(hidden)
     own, weights = tokens[:, prefix_length:], mask[:, prefix_length + 1:]
-    ce = nn.losses.cross_entropy(model(own[:, :-1], cache=caches), own[:, 1:]) * weights
+    ce = nn.losses.cross_entropy(logits, own[:, 1:]) * weights
     return ce.astype(mx.float32).sum(), weights.sum()
 
 
 def shared_prefix_chunked_summed_loss(model, tokens, mask, prefix_length, chunk_size=DEFAULT_CHUNK_SIZE,
-                                      positions=None):
+                                      positions=None, checkpoint=False):
     """chunked_summed_loss with the prefix computed once. `positions`, if given, are trained_positions of the
     rows' own part, mask[:, prefix_length:]."""
+    if prefix_length == 0:
+        hidden = model.model(tokens[:, :-1])
+    else:
+        hidden = shared_prefix_hidden(model, tokens, prefix_length, checkpoint)
     head = OutputHead(model)
-    caches = prefix_caches(model, tokens, prefix_length) if prefix_length else None
-    own, weights = tokens[:, prefix_length:], mask[:, prefix_length + 1:]
-    hidden, targets = model.model(own[:, :-1], cache=caches), own[:, 1:]
+    targets, weights = tokens[:, prefix_length + 1:], mask[:, prefix_length + 1:]
     picked = (hidden, targets, weights) if positions is None else at_positions(positions, hidden, targets, weights)
     return head_loss_sum(head, *picked, chunk_size), weights.sum()
