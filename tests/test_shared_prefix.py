@@ -181,11 +181,15 @@ def test_the_cpu_blocked_attention_gives_the_full_rows_loss(monkeypatch):
     assert_shared_equals_plain(model, tokens, mask)
 
 
-def test_prefix_length_zero_is_the_plain_loss():
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_prefix_length_zero_is_the_plain_loss(checkpoint):
     model = with_trained_lora(random_qwen2())
     tokens, mask = agent_batch(512)
-    assert_same_per_token(loss_and_grads(model, summed_loss, tokens, mask),
-                          loss_and_grads(model, shared(0), tokens, mask))
+    plain = loss_and_grads(model, summed_loss, tokens, mask)
+    assert_same_per_token(plain, loss_and_grads(
+        model, lambda m, t, k: shared_prefix_summed_loss(m, t, k, 0, checkpoint=checkpoint), tokens, mask))
+    assert_same_per_token(plain, loss_and_grads(
+        model, lambda m, t, k: shared_prefix_chunked_summed_loss(m, t, k, 0, 8, checkpoint=checkpoint), tokens, mask))
 
 
 def test_the_prefix_runs_once_and_the_rows_run_only_their_own_tokens(monkeypatch):

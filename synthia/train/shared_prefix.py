@@ -5,8 +5,8 @@ the model again for every row, forward and backward.
 Here the model's layers run one by one, each first on the prefix, once, as a batch of one, giving its keys and
 values (through SharedPrefixCache, in mlx_lm's KV-cache protocol), then on only the rows' own tokens, from
 position prefix_length on, each attending to the prefix's keys and values (broadcast over the rows) and causally
-to its own tokens: the same attention as on the full rows, so the same loss. The prefix pass is inside the loss function, so
-autodiff sums the gradients that reach the prefix from every row once, through the broadcast. Gradient
+to its own tokens: the same attention as on the full rows, so the same loss. The prefix pass is inside the loss
+function, so autodiff sums the gradients that reach the prefix from every row once, through the broadcast. Gradient
 checkpointing is an option of the loss here, not mlx_lm's grad_checkpoint (which patches the layer class and would
 take the prefix's keys and values, reaching the layer inside a cache object, for constants: no gradient through
 them).
@@ -26,8 +26,7 @@ import numpy as np
 from mlx_lm.models.base import create_attention_mask as create_layer_mask
 from mlx_lm.models.cache import create_attention_mask, make_prompt_cache
 
-from synthia.train.loss import (DEFAULT_CHUNK_SIZE, SUPPORTED_MODEL_TYPES, OutputHead, at_positions, head_loss_sum,
-                                summed_loss)
+from synthia.train.loss import DEFAULT_CHUNK_SIZE, SUPPORTED_MODEL_TYPES, OutputHead, at_positions, head_loss_sum
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -116,14 +115,16 @@ def shared_prefix_hidden(model, tokens, prefix_length, checkpoint=False):
     first prefix_length tokens of the first row run once. Layer by layer: the prefix (batch 1) gives its keys and
     values, which the rows' own tokens attend to. checkpoint: recompute each layer's activations in the backward
     pass, as mlx_lm's grad_checkpoint does, but with the prefix's keys and values as the checkpoint's outputs and
-    inputs (mlx_lm's would see them as constants and drop their gradients)."""
+    inputs (mlx_lm's would see them as constants and drop their gradients). prefix_length 0: the full rows."""
     check_supported(model)
     body = model.model
-    prefix = body.embed_tokens(tokens[:1, :prefix_length])
+    prefix = body.embed_tokens(tokens[:1, :prefix_length]) if prefix_length else None
     own = body.embed_tokens(tokens[:, prefix_length:-1])
     for layer in body.layers:
-        prefix, keys, values = layer_step(prefix_layer, layer, checkpoint)(prefix)
-        own = layer_step(own_layer, layer, checkpoint)(own, keys, values)
+        prefix_keys_values = []
+        if prefix_length:
+            prefix, *prefix_keys_values = layer_step(prefix_layer, layer, checkpoint)(prefix)
+        own = layer_step(own_layer, layer, checkpoint)(own, *prefix_keys_values)
     return body.norm(own)
 
 
@@ -134,8 +135,8 @@ def prefix_layer(layer, hidden):
     return out, cache.keys, cache.values
 
 
-def own_layer(layer, hidden, keys, values):
-    """The layer's output for the rows' own tokens, attending to the prefix's keys and values first."""
+def own_layer(layer, hidden, keys=None, values=None):
+    """The layer's output for the rows' own tokens, attending to the prefix's keys and values first, if any."""
     cache = SharedPrefixCache(keys, values)
     return layer(hidden, create_layer_mask(hidden, cache), cache=cache)
 
@@ -155,8 +156,6 @@ def shared_prefix_summed_loss(model, tokens, mask, prefix_length, checkpoint=Fal
     """summed_loss(model, tokens, mask) (sum of cross-entropy over the targets the mask marks, their count), with
     the first prefix_length tokens, the same in every row that carries loss, computed once (see
     shared_prefix_length). prefix_length 0: the plain loss."""
-    if prefix_length == 0:
-        return summed_loss(model, tokens, mask)
     hidden = shared_prefix_hidden(model, tokens, prefix_length, checkpoint)
     logits = OutputHead(model).project(hidden)
     own, weights = tokens[:, prefix_length:], mask[:, prefix_length + 1:]
@@ -168,10 +167,7 @@ def shared_prefix_chunked_summed_loss(model, tokens, mask, prefix_length, chunk_
                                       positions=None, checkpoint=False):
     """chunked_summed_loss with the prefix computed once. `positions`, if given, are trained_positions of the
     rows' own part, mask[:, prefix_length:]."""
-    if prefix_length == 0:
-        hidden = model.model(tokens[:, :-1])
-    else:
-        hidden = shared_prefix_hidden(model, tokens, prefix_length, checkpoint)
+    hidden = shared_prefix_hidden(model, tokens, prefix_length, checkpoint)
     head = OutputHead(model)
     targets, weights = tokens[:, prefix_length + 1:], mask[:, prefix_length + 1:]
     picked = (hidden, targets, weights) if positions is None else at_positions(positions, hidden, targets, weights)
