@@ -81,6 +81,12 @@ TABLES = {
         *(rf"tiny random Qwen2 \(hidden 64, 2 layers\)\s+{re.escape(run)}(\s+{N}){{4}}x\s+\d+/\d+\s+\d+/\d+\s+\d+"
           for run in ("one at a time", "batched", "batched + early stop")),
     ],
+    "shared_prefix.py": [
+        r"way\s+computed tokens\s+s/step\s+trained tok/s\s+computed tok/s\s+peak GB\s+speed-up",
+        rf"full rows \(today\)\s+192(\s+{N}){{4}}\s+1\.00x",
+        rf"shared prefix\s+128(\s+{N}){{4}}\s+{N}x",
+        rf"loss per trained token: full rows {N}, shared prefix {N}, \|difference\| \S+; LoRA gradients: .*",
+    ],
     "token_efficiency.py": [
         r"\s+examples\s+batches\s+computed\s+padding\s+trained\s+assistant\s+computed\s+attention\s+computed per",
         *(rf"{re.escape(row)}(\s+{N}){{3}}\s+{N}%\s+{N}\s+{N}%\s+{N}x\s+{N}x\s+{N}" for row in (
