@@ -111,9 +111,10 @@ def test_cpp_engine_appends_the_generation_prompt_when_asked(gguf_with):
 
 @needs_engine
 def test_a_template_the_engine_cannot_parse_is_an_error(gguf_with):
-    # The driver silences llama.cpp's loader, and with it the parser's reason: only the driver's line remains.
+    # The driver's line ends the message; llama.cpp's common library may print the parser's reason before it (its
+    # log lines appeared on a fresh clone's full run, not when this file runs alone).
     gguf_path = gguf_with("{% for m in messages %}{{ m.content }}")
-    with pytest.raises(template_engine.TemplateEngineError, match=r"^render_chat_template: std::exception$"):
+    with pytest.raises(template_engine.TemplateEngineError, match=r"render_chat_template: std::exception$"):
         template_engine.render_gguf_template(gguf_path, [{"role": "user", "content": "Hi"}])
 
 
